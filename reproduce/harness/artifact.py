@@ -1,0 +1,129 @@
+"""How a reproduction script declares one paper artifact (a table or a figure).
+
+A script ``reproduce/<paper>/<name>.py`` builds one :class:`Artifact` named ``ARTIFACT``:
+which claims it checks, the config of each scale, how to list the units of work, how to
+run one unit, and how to turn the unit records into a table, claim measurements and
+plots. The runner (:mod:`reproduce.harness.runner`) does everything else: devices,
+seeds, records, resuming, progress, verdicts and the terminal summary.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+    from reproduce.harness.device import Device
+    from reproduce.harness.records import Record
+
+SCALES = ("smoke", "quick", "full")
+
+
+class SkipUnit(Exception):  # noqa: N818 - raised to say "skip", not an error
+    """Raised by ``run_unit`` when a unit cannot run here; the message is the reason."""
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One unit of work (a matrix, a seed, a method x setting).
+
+    ``id`` names the record file, so it is short and filesystem-safe; ``params`` are
+    JSON values stored in the record.
+    """
+
+    id: str
+    params: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a unit runs with: the scale, its resolved config, the seed and the device."""
+
+    scale: str
+    config: dict
+    seed: int
+    device: Device
+
+    def rng(self, unit: Unit | str) -> np.random.Generator:
+        """A generator seeded by the run's seed and the unit's id (stable across runs)."""
+        name = unit.id if isinstance(unit, Unit) else unit
+        salt = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "little")
+        return np.random.default_rng([self.seed, salt])
+
+
+@dataclass
+class Outcome:
+    """What ``run_unit`` returns: metrics (``records.metric`` dicts) and data provenance."""
+
+    metrics: dict[str, dict]
+    data: dict = field(default_factory=dict)
+
+
+@dataclass
+class Summary:
+    """The aggregate of a run's records.
+
+    ``table`` has one row per unit or per aggregate; ``measured`` maps claim ids to the
+    measured value that :func:`reproduce.harness.claims.judge` compares; ``figures`` are
+    ``(caption, matplotlib Figure)`` pairs; ``notes`` are sentences shown with the table.
+    """
+
+    table: pd.DataFrame
+    measured: dict[str, float] = field(default_factory=dict)
+    figures: list[tuple[str, Figure]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A paper's table or figure, as the harness runs it.
+
+    Parameters
+    ----------
+    paper, name : str
+        ``reproduce/<paper>/<name>.py``; the artifact's id is ``paper/name``.
+    title : str
+        What the artifact shows, as the paper captions it.
+    scales : dict[str, dict]
+        The config of each scale in :data:`SCALES` this artifact supports.
+    needs : dict[str, str]
+        Per scale, one sentence on what it needs (data, downloads, a GPU).
+    units : callable(Context) -> list[Unit]
+    run_unit : callable(Unit, Context) -> Outcome
+    summarize : callable(list[Record], Context) -> Summary
+    claims : tuple[str, ...]
+        Ids in ``reproduce/<paper>/claims.toml`` that ``summarize`` measures.
+    options : dict[str, dict]
+        Extra command-line flags: ``"--flag": argparse keyword arguments``. A flag given
+        on the command line overrides the config key of the same (dest) name.
+    fetch : callable(Context) -> list[str], optional
+        Pre-downloads what a scale needs; returns a line per item for ``repro fetch``.
+    """
+
+    paper: str
+    name: str
+    title: str
+    scales: dict[str, dict]
+    needs: dict[str, str]
+    units: Callable[[Context], list[Unit]]
+    run_unit: Callable[[Unit, Context], Outcome]
+    summarize: Callable[[list[Record], Context], Summary]
+    claims: tuple[str, ...] = ()
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    fetch: Callable[[Context], list[str]] | None = None
+
+    def __post_init__(self):
+        unknown = set(self.scales) - set(SCALES)
+        if unknown or "smoke" not in self.scales:
+            raise ValueError(f"{self.id}: scales must include smoke and be among {SCALES}")
+
+    @property
+    def id(self) -> str:
+        return f"{self.paper}/{self.name}"

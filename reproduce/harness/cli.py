@@ -1,0 +1,181 @@
+"""The ``repro`` command, and the ``main`` of every reproduction script.
+
+    repro list                       artifacts, their claims, what each scale needs
+    repro run TARGET [--scale ...]   run an artifact (paper/name), a paper, or all
+    repro report                     build reports/index.html from results/
+    repro fetch TARGET --scale full  download what a scale needs, ahead of time
+    repro env                        the device and environment a record would store
+
+``python reproduce/<paper>/<name>.py [options]`` is ``repro run <paper>/<name> [options]``.
+Expected failures (missing data, no network, a bad device) print one ``error:`` line and
+exit with status 2; a run with failed units exits with status 1 after its summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from reproduce.harness.artifact import SCALES, Artifact, Context
+from reproduce.harness.errors import ReproError
+
+EXIT_FAILED_UNITS, EXIT_ERROR = 1, 2
+
+
+def _common_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--scale", choices=SCALES, default="quick",
+                        help="smoke: seconds, synthetic data; quick: minutes on a CPU, offline data "
+                             "(default); full: the paper's protocol, downloads and usually a GPU")
+    parser.add_argument("--device", default="auto",
+                        help="auto (a CUDA GPU if CuPy or torch sees one, else the CPU), cpu, cuda or cuda:N")
+    parser.add_argument("--seed", type=int, default=0, help="base seed; each unit derives its own (default 0)")
+    parser.add_argument("--out", type=Path, default=Path("results"), help="where records go (default results/)")
+    parser.add_argument("--force", action="store_true", help="rerun units already recorded with this config")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
+
+def _artifact_options(parser: argparse.ArgumentParser, artifact: Artifact) -> None:
+    group = parser.add_argument_group(f"options of {artifact.id}")
+    for flag, kwargs in artifact.options.items():
+        group.add_argument(flag, **kwargs)
+
+
+def _overrides(args: argparse.Namespace, artifact: Artifact) -> dict:
+    names = [flag.lstrip("-").replace("-", "_") for flag in artifact.options]
+    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+
+
+def _run(artifacts: list[Artifact], args: argparse.Namespace) -> int:
+    from reproduce.harness.console import format_run
+    from reproduce.harness.device import select_device
+    from reproduce.harness.runner import run_artifact
+
+    device = select_device(args.device)
+    print(f"device: {device.tag} ({device.name}); {device.reason}", file=sys.stderr)
+    status = 0
+    for artifact in artifacts:
+        if args.scale not in artifact.scales:
+            print(f"{artifact.id}: no {args.scale} scale, skipped", file=sys.stderr)
+            continue
+        result = run_artifact(artifact, args.scale, device, seed=args.seed, out=args.out, force=args.force,
+                              overrides=_overrides(args, artifact), progress=args.progress)
+        print(format_run(result))
+        status = max(status, EXIT_FAILED_UNITS if any(r.status == "failed" for r in result.records) else 0)
+    return status
+
+
+def _list(artifacts: dict[str, Artifact]) -> int:
+    from reproduce.harness.console import format_listing
+
+    print(format_listing(artifacts))
+    return 0
+
+
+def _fetch(artifacts: list[Artifact], args: argparse.Namespace) -> int:
+    from reproduce.harness.device import select_device
+    from reproduce.harness.runner import resolve_config
+
+    device = select_device("cpu")
+    for artifact in artifacts:
+        if artifact.fetch is None or args.scale not in artifact.scales:
+            print(f"{artifact.id}: nothing to fetch at {args.scale} scale")
+            continue
+        ctx = Context(scale=args.scale, config=resolve_config(artifact, args.scale), seed=0, device=device)
+        for line in artifact.fetch(ctx):
+            print(f"{artifact.id}: {line}")
+    return 0
+
+
+def _env(args: argparse.Namespace) -> int:
+    from reproduce.harness.device import cpu_bandwidth, select_device
+    from reproduce.harness.environment import environment
+
+    device = select_device(args.device)
+    info = {"device": device.to_json(), "environment": environment()}
+    if args.bandwidth:
+        info["cpu_bandwidth"] = cpu_bandwidth()
+    print(json.dumps(info, indent=2))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from reproduce.harness.report import build_report
+
+    index = build_report(args.results, args.reports)
+    print(f"report: {index.resolve().as_uri()}")
+    return 0
+
+
+def build_parser(artifact: Artifact | None = None) -> argparse.ArgumentParser:
+    """The ``repro`` parser; with ``artifact``, also that artifact's own options on ``run``."""
+    parser = argparse.ArgumentParser(prog="repro", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("list", help="artifacts, their claims, and what each scale needs")
+    run = commands.add_parser("run", help="run an artifact (paper/name), a paper, or all")
+    run.add_argument("target", help="paper/name (e.g. hbp/correctness), a paper (hbp), or all")
+    _common_run_options(run)
+    if artifact is not None:
+        _artifact_options(run, artifact)
+    report = commands.add_parser("report", help="build reports/index.html from results/")
+    report.add_argument("--results", type=Path, default=Path("results"), help="records folder (default results/)")
+    report.add_argument("--reports", type=Path, default=Path("reports"), help="output folder (default reports/)")
+    fetch = commands.add_parser("fetch", help="download what a scale needs, ahead of time")
+    fetch.add_argument("target", help="paper/name, a paper, or all")
+    fetch.add_argument("--scale", choices=SCALES, default="full", help="scale to fetch for (default full)")
+    env = commands.add_parser("env", help="the device and environment a record would store, as JSON")
+    env.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    env.add_argument("--bandwidth", action="store_true", help="also measure (once, then cached) CPU bandwidth")
+    return parser
+
+
+def _single_artifact(argv: list[str], artifacts: dict[str, Artifact]) -> Artifact | None:
+    """The artifact ``repro run TARGET`` names, when TARGET is exactly one artifact."""
+    if len(argv) >= 2 and argv[0] == "run":
+        return artifacts.get(argv[1])
+    return None
+
+
+def _guarded(action) -> int:
+    """Run ``action()``; expected failures become one ``error:`` line, not a traceback."""
+    try:
+        return action()
+    except ReproError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("interrupted: records written so far are kept; rerun to resume", file=sys.stderr)
+        return 130
+
+
+def _dispatch(argv: list[str]) -> int:
+    from reproduce.harness.runner import discover, select
+
+    artifacts = discover()
+    args = build_parser(_single_artifact(argv, artifacts)).parse_args(argv)
+    if args.command == "list":
+        return _list(artifacts)
+    if args.command == "run":
+        return _run(select(args.target, artifacts), args)
+    if args.command == "fetch":
+        return _fetch(select(args.target, artifacts), args)
+    if args.command == "env":
+        return _env(args)
+    return _report(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``repro``; returns the exit status."""
+    return _guarded(lambda: _dispatch(sys.argv[1:] if argv is None else argv))
+
+
+def script_main(artifact: Artifact, argv: list[str] | None = None) -> int:
+    """``python reproduce/<paper>/<name>.py [options]``: runs that one artifact."""
+    parser = argparse.ArgumentParser(prog=f"reproduce/{artifact.paper}/{artifact.name}.py",
+                                     description=f"{artifact.title} ({artifact.id}).")
+    _common_run_options(parser)
+    _artifact_options(parser, artifact)
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    return _guarded(lambda: _run([artifact], args))

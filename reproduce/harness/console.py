@@ -1,0 +1,74 @@
+"""Plain-text tables for the terminal: the end-of-run summary and ``repro list``."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pandas as pd
+
+from reproduce.harness.artifact import SCALES, Artifact
+from reproduce.harness.claims import Verdict, load_claims
+
+pd.set_option("display.width", 160)
+
+
+def verdict_frame(verdicts: list[Verdict]) -> pd.DataFrame:
+    """One row per claim: id, paper value, measured, gap, verdict."""
+    rows = [{
+        "claim": v.claim.id,
+        "paper": f"{v.claim.value:g} {v.claim.unit}".strip(),
+        "measured": "" if v.measured is None else f"{v.measured:.4g}",
+        "gap": "" if v.gap is None else f"{v.gap:+.3g}",
+        "verdict": v.status + (" (indicative)" if v.indicative else ""),
+        "note": v.note,
+    } for v in verdicts]
+    return pd.DataFrame(rows, columns=["claim", "paper", "measured", "gap", "verdict", "note"])
+
+
+def format_table(frame: pd.DataFrame, max_rows: int = 40) -> str:
+    """A DataFrame as aligned text, floats to 4 significant digits, long tables cut."""
+    shown = frame if len(frame) <= max_rows else frame.head(max_rows)
+    text = shown.to_string(index=False, float_format=lambda x: f"{x:.4g}")
+    if len(frame) > max_rows:
+        text += f"\n... {len(frame) - max_rows} more rows (see the report)"
+    return text
+
+
+def format_run(result) -> str:
+    """The terminal summary of a :class:`~reproduce.harness.runner.RunResult`."""
+    ctx, counts = result.context, result.counts
+    status = pd.Series([r.status for r in result.records]).value_counts().to_dict()
+    lines = [
+        f"== {result.artifact.id} ({result.artifact.title}) at {ctx.scale} scale on {ctx.device.tag}",
+        f"units: {status.get('ok', 0)} ok, {status.get('failed', 0)} failed, {status.get('skipped', 0)} skipped "
+        f"(ran {counts['ran']}, reused {counts['reused']} from earlier runs)",
+    ]
+    if result.summary is not None:
+        lines += ["", format_table(result.summary.table)]
+        lines += [f"note: {n}" for n in result.summary.notes]
+    for record in result.records:
+        if record.status == "failed":
+            lines.append(f"failed {record.unit}: {record.error.splitlines()[0]}")
+    if result.verdicts:
+        lines += ["", format_table(verdict_frame(result.verdicts))]
+    return "\n".join(lines) + "\n"
+
+
+def format_listing(artifacts: dict[str, Artifact]) -> str:
+    """``repro list``: each artifact, its claims, and what each scale needs."""
+    blocks = []
+    for artifact in artifacts.values():
+        claims = {c.id: c for c in load_claims(artifact.paper)}
+        lines = [f"{artifact.id}: {artifact.title}"]
+        for cid in artifact.claims:
+            claim = claims.get(cid)
+            text = claim.text if claim else "(missing from claims.toml)"
+            lines.append(textwrap.fill(f"claim {cid}: {text}", 100, initial_indent="  ",
+                                       subsequent_indent="      "))
+        for scale in SCALES:
+            if scale in artifact.scales:
+                need = artifact.needs.get(scale, "")
+                lines.append(textwrap.fill(f"{scale}: {need}", 100, initial_indent="  ",
+                                           subsequent_indent="      "))
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) if blocks else "no artifacts found"

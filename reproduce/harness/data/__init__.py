@@ -1,0 +1,1 @@
+"""Data sources of the harness: SuiteSparse matrices, Matrix Market files and datasets."""

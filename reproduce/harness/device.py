@@ -1,0 +1,216 @@
+"""Which device a run uses, what it is, and how much memory bandwidth it has.
+
+``--device auto`` takes a CUDA GPU when CuPy or torch sees one and the CPU otherwise;
+``cpu`` and ``cuda[:N]`` force a choice (``cuda`` without a GPU is a
+:class:`~reproduce.harness.errors.DeviceError`). Detection never raises: CuPy >= 14
+returns False from ``cupy.cuda.is_available()`` on any driver error, and every other
+probe is wrapped. The chosen device and the reason for the choice are recorded.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import platform
+import re
+import socket
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from reproduce.harness.errors import DeviceError
+from reproduce.harness.paths import cache_dir
+
+# Keep torch's CUDA check from initialising CUDA in the parent (harness.md, section 6).
+os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+
+
+@dataclass(frozen=True)
+class Device:
+    """A compute device as recorded with every result.
+
+    ``memory_bytes`` is the device's (GPU) or machine's (CPU) total memory;
+    ``peak_bandwidth_gbs`` the GPU's theoretical memory bandwidth in GB/s (1e9 B/s),
+    None on the CPU, whose bandwidth is measured by :func:`cpu_bandwidth`.
+    """
+
+    kind: str
+    index: int | None
+    name: str
+    reason: str
+    memory_bytes: int | None = None
+    cores: int | None = None
+    compute_capability: str | None = None
+    driver_version: str | None = None
+    cuda_version: str | None = None
+    peak_bandwidth_gbs: float | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def tag(self) -> str:
+        """``cpu`` or ``cuda:N``: the form ``--device`` takes."""
+        return self.kind if self.index is None else f"{self.kind}:{self.index}"
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def _cupy():
+    try:
+        import cupy
+    except Exception:  # noqa: BLE001 - any import failure means "no CuPy"
+        return None
+    return cupy
+
+
+def cuda_device_count() -> int:
+    """How many CUDA devices CuPy or torch can use; 0 on any error."""
+    cupy = _cupy()
+    if cupy is not None:
+        try:
+            if cupy.cuda.is_available():
+                return int(cupy.cuda.runtime.getDeviceCount())
+        except Exception:  # noqa: BLE001 - CuPy < 14 can raise from a broken driver
+            pass
+    try:
+        import torch
+
+        return int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
+    except Exception:  # noqa: BLE001
+        return 0
+
+
+def select_device(spec: str = "auto") -> Device:
+    """The device for ``spec`` (``auto``, ``cpu``, ``cuda`` or ``cuda:N``)."""
+    spec = spec.strip().lower()
+    match = re.fullmatch(r"(auto|cpu|cuda)(?::(\d+))?", spec)
+    if not match or (match[1] != "cuda" and match[2] is not None):
+        raise DeviceError(f"--device must be auto, cpu, cuda or cuda:N, not {spec!r}")
+    kind, index = match[1], int(match[2] or 0)
+    if kind == "cpu":
+        return describe_cpu("asked for with --device cpu")
+    count = cuda_device_count()
+    if kind == "auto":
+        if count:
+            return describe_cuda(0, f"--device auto: {count} CUDA device(s) visible, took cuda:0")
+        return describe_cpu("--device auto: no CUDA device visible to CuPy or torch")
+    if count == 0:
+        raise DeviceError("--device cuda was asked for, but neither CuPy nor torch sees a CUDA GPU; "
+                          "use --device cpu (or auto), or install the 'gpu' extra on a GPU machine")
+    if index >= count:
+        raise DeviceError(f"--device cuda:{index} was asked for, but only {count} CUDA device(s) exist")
+    return describe_cuda(index, f"asked for with --device {spec}")
+
+
+@functools.cache
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _memory_bytes() -> int | None:
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().total)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def describe_cpu(reason: str) -> Device:
+    """The CPU as a :class:`Device` (model, usable cores, total memory)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return Device(kind="cpu", index=None, name=_cpu_model(), reason=reason, memory_bytes=_memory_bytes(),
+                  cores=cores, extra={"machine": platform.machine(), "hostname": socket.gethostname()})
+
+
+def describe_cuda(index: int, reason: str) -> Device:
+    """CUDA device ``index`` as a :class:`Device`, through CuPy if present, else torch."""
+    cupy = _cupy()
+    if cupy is not None and cupy.cuda.is_available():
+        props = cupy.cuda.runtime.getDeviceProperties(index)
+        runtime = cupy.cuda.runtime
+        # memoryClockRate is in kHz; DDR transfers twice per clock; bus width in bits.
+        peak = 2 * props["memoryClockRate"] * 1e3 * props["memoryBusWidth"] / 8 / 1e9
+        return Device(
+            kind="cuda", index=index, name=props["name"].decode(), reason=reason,
+            memory_bytes=int(props["totalGlobalMem"]), cores=int(props["multiProcessorCount"]),
+            compute_capability=f"{props['major']}.{props['minor']}",
+            driver_version=_cuda_version_string(runtime.driverGetVersion()),
+            cuda_version=_cuda_version_string(runtime.runtimeGetVersion()),
+            peak_bandwidth_gbs=round(peak, 1) if peak > 0 else None,
+            extra={"cupy": cupy.__version__},
+        )
+    import torch
+
+    props = torch.cuda.get_device_properties(index)
+    return Device(kind="cuda", index=index, name=props.name, reason=reason,
+                  memory_bytes=int(props.total_memory), cores=int(props.multi_processor_count),
+                  compute_capability=f"{props.major}.{props.minor}", cuda_version=torch.version.cuda,
+                  extra={"torch": torch.__version__})
+
+
+def _cuda_version_string(version: int) -> str:
+    """CUDA's integer version (e.g. 12040) as ``12.4``."""
+    return f"{version // 1000}.{version % 1000 // 10}"
+
+
+@functools.cache
+def _triad_kernel():
+    """STREAM triad ``a = b + scalar * c``, compiled by numba, parallel over threads."""
+    from numba import njit, prange
+
+    @njit(parallel=True)
+    def triad(a, b, c, scalar):
+        for i in prange(a.shape[0]):
+            a[i] = b[i] + scalar * c[i]
+
+    return triad
+
+
+def measure_cpu_bandwidth(n: int = 1 << 25, repeats: int = 10) -> float:
+    """Sustained memory bandwidth in GB/s (1e9 B/s) by a STREAM triad over fp64 arrays.
+
+    Counts 24 bytes per element (two reads, one write; no write-allocate), as STREAM
+    does, and returns the best of ``repeats`` runs. The default ``n`` (2**25, three
+    256 MiB arrays) is far beyond any CPU cache.
+    """
+    a, b, c = np.zeros(n), np.ones(n), np.full(n, 2.0)
+    kernel = _triad_kernel()
+    kernel(a, b, c, 3.0)  # compiles and warms up
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        kernel(a, b, c, 3.0)
+        best = min(best, time.perf_counter() - start)
+    return 24 * n / best / 1e9
+
+
+def cpu_bandwidth(refresh: bool = False) -> dict:
+    """This machine's measured CPU bandwidth, measured once and cached per CPU model.
+
+    Returns ``{"triad_gbs": float, "cpu": str, "threads": int, "measured": iso-date}``.
+    """
+    from numba import get_num_threads
+
+    key = re.sub(r"[^A-Za-z0-9]+", "_", f"{socket.gethostname()}_{_cpu_model()}_{get_num_threads()}")
+    path = cache_dir("machine") / f"bandwidth_{key}.json"
+    if path.exists() and not refresh:
+        try:
+            return json.loads(path.read_text())
+        except ValueError:
+            pass
+    result = {"triad_gbs": round(measure_cpu_bandwidth(), 2), "cpu": _cpu_model(),
+              "threads": get_num_threads(), "measured": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result))
+    os.replace(tmp, path)
+    return result

@@ -1,0 +1,168 @@
+"""Runs an artifact's units at one scale, records each, and summarises the run.
+
+Resumable: a unit whose record exists under the same config hash with status ``ok`` or
+``skipped`` is not run again (``force=True`` redoes it); a ``failed`` unit is retried.
+A unit that raises is recorded as failed with its error and the sweep goes on; Ctrl-C
+or a kill stops the sweep between atomic writes, so every record already written stays
+whole and nothing is half-written.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from tqdm import tqdm
+
+from reproduce.harness import claims as claims_mod
+from reproduce.harness.artifact import Artifact, Context, SkipUnit, Summary
+from reproduce.harness.device import Device
+from reproduce.harness.environment import environment
+from reproduce.harness.errors import ReproError
+from reproduce.harness.records import Record, config_hash, find_record, latest_config, load_records, write_record
+
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+
+
+def discover() -> dict[str, Artifact]:
+    """Every artifact of every paper: ``{"paper/name": Artifact}``, sorted by id."""
+    found = {}
+    for paper in sorted(p.name for p in PACKAGE_DIR.iterdir() if (p / "__init__.py").exists()):
+        if paper == "harness":
+            continue
+        package = importlib.import_module(f"reproduce.{paper}")
+        for info in pkgutil.iter_modules(package.__path__):
+            module = importlib.import_module(f"reproduce.{paper}.{info.name}")
+            artifact = getattr(module, "ARTIFACT", None)
+            if isinstance(artifact, Artifact):
+                found[artifact.id] = artifact
+    return dict(sorted(found.items()))
+
+
+def select(target: str, artifacts: dict[str, Artifact]) -> list[Artifact]:
+    """The artifacts named by ``target``: ``all``, a paper, or ``paper/name``."""
+    if target == "all":
+        return list(artifacts.values())
+    chosen = [a for key, a in artifacts.items() if key == target or a.paper == target]
+    if not chosen:
+        raise ReproError(f"no artifact or paper named {target!r}; `repro list` shows them all")
+    return chosen
+
+
+def resolve_config(artifact: Artifact, scale: str, overrides: dict | None = None) -> dict:
+    """The artifact's config at ``scale`` with command-line overrides applied."""
+    if scale not in artifact.scales:
+        raise ReproError(f"{artifact.id} has no {scale!r} scale; it has {', '.join(artifact.scales)}")
+    config = dict(artifact.scales[scale])
+    config.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return config
+
+
+def run_identity(artifact: Artifact, ctx: Context) -> dict:
+    """Everything that makes two runs' results differ; its hash names the records."""
+    return {"artifact": artifact.id, "scale": ctx.scale, "config": ctx.config, "seed": ctx.seed,
+            "device": {"kind": ctx.device.kind, "name": ctx.device.name}}
+
+
+@dataclass
+class RunResult:
+    """A finished run: its records (this config only), their summary and verdicts."""
+
+    artifact: Artifact
+    context: Context
+    records: list[Record]
+    summary: Summary | None
+    verdicts: list[claims_mod.Verdict]
+    counts: dict[str, int]
+
+
+def run_artifact(artifact: Artifact, scale: str, device: Device, *, seed: int = 0, out: Path = Path("results"),
+                 force: bool = False, overrides: dict | None = None, progress: bool = True) -> RunResult:
+    """Run every unit of ``artifact`` at ``scale`` on ``device``; see the module docstring."""
+    ctx = Context(scale=scale, config=resolve_config(artifact, scale, overrides), seed=seed, device=device)
+    identity = run_identity(artifact, ctx)
+    chash = config_hash(identity)
+    units = artifact.units(ctx)
+    ids = [u.id for u in units]
+    if len(ids) != len(set(ids)):
+        raise ReproError(f"{artifact.id}: unit ids are not unique")
+    _remove_stale_temporaries(out, artifact, scale)
+    counts = {"ran": 0, "reused": 0, "failed": 0, "skipped": 0}
+    bar = tqdm(units, desc=artifact.id, unit="unit", disable=not progress, file=sys.stderr, leave=False)
+    for unit in bar:
+        bar.set_postfix_str(unit.id, refresh=False)
+        done = find_record(out, artifact.paper, artifact.name, scale, unit.id, chash)
+        if done is not None and done.status in ("ok", "skipped") and not force:
+            counts["reused"] += 1
+            continue
+        record = _run_unit(artifact, unit, ctx, identity, chash)
+        write_record(out, record)
+        counts["ran"] += 1
+        counts["failed"] += record.status == "failed"
+        counts["skipped"] += record.status == "skipped"
+    bar.close()
+    records = [r for r in load_records(out, artifact.paper, artifact.name, scale)
+               if r.config_hash == chash and r.unit in set(ids)]
+    summary, verdicts = judge_records(artifact, records, ctx)
+    return RunResult(artifact, ctx, records, summary, verdicts, counts)
+
+
+def _remove_stale_temporaries(out: Path, artifact: Artifact, scale: str) -> None:
+    """Delete temporary files that a killed earlier run left behind (never records).
+
+    Only files older than a minute go, so a concurrent sweep's write in flight is safe.
+    """
+    for stale in (Path(out) / artifact.paper / artifact.name / scale).glob(".*.tmp"):
+        if time.time() - stale.stat().st_mtime > 60:
+            stale.unlink(missing_ok=True)
+
+
+def _run_unit(artifact: Artifact, unit, ctx: Context, identity: dict, chash: str) -> Record:
+    started = datetime.now(UTC).isoformat(timespec="seconds")
+    clock = time.perf_counter()
+    fields = dict(paper=artifact.paper, artifact=artifact.name, unit=unit.id, scale=ctx.scale,
+                  config=identity, config_hash=chash, seed=ctx.seed, params=unit.params,
+                  device=ctx.device.to_json(), environment=environment(), started=started)
+    try:
+        outcome = artifact.run_unit(unit, ctx)
+    except SkipUnit as skip:
+        return Record(status="skipped", reason=str(skip), duration_s=time.perf_counter() - clock, **fields)
+    except ReproError as err:
+        return Record(status="failed", error=str(err), duration_s=time.perf_counter() - clock, **fields)
+    except Exception as err:  # noqa: BLE001 - a failing unit is recorded and the sweep goes on
+        detail = "".join(traceback.format_exception(err, limit=-3)).strip()
+        return Record(status="failed", error=f"{type(err).__name__}: {err}\n{detail}",
+                      duration_s=time.perf_counter() - clock, **fields)
+    return Record(status="ok", metrics=outcome.metrics, data=outcome.data,
+                  duration_s=time.perf_counter() - clock, **fields)
+
+
+def judge_records(artifact: Artifact, records: list[Record], ctx: Context):
+    """The summary of ``records`` and the verdict on each claim the artifact checks."""
+    ok = [r for r in records if r.status == "ok"]
+    summary = artifact.summarize(ok, ctx) if ok else None
+    measured = summary.measured if summary else {}
+    paper_claims = {c.id: c for c in claims_mod.load_claims(artifact.paper)}
+    missing = [cid for cid in artifact.claims if cid not in paper_claims]
+    if missing:
+        raise ReproError(f"{artifact.id} checks claims not in {artifact.paper}/claims.toml: {missing}")
+    verdicts = [claims_mod.judge(paper_claims[cid], measured.get(cid), ctx.scale, ctx.device.kind)
+                for cid in artifact.claims]
+    return summary, verdicts
+
+
+def latest_run(artifact: Artifact, scale: str, out: Path) -> tuple[list[Record], Context] | None:
+    """The records of the most recent config of ``artifact`` at ``scale``, with its context."""
+    records = latest_config(load_records(out, artifact.paper, artifact.name, scale))
+    if not records:
+        return None
+    first = records[0]
+    device = Device(**{k: v for k, v in first.device.items() if k in Device.__dataclass_fields__})
+    ctx = Context(scale=scale, config=first.config["config"], seed=first.seed, device=device)
+    return records, ctx

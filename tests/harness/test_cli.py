@@ -1,0 +1,54 @@
+"""The ``repro`` command as a user runs it: list, run, env, errors without tracebacks."""
+
+import json
+import subprocess
+import sys
+
+from reproduce.harness.cli import main
+
+
+def test_list_shows_artifacts_claims_and_needs(capsys):
+    assert main(["list"]) == 0
+    text = capsys.readouterr().out
+    assert "hbp/correctness" in text and "smoke: nothing" in text
+
+
+def test_run_smoke_then_resume(tmp_path, capsys):
+    args = ["run", "hbp/correctness", "--scale", "smoke", "--out", str(tmp_path), "--no-progress",
+            "--device", "cpu"]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    assert "7 ok, 0 failed" in first and "within 1e-12" in first
+    assert main(args) == 0
+    assert "reused 7 from earlier runs" in capsys.readouterr().out
+
+
+def test_artifact_options_reach_the_config(tmp_path, capsys, suitesparse_dir, monkeypatch):
+    monkeypatch.setenv("REPRO_MATRIX_DIRS", str(suitesparse_dir))
+    args = ["run", "hbp/correctness", "--out", str(tmp_path), "--no-progress", "--device", "cpu",
+            "--matrices", "HB/west0479", "Newman/karate"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "2 ok" in out and "HB/west0479" in out
+
+
+def test_unknown_target_and_bad_device_are_one_line_errors(capsys):
+    assert main(["run", "nope/table9"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: no artifact or paper named 'nope/table9'") and "Traceback" not in err
+    assert main(["run", "hbp", "--device", "tpu"]) == 2
+    assert "--device must be" in capsys.readouterr().err
+
+
+def test_env_prints_the_recorded_environment(capsys):
+    assert main(["env", "--device", "cpu"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["device"]["kind"] == "cpu" and "numpy" in info["environment"]["packages"]
+
+
+def test_script_and_console_entry_points(tmp_path):
+    script = subprocess.run([sys.executable, "reproduce/hbp/correctness.py", "--help"], capture_output=True,
+                            text=True, timeout=120)
+    assert script.returncode == 0 and "--matrices" in script.stdout and "--scale" in script.stdout
+    console = subprocess.run(["repro", "run", "--help"], capture_output=True, text=True, timeout=120)
+    assert console.returncode == 0 and "--device" in console.stdout
