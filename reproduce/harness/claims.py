@@ -78,9 +78,12 @@ class Verdict:
         return self.claim.confidence == "approximate"
 
 
-def load_claims(paper: str, root: Path = REPRODUCE_DIR) -> list[Claim]:
-    """The claims of ``paper`` from ``<root>/<paper>/claims.toml`` (empty if none)."""
-    path = Path(root) / paper / "claims.toml"
+def load_claims(paper: str, root: Path | None = None) -> list[Claim]:
+    """The claims of ``paper`` from ``<root>/<paper>/claims.toml`` (empty if none).
+
+    ``root`` defaults to the ``reproduce`` package folder.
+    """
+    path = Path(root if root is not None else REPRODUCE_DIR) / paper / "claims.toml"
     if not path.exists():
         return []
     try:

@@ -7,6 +7,7 @@
 """
 
 import os
+import tempfile
 from pathlib import Path
 
 import platformdirs
@@ -25,3 +26,26 @@ def env_dirs(variable: str) -> list[Path]:
     """The existing folders listed in the ``os.pathsep``-separated variable, in order."""
     value = os.environ.get(variable, "")
     return [Path(p).expanduser() for p in value.split(os.pathsep) if p and Path(p).expanduser().is_dir()]
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` whole or not at all.
+
+    The text goes to a temporary file in the same folder, is flushed to disk, and is
+    renamed over ``path`` (``os.replace`` is atomic on POSIX and Windows), so whatever
+    kills the process, ``path`` holds either its old content or the new one. The file
+    is made readable by all (0644), as an ordinary file would be.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -16,11 +16,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from reproduce.harness.paths import atomic_write_text
 
 SCHEMA_VERSION = 1
 STATUSES = ("ok", "failed", "skipped")
@@ -103,18 +103,8 @@ def record_path(out: Path, paper: str, artifact: str, scale: str, unit: str, cha
 def write_record(out: Path, record: Record) -> Path:
     """Write ``record`` atomically and return its path."""
     path = record_path(out, record.paper, record.artifact, record.scale, record.unit, record.config_hash)
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(record.to_json(), indent=1, sort_keys=True, allow_nan=False, default=_jsonable)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(path, text)
     return path
 
 

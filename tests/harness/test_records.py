@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 
+from reproduce.harness import paths
 from reproduce.harness import records as rec
 from reproduce.harness.records import Record, config_hash, latest_config, load_records, metric, write_record
 
@@ -41,7 +42,7 @@ def test_a_failed_write_leaves_no_record_and_no_temporary(tmp_path, monkeypatch)
     def broken_replace(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(rec.os, "replace", broken_replace)
+    monkeypatch.setattr(paths.os, "replace", broken_replace)
     with pytest.raises(OSError, match="disk full"):
         write_record(tmp_path, make(unit="lost"))
     files = sorted(p.name for p in tmp_path.rglob("*") if p.is_file())

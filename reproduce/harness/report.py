@@ -1,0 +1,638 @@
+"""The HTML report: ``results/`` -> ``reports/index.html`` and a page per artifact.
+
+``build_report`` reads the run records (:mod:`reproduce.harness.records`), re-runs each
+artifact's ``summarize`` on the records of its most recent config per scale, judges the
+claims (:func:`reproduce.harness.runner.judge_records`) and writes
+
+- ``reports/index.html``: one row per artifact, every discovered artifact included
+  (never run: all its claims "not run");
+- ``reports/<paper>/<name>.html``: per scale that has records (full, quick, smoke), the
+  verdicts, the summary table, notes, plots, failed and skipped units, and the
+  environment the records were produced in.
+
+Decisions:
+
+- The index row of an artifact describes its *headline run*: the largest scale that has
+  records (full, then quick, then smoke), because that run checks the most claims; a
+  later smoke test does not hide a full run. The other scales run are listed beside it
+  and each has its own section on the page.
+- Pages are self-contained: CSS inline, plots inline as base64 PNG, no JavaScript, no
+  remote references; they open from ``file://``. Claim sources are shown as text, not
+  links, for the same reason.
+- A report is a pure function of the records: it carries no build time, so building it
+  twice from the same results gives byte-identical files.
+- An artifact whose ``summarize`` raises, or whose claims are missing from its
+  ``claims.toml``, gets its error shown on its page (claims "not run") instead of
+  stopping the report for every other artifact.
+- Every file is written to a temporary file and renamed over the target, so a crash
+  never leaves a half-written page.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+import numbers
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import numpy as np
+import pandas as pd
+from markupsafe import Markup
+
+from reproduce.harness import claims as claims_mod
+from reproduce.harness import runner
+from reproduce.harness.artifact import Artifact, Context, Summary
+from reproduce.harness.claims import VERDICTS, Claim, Verdict
+from reproduce.harness.errors import ReproError
+from reproduce.harness.paths import atomic_write_text
+from reproduce.harness.records import Record, read_record
+
+SCALE_ORDER = ("full", "quick", "smoke")
+FIGURE_DPI = 110
+MISSING = "\u2014"
+
+
+@dataclass
+class ScaleView:
+    """What the report shows of one artifact at one scale: its most recent run."""
+
+    scale: str
+    records: list[Record]
+    context: Context
+    verdicts: list[Verdict]
+    table_html: Markup | None = None
+    notes: list[str] = field(default_factory=list)
+    figures: list[tuple[str, str]] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def units(self) -> dict[str, int]:
+        """Units per status: ``{"ok": n, "failed": n, "skipped": n}``."""
+        counts = Counter(r.status for r in self.records)
+        return {status: counts.get(status, 0) for status in ("ok", "failed", "skipped")}
+
+    @property
+    def newest(self) -> Record:
+        """The most recently started record of the run."""
+        return max(self.records, key=lambda r: r.started)
+
+    @property
+    def oldest(self) -> Record:
+        """The first started record of the run."""
+        return min(self.records, key=lambda r: r.started)
+
+
+@dataclass
+class ArtifactView:
+    """An artifact with the runs it has, newest config per scale, largest scale first."""
+
+    artifact: Artifact
+    runs: list[ScaleView]
+    unrun: list[Verdict] = field(default_factory=list)
+    problem: str | None = None
+
+    @property
+    def headline(self) -> ScaleView | None:
+        """The run the index row describes: the largest scale with records."""
+        return self.runs[0] if self.runs else None
+
+    @property
+    def verdicts(self) -> list[Verdict]:
+        """The verdicts of the headline run, or all claims "not run" when never run."""
+        return self.headline.verdicts if self.headline else self.unrun
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Claims per verdict status, in :data:`~reproduce.harness.claims.VERDICTS` order."""
+        return count_verdicts(self.verdicts)
+
+    @property
+    def href(self) -> str:
+        """The page's path relative to ``reports/``."""
+        return f"{self.artifact.paper}/{self.artifact.name}.html"
+
+
+def build_report(results: Path, reports: Path, artifacts: dict[str, Artifact] | None = None) -> Path:
+    """Write the HTML report of ``results`` into ``reports`` and return ``index.html``'s path.
+
+    Parameters
+    ----------
+    results : Path
+        The records folder (``results/``), as written by the runner.
+    reports : Path
+        The output folder; created if absent. Other files in it (``reports/asv``) are left alone.
+    artifacts : dict[str, Artifact], optional
+        ``{"paper/name": Artifact}`` to report on; default every discovered artifact.
+    """
+    results, reports = Path(results), Path(reports)
+    if artifacts is None:
+        artifacts = runner.discover()
+    views = [collect(artifact, results) for _, artifact in sorted(artifacts.items())]
+    templates = _templates()
+    for view in views:
+        page = templates.get_template("artifact.html.j2").render(view=_page_context(view))
+        atomic_write_text(reports / view.href, page)
+    orphans = orphan_artifacts(results, artifacts)
+    index = templates.get_template("index.html.j2").render(
+        rows=[_index_row(v) for v in views], totals=count_verdicts(v for view in views for v in view.verdicts),
+        verdicts=VERDICTS, orphans=orphans)
+    index_path = reports / "index.html"
+    atomic_write_text(index_path, index)
+    return index_path
+
+
+def collect(artifact: Artifact, results: Path) -> ArtifactView:
+    """Summarise and judge the most recent run of ``artifact`` at each scale with records."""
+    runs = []
+    for scale in SCALE_ORDER:
+        found = runner.latest_run(artifact, scale, results) if scale in artifact.scales else None
+        if found is not None:
+            runs.append(judge_scale(artifact, *found))
+    claims, problem = declared_claims(artifact)
+    unrun = [Verdict(c, "not run", note="no records at any scale") for c in claims]
+    return ArtifactView(artifact, runs, unrun, problem)
+
+
+def judge_scale(artifact: Artifact, records: list[Record], ctx: Context) -> ScaleView:
+    """Summarise one run, render its table and plots, and judge its claims.
+
+    A failing ``summarize`` (or a claim missing from ``claims.toml``) becomes the view's
+    ``error``, with every declared claim "not run".
+    """
+    view = ScaleView(ctx.scale, records, ctx, verdicts=[])
+    try:
+        summary, view.verdicts = runner.judge_records(artifact, records, ctx)
+    except Exception as err:  # noqa: BLE001 - one broken artifact must not stop the whole report
+        view.error = f"{type(err).__name__}: {err}" if not isinstance(err, ReproError) else str(err)
+        claims, _ = declared_claims(artifact)
+        view.verdicts = [Verdict(c, "not run", note="the summary failed") for c in claims]
+        return view
+    if summary is not None:
+        _render_summary(summary, view)
+    return view
+
+
+def declared_claims(artifact: Artifact) -> tuple[list[Claim], str | None]:
+    """The claims ``artifact`` checks, found in its paper's ``claims.toml``, and any problem."""
+    try:
+        known = {c.id: c for c in claims_mod.load_claims(artifact.paper)}
+    except ReproError as err:
+        return [], str(err)
+    missing = [cid for cid in artifact.claims if cid not in known]
+    problem = f"claims not in {artifact.paper}/claims.toml: {', '.join(missing)}" if missing else None
+    return [known[cid] for cid in artifact.claims if cid in known], problem
+
+
+def count_verdicts(verdicts) -> dict[str, int]:
+    """``{status: n}`` for every status in :data:`~reproduce.harness.claims.VERDICTS`."""
+    counts = Counter(v.status for v in verdicts)
+    return {status: counts.get(status, 0) for status in VERDICTS}
+
+
+def orphan_artifacts(results: Path, artifacts: dict[str, Artifact]) -> list[str]:
+    """``paper/name`` of record folders in ``results`` that no known artifact owns."""
+    known = {(a.paper, a.name) for a in artifacts.values()}
+    found = set()
+    for path in sorted(Path(results).glob("*/*/*/*.json")):
+        paper, name = path.parts[-4], path.parts[-3]
+        if (paper, name) not in known and (paper, name) not in found and read_record(path) is not None:
+            found.add((paper, name))
+    return [f"{paper}/{name}" for paper, name in sorted(found)]
+
+
+def _render_summary(summary: Summary, view: ScaleView) -> None:
+    """Fill ``view`` with the summary's table, notes and plots; close every figure."""
+    import matplotlib.pyplot as plt
+
+    try:
+        view.table_html = table_html(summary.table) if summary.table is not None else None
+        view.notes = list(summary.notes)
+        view.figures = [(caption, figure_data_uri(fig)) for caption, fig in summary.figures]
+    finally:
+        for _, fig in summary.figures:
+            plt.close(fig)
+
+
+def table_html(table: pd.DataFrame) -> Markup:
+    """A DataFrame as an escaped HTML table, floats formatted by :func:`format_number`.
+
+    The index is shown only when it carries information (not a plain 0..n-1 range).
+    """
+    show_index = not isinstance(table.index, pd.RangeIndex) or table.index.name is not None
+    html = table.to_html(classes="data", border=0, float_format=format_number, na_rep=MISSING,
+                         index=show_index, escape=True)
+    return Markup(html)
+
+
+def figure_data_uri(fig) -> str:
+    """A matplotlib figure as a ``data:image/png;base64,...`` URI (no metadata, reproducible)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=FIGURE_DPI, bbox_inches="tight", metadata={"Software": None})
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def format_number(value: Any) -> str:
+    """A number for a table cell: 4 significant digits, no exponent between 1e-3 and 1e6.
+
+    ``None`` and NaN show as a dash; integers and non-numbers as they are.
+    """
+    if isinstance(value, (bool, int, np.integer)) or not isinstance(value, (numbers.Real, type(None))):
+        return str(value)
+    if value is None or math.isnan(value):
+        return MISSING
+    value = float(value)
+    magnitude = abs(value)
+    if magnitude == 0 or math.isinf(magnitude):
+        return str(value) if magnitude else "0"
+    if 1e-3 <= magnitude < 1e6:
+        decimals = max(0, 3 - math.floor(math.log10(magnitude)))
+        return f"{value:.{decimals}f}"
+    return f"{value:.3e}"
+
+
+def _with_unit(text: str, unit: str) -> str:
+    """``3.5 x``, ``71 %``, or the bare number when there is no unit."""
+    return f"{text} {unit}" if unit else text
+
+
+def tolerance_text(claim: Claim) -> str:
+    """The claim's tolerance as a reader writes it: ``±25%``, ``±1.5 pp``, ``[3, 4] x``."""
+    kind, width = next(iter(claim.tolerance.items()))
+    if kind == "rel":
+        return f"\u00b1{width * 100:g}%"
+    if kind == "abs":
+        return _with_unit(f"\u00b1{width:g}", claim.unit)
+    low, high = width
+    return _with_unit(f"[{low:g}, {high:g}]", claim.unit)
+
+
+def gap_text(verdict: Verdict) -> str:
+    """Measured minus paper value, with the unit and, when meaningful, the relative gap."""
+    if verdict.gap is None:
+        return MISSING
+    text = _with_unit(f"{'+' if verdict.gap > 0 else ''}{format_number(verdict.gap)}", verdict.claim.unit)
+    if verdict.claim.value and verdict.claim.unit != "%":
+        text += f" ({verdict.gap / abs(verdict.claim.value) * 100:+.1f}%)"
+    return text
+
+
+def verdict_row(verdict: Verdict) -> dict:
+    """One row of the verdict table, every cell already a string."""
+    claim = verdict.claim
+    paper = _with_unit(f"{claim.value:g}" + (f" \u00b1 {claim.std:g}" if claim.std is not None else ""), claim.unit)
+    measured = MISSING if verdict.measured is None else _with_unit(format_number(verdict.measured), claim.unit)
+    return {
+        "id": claim.id, "text": claim.text, "paper": paper,
+        "better": "\u2191 higher is better" if claim.better == "higher" else "\u2193 lower is better",
+        "tolerance": tolerance_text(claim), "measured": measured, "gap": gap_text(verdict),
+        "status": verdict.status, "css": _css_class(verdict.status), "indicative": verdict.indicative,
+        "confidence": claim.confidence, "source": claim.source, "note": verdict.note,
+    }
+
+
+def _css_class(status: str) -> str:
+    """``not reproduced`` -> ``v-not-reproduced``."""
+    return "v-" + status.replace(" ", "-")
+
+
+def date_text(started: str) -> str:
+    """An ISO timestamp as ``YYYY-MM-DD HH:MM UTC`` (as stored when it does not parse)."""
+    try:
+        moment = datetime.fromisoformat(started)
+    except ValueError:
+        return started or MISSING
+    if moment.tzinfo is None:
+        return moment.strftime("%Y-%m-%d %H:%M")
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def device_text(device: dict) -> str:
+    """``cuda: NVIDIA H200`` or ``cpu: AMD EPYC ...`` from a record's device dict."""
+    kind, name = device.get("kind") or "?", device.get("name") or ""
+    return f"{kind}: {name}" if name else kind
+
+
+def _environment(view: ScaleView) -> dict:
+    """The environment section of one run, from its newest record."""
+    newest = view.newest
+    env = newest.environment or {}
+    git = env.get("git") or {}
+    dirty = {True: "yes (tracked files differed from the commit)", False: "no", None: "unknown"}
+    commits = sorted({(r.environment.get("git") or {}).get("commit") or "unknown" for r in view.records})
+    return {
+        "device": {k: _cell(v, k) for k, v in (newest.device or {}).items()},
+        "python": " ".join(x for x in (env.get("implementation"), env.get("python")) if x) or MISSING,
+        "platform": env.get("platform") or MISSING,
+        "packages": dict(sorted((env.get("packages") or {}).items())),
+        "commit": git.get("commit") or "unknown", "dirty": dirty.get(git.get("dirty"), "unknown"),
+        "commits": commits if len(commits) > 1 else [],
+        "seed": view.context.seed, "config_hash": newest.config_hash,
+        "config": json.dumps(view.context.config, indent=2, sort_keys=True, default=str),
+    }
+
+
+def _cell(value: Any, key: str = "") -> str:
+    """A value of a record's dict as table text: JSON for containers, GiB for ``*_bytes``."""
+    if value is None:
+        return MISSING
+    if key.endswith("_bytes") and isinstance(value, int):
+        return f"{value / 2**30:.1f} GiB"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True, default=str)
+    return str(value)
+
+
+def _unit_rows(records: list[Record]) -> list[dict]:
+    """Every unit of a run: id, status, duration, data provenance, error or reason."""
+    rows = []
+    for record in sorted(records, key=lambda r: r.unit):
+        data = record.data or {}
+        source = " ".join(str(data[k]) for k in ("source", "file") if data.get(k))
+        rows.append({"unit": record.unit, "status": record.status, "duration": f"{record.duration_s:.2f} s",
+                     "data": source or MISSING, "sha256": str(data.get("sha256") or "")[:12],
+                     "detail": record.error or record.reason or ""})
+    return rows
+
+
+def _run_context(view: ScaleView, artifact: Artifact) -> dict:
+    """Everything the page template shows of one run."""
+    units = _unit_rows(view.records)
+    return {
+        "scale": view.scale, "needs": artifact.needs.get(view.scale, ""), "error": view.error,
+        "verdicts": [verdict_row(v) for v in view.verdicts], "counts": count_verdicts(view.verdicts),
+        "units": view.units, "unit_rows": units, "problems": [u for u in units if u["status"] != "ok"],
+        "table_html": view.table_html, "notes": view.notes, "figures": view.figures,
+        "device": device_text(view.newest.device or {}), "environment": _environment(view),
+        "first": date_text(view.oldest.started), "last": date_text(view.newest.started),
+    }
+
+
+def _page_context(view: ArtifactView) -> dict:
+    """Everything the artifact page template shows."""
+    artifact = view.artifact
+    run_scales = [run.scale for run in view.runs]
+    return {
+        "id": artifact.id, "title": artifact.title,
+        "runs": [_run_context(run, artifact) for run in view.runs],
+        "unrun": [verdict_row(v) for v in view.unrun], "unrun_counts": count_verdicts(view.unrun),
+        "problem": view.problem,
+        "missing_scales": [{"scale": s, "needs": artifact.needs.get(s, "")}
+                           for s in SCALE_ORDER if s in artifact.scales and s not in run_scales],
+    }
+
+
+def _index_row(view: ArtifactView) -> dict:
+    """One row of the index table."""
+    headline = view.headline
+    return {
+        "paper": view.artifact.paper, "name": view.artifact.name, "title": view.artifact.title,
+        "href": view.href, "counts": view.counts,
+        "scale": headline.scale if headline else None,
+        "others": [run.scale for run in view.runs[1:]],
+        "units": headline.units if headline else None,
+        "device": device_text(headline.newest.device or {}) if headline else MISSING,
+        "date": date_text(headline.newest.started) if headline else MISSING,
+        "error": bool(view.problem or (headline and headline.error)),
+    }
+
+
+def _templates() -> jinja2.Environment:
+    """The page templates, HTML-autoescaped; undefined names are errors, not blanks."""
+    env = jinja2.Environment(loader=jinja2.DictLoader(TEMPLATES), autoescape=True,
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                             keep_trailing_newline=True)
+    env.globals.update(css=Markup(CSS.strip()), dash=MISSING, statuses=VERDICTS)
+    env.filters["verdict_css"] = _css_class
+    return env
+
+
+CSS = """
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1f2328;
+       margin: 2em auto; max-width: 1400px; padding: 0 1.5em; }
+h1 { font-size: 1.6em; margin-bottom: .2em; } h2 { margin-top: 2em; border-bottom: 1px solid #d0d7de; }
+h3 { margin-top: 1.5em; } a { color: #0969da; } .muted { color: #59636e; }
+table { border-collapse: collapse; margin: .6em 0; }
+th, td { border: 1px solid #d0d7de; padding: .3em .6em; vertical-align: top; text-align: left; }
+th { background: #f6f8fa; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+table.data td { text-align: right; font-variant-numeric: tabular-nums; }
+.verdict { display: inline-block; padding: .05em .5em; border-radius: 1em; font-weight: 600; white-space: nowrap; }
+.v-reproduced { background: #dafbe1; color: #116329; }
+.v-not-reproduced, .v-failed { background: #ffebe9; color: #a40e26; }
+.v-not-run, .v-skipped { background: #eaeef2; color: #424a53; }
+.v-not-judged { background: #fff8c5; color: #7d4e00; }
+td.count { text-align: right; } td.count.zero { color: #8c959f; }
+.indicative { font-size: .85em; font-style: italic; color: #7d4e00; }
+.error { background: #ffebe9; border: 1px solid #ff8182; padding: .5em .8em; border-radius: 6px; }
+pre { background: #f6f8fa; padding: .6em; overflow-x: auto; white-space: pre-wrap; margin: 0; }
+figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #d0d7de; }
+figcaption { color: #59636e; }
+details summary { cursor: pointer; margin: .5em 0; }
+"""
+
+BASE = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{% block title %}{% endblock %}</title>
+<style>{{ css }}</style>
+</head>
+<body>
+{% block body %}{% endblock %}
+</body>
+</html>
+"""
+
+MACROS = """{% macro badge(status, text=None) -%}
+<span class="verdict {{ status | verdict_css }}">{{ text if text is not none else status }}</span>
+{%- endmacro %}
+
+{% macro counts_line(counts) %}
+<p class="counts">
+{% for status in statuses %}{{ badge(status, counts[status] ~ " " ~ status) }} {% endfor %}
+</p>
+{% endmacro %}
+
+{% macro verdict_table(rows) %}
+<table class="verdicts">
+<thead><tr><th>Claim</th><th>Paper says</th><th>Paper value</th><th>Tolerance</th><th>Measured</th>
+<th>Gap</th><th>Verdict</th><th>Confidence</th><th>Source</th></tr></thead>
+<tbody>
+{% for row in rows %}
+<tr class="{{ row.css }}" id="claim-{{ row.id }}">
+<td><code>{{ row.id }}</code></td>
+<td>{{ row.text }}</td>
+<td class="num">{{ row.paper }}<br><span class="muted">{{ row.better }}</span></td>
+<td class="num">{{ row.tolerance }}</td>
+<td class="num">{{ row.measured }}</td>
+<td class="num">{{ row.gap }}</td>
+<td>{{ badge(row.status) }}
+{% if row.indicative %}<br><span class="indicative">indicative: read off a chart</span>{% endif %}
+{% if row.note %}<br><span class="muted">{{ row.note }}</span>{% endif %}
+</td>
+<td>{{ row.confidence }}</td>
+<td>{{ row.source }}</td>
+</tr>
+{% endfor %}
+</tbody>
+</table>
+{% endmacro %}
+"""
+
+INDEX = """{% extends "base.html.j2" %}
+{% from "macros.html.j2" import badge, counts_line %}
+{% block title %}Reproduction report{% endblock %}
+{% block body %}
+<h1>Reproduction report</h1>
+<p class="muted">One row per artifact. Claims and units are those of the artifact's largest scale with
+records (full, then quick, then smoke); its page shows every scale.</p>
+{{ counts_line(totals) }}
+<table class="index">
+<thead><tr><th>Paper</th><th>Artifact</th><th>Title</th><th>Scale</th>
+{% for status in statuses %}<th>{{ status }}</th>{% endfor %}
+<th>Units ok / failed / skipped</th><th>Device</th><th>Newest record</th></tr></thead>
+<tbody>
+{% for row in rows %}
+<tr id="{{ row.paper }}-{{ row.name }}">
+<td>{{ row.paper }}</td>
+<td><a href="{{ row.href }}">{{ row.name }}</a>{% if row.error %} {{ badge("failed", "error") }}{% endif %}</td>
+<td>{{ row.title }}</td>
+<td>
+{% if row.scale %}
+{{ row.scale }}{% if row.others %}<br><span class="muted">also {{ row.others | join(", ") }}</span>{% endif %}
+{% else %}
+{{ badge("not run") }}
+{% endif %}
+</td>
+{% for status in statuses %}
+{% set n = row.counts[status] %}
+<td class="count {{ status | verdict_css if n else 'zero' }}">{{ n }}</td>
+{% endfor %}
+{% if row.units %}
+<td class="num">{{ row.units.ok }} / {{ row.units.failed }} / {{ row.units.skipped }}</td>
+{% else %}
+<td class="num">{{ dash }}</td>
+{% endif %}
+<td>{{ row.device }}</td>
+<td>{{ row.date }}</td>
+</tr>
+{% endfor %}
+</tbody>
+</table>
+{% if orphans %}
+<p class="muted">Records whose artifact script no longer exists (not reported): {{ orphans | join(", ") }}.</p>
+{% endif %}
+{% endblock %}
+"""
+
+ARTIFACT = """{% extends "base.html.j2" %}
+{% from "macros.html.j2" import badge, counts_line, verdict_table %}
+{% block title %}{{ view.id }}: {{ view.title }}{% endblock %}
+{% block body %}
+<p><a href="../index.html">&larr; all artifacts</a></p>
+<h1>{{ view.id }}</h1>
+<p>{{ view.title }}</p>
+{% if view.problem %}<p class="error">{{ view.problem }}</p>{% endif %}
+{% if view.runs %}
+<p>Scales run:
+{% for run in view.runs %}<a href="#scale-{{ run.scale }}">{{ run.scale }}</a>{{ ", " if not loop.last }}{% endfor %}.
+</p>
+{% else %}
+<p>{{ badge("not run") }} No records at any scale.</p>
+<h2>Claims</h2>
+{{ counts_line(view.unrun_counts) }}
+{{ verdict_table(view.unrun) }}
+{% endif %}
+{% if view.missing_scales %}
+<p class="muted">Not run at:
+{% for s in view.missing_scales %}
+{{ s.scale }}{% if s.needs %} (needs: {{ s.needs }}){% endif %}{{ ";" if not loop.last else "." }}
+{% endfor %}
+Run with <code>repro run {{ view.id }} --scale SCALE</code>.</p>
+{% endif %}
+{% for run in view.runs %}
+<section id="scale-{{ run.scale }}">
+<h2>Scale: {{ run.scale }}</h2>
+<p class="muted">{{ run.device }} &middot; records {{ run.first }} to {{ run.last }} &middot;
+units ok {{ run.units.ok }}, failed {{ run.units.failed }}, skipped {{ run.units.skipped }}
+{% if run.needs %}&middot; needs: {{ run.needs }}{% endif %}</p>
+{% if run.error %}<p class="error">The summary failed: {{ run.error }}</p>{% endif %}
+<h3>Claims</h3>
+{{ counts_line(run.counts) }}
+{% if run.verdicts %}
+{{ verdict_table(run.verdicts) }}
+{% else %}
+<p class="muted">This artifact checks no claims.</p>
+{% endif %}
+{% if run.table_html is not none %}
+<h3>Summary</h3>
+<div class="summary">{{ run.table_html }}</div>
+{% endif %}
+{% if run.notes %}
+<ul class="notes">{% for note in run.notes %}<li>{{ note }}</li>{% endfor %}</ul>
+{% endif %}
+{% for caption, uri in run.figures %}
+<figure><img src="{{ uri }}" alt="{{ caption }}"><figcaption>{{ caption }}</figcaption></figure>
+{% endfor %}
+{% if run.problems %}
+<h3>Failed and skipped units</h3>
+<table class="problems">
+<thead><tr><th>Unit</th><th>Status</th><th>Error or reason</th></tr></thead>
+<tbody>
+{% for unit in run.problems %}
+<tr><td><code>{{ unit.unit }}</code></td><td>{{ badge(unit.status) }}</td><td><pre>{{ unit.detail }}</pre></td></tr>
+{% endfor %}
+</tbody>
+</table>
+{% endif %}
+<details>
+<summary>All {{ run.unit_rows | length }} units</summary>
+<table class="units">
+<thead><tr><th>Unit</th><th>Status</th><th>Duration</th><th>Data</th><th>sha256</th></tr></thead>
+<tbody>
+{% for unit in run.unit_rows %}
+<tr><td><code>{{ unit.unit }}</code></td><td>{{ unit.status }}</td><td class="num">{{ unit.duration }}</td>
+<td>{{ unit.data }}</td><td><code>{{ unit.sha256 }}</code></td></tr>
+{% endfor %}
+</tbody>
+</table>
+</details>
+<h3>Environment</h3>
+{% set env = run.environment %}
+<table class="environment">
+<tbody>
+<tr><th>Device</th><td>
+{% for key, value in env.device.items() %}{{ key }}: {{ value }}<br>{% endfor %}
+</td></tr>
+<tr><th>Python</th><td>{{ env.python }} on {{ env.platform }}</td></tr>
+<tr><th>Packages</th><td>
+{% for name, version in env.packages.items() %}{{ name }} {{ version }}{{ ", " if not loop.last }}{% endfor %}
+</td></tr>
+<tr><th>Git commit</th><td><code>{{ env.commit }}</code>, dirty: {{ env.dirty }}
+{% if env.commits %}
+<br><span class="muted">the records span {{ env.commits | length }} commits: {{ env.commits | join(", ") }}</span>
+{% endif %}
+</td></tr>
+<tr><th>Seed</th><td>{{ env.seed }}</td></tr>
+<tr><th>Config hash</th><td><code>{{ env.config_hash }}</code></td></tr>
+<tr><th>Config</th><td><pre>{{ env.config }}</pre></td></tr>
+</tbody>
+</table>
+</section>
+{% endfor %}
+{% endblock %}
+"""
+
+TEMPLATES = {
+    "base.html.j2": BASE,
+    "macros.html.j2": MACROS,
+    "index.html.j2": INDEX,
+    "artifact.html.j2": ARTIFACT,
+}

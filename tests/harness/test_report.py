@@ -1,0 +1,358 @@
+"""The HTML report: verdicts, counts, inline plots, escaping, self-containment, determinism."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import pytest
+
+from reproduce.harness import claims as claims_mod
+from reproduce.harness import report
+from reproduce.harness.artifact import Artifact, Outcome, Summary
+from reproduce.harness.records import Record, metric, write_record
+
+PAPER = "toy"
+SCRIPT_TEXT = '<script>alert("x")</script>'
+
+CLAIMS_TOML = f"""
+[[claim]]
+id = "speedup"
+text = "Toy is 2x faster than the baseline."
+value = 2.0
+unit = "x"
+better = "higher"
+tolerance = {{ rel = 0.25 }}
+source = "Toy paper, abstract"
+confidence = "verified"
+scales = ["smoke", "quick"]
+
+[[claim]]
+id = "accuracy"
+text = 'Toy reaches 90% accuracy {SCRIPT_TEXT}.'
+value = 90.0
+unit = "%"
+better = "higher"
+tolerance = {{ abs = 1.0 }}
+source = "Toy paper, Fig. 3"
+confidence = "approximate"
+scales = ["smoke"]
+
+[[claim]]
+id = "fid"
+text = "Toy reaches an FID of 5."
+value = 5.0
+unit = ""
+better = "lower"
+tolerance = {{ abs = 0.5 }}
+source = "Toy paper, Table 2"
+confidence = "verified"
+scales = ["full"]
+
+[[claim]]
+id = "memory"
+text = "Toy needs 1.2 GB."
+value = 1.2
+unit = "GB"
+better = "lower"
+tolerance = {{ rel = 0.1 }}
+source = "a talk"
+confidence = "unverified"
+scales = ["smoke"]
+"""
+
+DEVICE = {"kind": "cpu", "index": None, "name": "Test CPU <x86>", "reason": "forced by --device cpu",
+          "memory_bytes": 8 * 2**30, "cores": 2, "compute_capability": None, "driver_version": None,
+          "cuda_version": None, "peak_bandwidth_gbs": None, "extra": {}}
+ENVIRONMENT = {"python": "3.11.7", "implementation": "CPython", "platform": "Linux-test",
+               "executable": "/usr/bin/python3", "packages": {"numpy": "2.1.0", "pandas": "2.2.0"},
+               "git": {"commit": "0123456789abcdef", "dirty": True}}
+
+
+def _summarize(records, ctx):
+    """Mean speed-up and accuracy of the ok units, with one plot."""
+    table = pd.DataFrame({
+        "unit": [r.unit for r in records],
+        "speedup": [r.value("speedup") for r in records],
+        "accuracy": [r.value("accuracy") for r in records],
+    })
+    fig, ax = plt.subplots(figsize=(3, 2))
+    ax.bar(table["unit"], table["speedup"])
+    return Summary(table=table,
+                   measured={"speedup": float(table["speedup"].mean()),
+                             "accuracy": float(table["accuracy"].mean()), "memory": 1.5},
+                   figures=[("Speed-up per unit", fig)], notes=["Means over <b>ok</b> units."])
+
+
+def _artifact(name: str, claims: tuple[str, ...], summarize=_summarize) -> Artifact:
+    return Artifact(paper=PAPER, name=name, title=f"Toy {name} & friends",
+                    scales={"smoke": {"n": 3}, "quick": {"n": 30}}, needs={"quick": "the toy matrices"},
+                    units=lambda ctx: [], run_unit=lambda unit, ctx: Outcome(metrics={}),
+                    summarize=summarize, claims=claims)
+
+
+def _record(name: str, unit: str, status: str, started: str, **fields) -> Record:
+    identity = {"artifact": f"{PAPER}/{name}", "scale": "smoke", "config": {"n": 3}, "seed": 7,
+                "device": {"kind": "cpu", "name": DEVICE["name"]}}
+    return Record(paper=PAPER, artifact=name, unit=unit, scale="smoke", status=status, config=identity,
+                  seed=7, device=DEVICE, environment=ENVIRONMENT, started=started, duration_s=0.5, **fields)
+
+
+@pytest.fixture
+def claims_root(tmp_path, monkeypatch):
+    """A claims.toml for the toy paper, found by runner.judge_records through load_claims."""
+    root = tmp_path / "reproduce"
+    (root / PAPER).mkdir(parents=True)
+    (root / PAPER / "claims.toml").write_text(CLAIMS_TOML)
+    load = claims_mod.load_claims
+    monkeypatch.setattr(claims_mod, "load_claims", lambda paper, root=root: load(paper, root))
+    return root
+
+
+@pytest.fixture
+def results(tmp_path, claims_root):
+    """Records of toy/table1 at smoke: two ok units, one failed, one skipped."""
+    out = tmp_path / "results"
+    ok = {"speedup": metric(2.2, "x"), "accuracy": metric(80.0, "%")}
+    write_record(out, _record("table1", "m1", "ok", "2025-01-02T03:04:00+00:00", metrics=ok,
+                              data={"source": "bundled", "file": "m1.mtx", "sha256": "ab" * 32}))
+    write_record(out, _record("table1", "m2", "ok", "2025-01-02T03:05:00+00:00", metrics=ok))
+    write_record(out, _record("table1", "m3", "failed", "2025-01-02T03:03:00+00:00",
+                              error="ValueError: <boom> & more"))
+    write_record(out, _record("table1", "m4", "skipped", "2025-01-02T03:02:00+00:00",
+                              reason="needs a GPU"))
+    return out
+
+
+@pytest.fixture
+def artifacts():
+    return {f"{PAPER}/table1": _artifact("table1", ("speedup", "accuracy", "fid", "memory")),
+            f"{PAPER}/fig2": _artifact("fig2", ("fid",))}
+
+
+class _Tables(HTMLParser):
+    """Collects every table as rows of cell texts, keyed by the table's first class."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.tables: dict[str, list[list[str]]] = {}
+        self._rows = None
+        self._cell = None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            name = (dict(attrs).get("class") or "").split()
+            self._rows = self.tables.setdefault(name[-1] if name else "", [])
+        elif tag == "tr" and self._rows is not None:
+            self._rows.append([])
+        elif tag in ("td", "th") and self._rows is not None:
+            self._cell = []
+        elif tag == "br" and self._cell is not None:
+            self._cell.append(" ")
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self._rows[-1].append(" ".join("".join(self._cell).split()))
+            self._cell = None
+        elif tag == "table":
+            self._rows = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def tables(html: str) -> dict[str, list[list[str]]]:
+    parser = _Tables()
+    parser.feed(html)
+    return parser.tables
+
+
+def counts_lines(html: str) -> list[str]:
+    """The text of every verdict-counts paragraph."""
+    paragraphs = re.findall(r'<p class="counts">(.*?)</p>', html, flags=re.DOTALL)
+    return [" ".join(re.sub(r"<[^>]+>", " ", p).split()) for p in paragraphs]
+
+
+def _rows_by_first_cell(rows: list[list[str]]) -> dict[str, list[str]]:
+    return {row[0]: row for row in rows[1:]}
+
+
+REMOTE = re.compile(r"""(?:src|href|action|poster)\s*=\s*["']?\s*(?:https?:)?//|url\(\s*["']?(?:https?:)?//|@import""",
+                    re.IGNORECASE)
+
+
+def test_index_counts_and_rows(results, artifacts, tmp_path):
+    index = report.build_report(results, tmp_path / "reports", artifacts)
+    html = index.read_text()
+    rows = tables(html)["index"]
+    header = rows[0]
+    assert header[4:8] == ["reproduced", "not reproduced", "not run", "not judged"]
+    by_name = {row[1]: row for row in rows[1:]}
+    table1 = by_name["table1"]
+    assert table1[0] == PAPER
+    assert table1[2] == "Toy table1 & friends"
+    assert table1[3] == "smoke"
+    assert table1[4:8] == ["1", "1", "1", "1"]
+    assert table1[8] == "2 / 1 / 1"
+    assert table1[9] == "cpu: Test CPU <x86>"
+    assert table1[10] == "2025-01-02 03:05 UTC"
+    fig2 = by_name["fig2"]
+    assert fig2[3] == "not run"
+    assert fig2[4:8] == ["0", "0", "1", "0"]
+    assert 'href="toy/table1.html"' in html and 'href="toy/fig2.html"' in html
+    assert (tmp_path / "reports" / "toy" / "table1.html").exists()
+
+
+def test_artifact_page_verdicts_figure_and_units(results, artifacts, tmp_path):
+    report.build_report(results, tmp_path / "reports", artifacts)
+    html = (tmp_path / "reports" / "toy" / "table1.html").read_text()
+    found = tables(html)
+    verdicts = _rows_by_first_cell(found["verdicts"])
+    assert verdicts["speedup"][6] == "reproduced"
+    assert verdicts["speedup"][2] == "2 x ↑ higher is better"
+    assert verdicts["speedup"][3] == "±25%"
+    assert verdicts["speedup"][4] == "2.200 x"
+    assert verdicts["speedup"][5] == "+0.2000 x (+10.0%)"
+    assert verdicts["accuracy"][6].startswith("not reproduced indicative")
+    assert verdicts["accuracy"][4] == "80.00 %"
+    assert verdicts["fid"][6].startswith("not run")
+    assert verdicts["memory"][6].startswith("not judged")
+    assert verdicts["memory"][7] == "unverified"
+    assert counts_lines(html) == ["1 reproduced 1 not reproduced 1 not run 1 not judged"]
+
+    summary = _rows_by_first_cell(found["data"])
+    assert summary["m1"] == ["m1", "2.200", "80.00"]
+    problems = _rows_by_first_cell(found["problems"])
+    assert problems["m3"][1:] == ["failed", "ValueError: <boom> & more"]
+    assert problems["m4"][1:] == ["skipped", "needs a GPU"]
+    assert "ValueError: &lt;boom&gt; &amp; more" in html
+
+    environment = {row[0]: row for row in found["environment"]}
+    assert "0123456789abcdef" in environment["Git commit"][1] and "dirty: yes" in environment["Git commit"][1]
+    assert environment["Seed"][1] == "7"
+    assert "memory_bytes: 8.0 GiB" in environment["Device"][1]
+    assert '"n": 3' in environment["Config"][1]
+    assert "numpy 2.1.0" in environment["Packages"][1]
+
+    assert re.search(r'<img src="data:image/png;base64,[A-Za-z0-9+/=]{100,}" alt="Speed-up per unit">', html)
+    assert plt.get_fignums() == []
+
+
+def test_pages_are_escaped_and_self_contained(results, artifacts, tmp_path):
+    report.build_report(results, tmp_path / "reports", artifacts)
+    for page in sorted((tmp_path / "reports").rglob("*.html")):
+        html = page.read_text()
+        assert not REMOTE.search(html), page
+        assert "<script" not in html.lower(), page
+        assert "http://" not in html and "https://" not in html, page
+    page = (tmp_path / "reports" / "toy" / "table1.html").read_text()
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in page
+    assert "Means over &lt;b&gt;ok&lt;/b&gt; units." in page
+
+
+def test_never_run_artifact_page_shows_not_run(results, artifacts, tmp_path):
+    report.build_report(results, tmp_path / "reports", artifacts)
+    html = (tmp_path / "reports" / "toy" / "fig2.html").read_text()
+    assert "No records at any scale" in html
+    verdicts = _rows_by_first_cell(tables(html)["verdicts"])
+    assert list(verdicts) == ["fid"]
+    assert verdicts["fid"][6].startswith("not run")
+    assert "repro run toy/fig2 --scale SCALE" in html
+
+
+def test_empty_results_show_every_artifact_not_run(claims_root, artifacts, tmp_path):
+    index = report.build_report(tmp_path / "no-results", tmp_path / "reports", artifacts)
+    rows = tables(index.read_text())["index"]
+    assert {row[1]: row[3] for row in rows[1:]} == {"fig2": "not run", "table1": "not run"}
+
+
+def test_building_twice_gives_identical_files(results, artifacts, tmp_path):
+    reports = tmp_path / "reports"
+
+    def snapshot() -> dict[str, bytes]:
+        return {str(p.relative_to(reports)): p.read_bytes() for p in sorted(reports.rglob("*")) if p.is_file()}
+
+    report.build_report(results, reports, artifacts)
+    first = snapshot()
+    report.build_report(results, reports, artifacts)
+    assert snapshot() == first
+    assert sorted(first) == ["index.html", "toy/fig2.html", "toy/table1.html"]
+
+
+def test_failing_summary_is_shown_not_fatal(results, artifacts, tmp_path):
+    def broken(records, ctx):
+        raise RuntimeError("summary <bug>")
+
+    artifacts[f"{PAPER}/table1"] = _artifact("table1", ("speedup",), summarize=broken)
+    index = report.build_report(results, tmp_path / "reports", artifacts)
+    names = [row[1] for row in tables(index.read_text())["index"][1:]]
+    assert names == ["fig2", "table1 error"]
+    html = (tmp_path / "reports" / "toy" / "table1.html").read_text()
+    assert "The summary failed: RuntimeError: summary &lt;bug&gt;" in html
+
+
+def test_records_without_artifact_are_listed(results, artifacts, tmp_path):
+    del artifacts[f"{PAPER}/table1"]
+    html = report.build_report(results, tmp_path / "reports", artifacts).read_text()
+    assert "no longer exists (not reported): toy/table1." in html
+
+
+@pytest.mark.parametrize(("value", "text"), [
+    (None, "—"), (float("nan"), "—"), (0.0, "0"), (3.53125, "3.531"), (12345.6, "12346"),
+    (0.012344, "0.01234"), (1.5e-5, "1.500e-05"), (2.5e7, "2.500e+07"), (42, "42"), ("csr", "csr"),
+])
+def test_format_number(value, text):
+    assert report.format_number(value) == text
+
+
+def _chromium() -> str | None:
+    return next((shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome")
+                 if shutil.which(name)), None)
+
+
+def _load_in_chromium(browser: str, page: Path, profile: Path) -> tuple[str, list[str]]:
+    """The DOM of ``page`` after loading, and the console lines Chromium logged for it."""
+    command = [browser, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+               "--disable-extensions", f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0",
+               "--dump-dom", page.as_uri()]
+    env = {**os.environ, "HOME": str(profile)}
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=90, env=env)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"Chromium did not finish loading {page} within 90 s")
+    assert done.returncode == 0, done.stderr[-2000:]
+    console = [line for line in done.stderr.splitlines()
+               if ("CONSOLE" in line or "Uncaught" in line) and page.name in line]
+    return done.stdout, console
+
+
+@pytest.mark.browser
+def test_pages_load_in_headless_chromium_without_console_errors(results, artifacts, tmp_path):
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("Chromium is not installed (looked for chromium, chromium-browser, google-chrome)")
+    control = tmp_path / "control.html"
+    control.write_text('<!DOCTYPE html><html><body><script>missingFunction();</script></body></html>')
+    _, console = _load_in_chromium(browser, control, tmp_path / "profile-control")
+    if not any("Uncaught" in line for line in console):
+        pytest.skip("this Chromium does not log console errors to stderr, so the check would prove nothing")
+
+    index = report.build_report(results, tmp_path / "reports", artifacts)
+    dom, console = _load_in_chromium(browser, index, tmp_path / "profile-index")
+    assert console == []
+    assert '<table class="index">' in dom and "toy/table1.html" in dom
+
+    page = tmp_path / "reports" / "toy" / "table1.html"
+    dom, console = _load_in_chromium(browser, page, tmp_path / "profile-page")
+    assert console == []
+    verdicts = _rows_by_first_cell(tables(dom)["verdicts"])
+    assert sorted(verdicts) == ["accuracy", "fid", "memory", "speedup"]
+    assert verdicts["speedup"][6] == "reproduced"
+    assert 'src="data:image/png;base64,' in dom
