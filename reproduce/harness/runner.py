@@ -110,6 +110,7 @@ def run_artifact(artifact: Artifact, scale: str, device: Device, *, seed: int = 
     records = [r for r in load_records(out, artifact.paper, artifact.name, scale)
                if r.config_hash == chash and r.unit in set(ids)]
     summary, verdicts = judge_records(artifact, records, ctx)
+    _release_figures(summary)
     return RunResult(artifact, ctx, records, summary, verdicts, counts)
 
 
@@ -141,6 +142,18 @@ def _run_unit(artifact: Artifact, unit, ctx: Context, identity: dict, chash: str
                       duration_s=time.perf_counter() - clock, **fields)
     return Record(status="ok", metrics=outcome.metrics, data=outcome.data,
                   duration_s=time.perf_counter() - clock, **fields)
+
+
+def _release_figures(summary: Summary | None) -> None:
+    """Detach the summary's figures from pyplot so long sweeps do not pile them up.
+
+    A closed figure can still be saved; the report renders its own copies.
+    """
+    if summary is not None and summary.figures:
+        import matplotlib.pyplot as plt
+
+        for _, figure in summary.figures:
+            plt.close(figure)
 
 
 def judge_records(artifact: Artifact, records: list[Record], ctx: Context):

@@ -211,6 +211,7 @@ def test_index_counts_and_rows(results, artifacts, tmp_path):
 
 
 def test_artifact_page_verdicts_figure_and_units(results, artifacts, tmp_path):
+    open_before = plt.get_fignums()
     report.build_report(results, tmp_path / "reports", artifacts)
     html = (tmp_path / "reports" / "toy" / "table1.html").read_text()
     found = tables(html)
@@ -242,7 +243,7 @@ def test_artifact_page_verdicts_figure_and_units(results, artifacts, tmp_path):
     assert "numpy 2.1.0" in environment["Packages"][1]
 
     assert re.search(r'<img src="data:image/png;base64,[A-Za-z0-9+/=]{100,}" alt="Speed-up per unit">', html)
-    assert plt.get_fignums() == []
+    assert plt.get_fignums() == open_before  # the report closes every figure it drew
 
 
 def test_pages_are_escaped_and_self_contained(results, artifacts, tmp_path):
