@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
-from numba import njit, prange
+from numba import njit, prange, uint64
 
 
 def spmv_scipy(matrix: sp.csr_matrix, x: np.ndarray) -> np.ndarray:
@@ -18,11 +18,15 @@ def spmv_scipy(matrix: sp.csr_matrix, x: np.ndarray) -> np.ndarray:
 
 @njit(parallel=True, cache=True)
 def _csr_rows(indptr, indices, data, x, y):
-    """One row per iteration, rows split over numba's threads; sums in index order."""
+    """One row per iteration, rows split over numba's threads; sums in index order.
+
+    Indices are cast to unsigned: numba otherwise checks every signed index for
+    negative wraparound, which made this loop twice as slow as scipy's serial one.
+    """
     for row in prange(indptr.shape[0] - 1):
         total = y.dtype.type(0)
-        for k in range(indptr[row], indptr[row + 1]):
-            total += data[k] * x[indices[k]]
+        for k in range(uint64(indptr[row]), uint64(indptr[row + 1])):
+            total += data[k] * x[uint64(indices[k])]
         y[row] = total
 
 
