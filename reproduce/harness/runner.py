@@ -1,5 +1,8 @@
 """Runs an artifact's units at one scale, records each, and summarises the run.
 
+The summary table of each run is also written as CSV beside its records
+(``summary.<confighash>.csv``), one row per unit where the artifact's table has one.
+
 Resumable: a unit whose record exists under the same config hash with status ``ok`` or
 ``skipped`` is not run again (``force=True`` redoes it); a ``failed`` unit is retried.
 A unit that raises is recorded as failed with its error and the sweep goes on; Ctrl-C
@@ -25,6 +28,7 @@ from reproduce.harness.artifact import Artifact, Context, SkipUnit, Summary
 from reproduce.harness.device import Device
 from reproduce.harness.environment import environment
 from reproduce.harness.errors import ReproError
+from reproduce.harness.paths import atomic_write_text
 from reproduce.harness.records import Record, config_hash, find_record, latest_config, load_records, write_record
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
@@ -110,6 +114,9 @@ def run_artifact(artifact: Artifact, scale: str, device: Device, *, seed: int = 
     records = [r for r in load_records(out, artifact.paper, artifact.name, scale)
                if r.config_hash == chash and r.unit in set(ids)]
     summary, verdicts = judge_records(artifact, records, ctx)
+    if summary is not None:
+        table_path = Path(out) / artifact.paper / artifact.name / scale / f"summary.{chash}.csv"
+        atomic_write_text(table_path, summary.table.to_csv(index=False))
     _release_figures(summary)
     return RunResult(artifact, ctx, records, summary, verdicts, counts)
 

@@ -39,6 +39,8 @@ def test_records_carry_what_design_asks(tmp_path, cpu):
     assert obj["seed"] == 3 and obj["device"]["kind"] == "cpu"
     assert {"python", "packages", "git"} <= set(obj["environment"])
     assert result.summary.measured["mean-value"] == pytest.approx(2.5)
+    csv = (tmp_path / "toy" / "sweep" / "smoke" / f"summary.{obj['config_hash']}.csv").read_text()
+    assert csv.splitlines()[0] == "unit,value" and len(csv.splitlines()) == 7
 
 
 def test_failing_unit_is_recorded_and_sweep_goes_on(tmp_path, cpu):
