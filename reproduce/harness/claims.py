@@ -28,8 +28,10 @@ CONFIDENCES = ("verified", "approximate", "unverified")
 class Claim:
     """One number of a paper; field meanings as in ``../shared/papers/claims/README.md``.
 
-    ``requires`` (optional) names the device kind the claim needs, e.g. ``"cuda"`` for a
-    GPU speed-up: on other devices it is ``not run``.
+    ``requires`` (optional) names the device the claim needs: a kind (``"cuda"``), or a
+    kind and a part of the device's name (``"cuda:RTX 4090"``, case-insensitive) for a
+    number measured on one model. On other devices the claim is ``not run``, with the
+    measured value still shown.
     """
 
     id: str
@@ -102,11 +104,20 @@ def load_claims(paper: str, root: Path | None = None) -> list[Claim]:
     return claims
 
 
-def judge(claim: Claim, measured: float | None, scale: str, device_kind: str = "cpu") -> Verdict:
-    """The verdict on ``claim`` for a value measured at ``scale`` on ``device_kind``."""
+def device_matches(requires: str | None, device_kind: str, device_name: str = "") -> bool:
+    """Whether a device of ``device_kind`` named ``device_name`` satisfies ``requires``."""
+    if not requires:
+        return True
+    kind, _, model = requires.partition(":")
+    return kind == device_kind and model.strip().lower() in device_name.lower()
+
+
+def judge(claim: Claim, measured: float | None, scale: str, device_kind: str = "cpu",
+          device_name: str = "") -> Verdict:
+    """The verdict on ``claim`` for a value measured at ``scale`` on the given device."""
     if scale not in claim.scales:
         return Verdict(claim, "not run", measured, note=f"checked at {' or '.join(claim.scales)} scale")
-    if claim.requires and claim.requires != device_kind:
+    if not device_matches(claim.requires, device_kind, device_name):
         return Verdict(claim, "not run", measured, note=f"needs a {claim.requires} device")
     if measured is None:
         return Verdict(claim, "not run", note="not measured in this run")

@@ -172,7 +172,7 @@ def judge_records(artifact: Artifact, records: list[Record], ctx: Context):
     missing = [cid for cid in artifact.claims if cid not in paper_claims]
     if missing:
         raise ReproError(f"{artifact.id} checks claims not in {artifact.paper}/claims.toml: {missing}")
-    verdicts = [claims_mod.judge(paper_claims[cid], measured.get(cid), ctx.scale, ctx.device.kind)
+    verdicts = [claims_mod.judge(paper_claims[cid], measured.get(cid), ctx.scale, ctx.device.kind, ctx.device.name)
                 for cid in artifact.claims]
     return summary, verdicts
 

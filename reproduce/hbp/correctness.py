@@ -20,27 +20,10 @@ from methods.spmv.csr import spmv_numba, spmv_scipy  # noqa: E402
 from reproduce.harness.artifact import Artifact, Context, Outcome, Summary, Unit  # noqa: E402
 from reproduce.harness.data.matrix_sets import MATRIX_OPTIONS, fetch_named, load_unit_matrix, matrix_units  # noqa: E402
 from reproduce.harness.records import Record, metric  # noqa: E402
+from reproduce.hbp import matrices  # noqa: E402
 
-SMOKE_MATRICES = [
-    {"name": "uniform_1000x1000", "generator": "random_uniform", "nrows": 1000, "ncols": 1000, "density": 0.01},
-    {"name": "power_law_5000x4000", "generator": "power_law", "nrows": 5000, "ncols": 4000, "mean_row_length": 8},
-    {"name": "banded_2048", "generator": "banded", "n": 2048, "half_width": 3},
-    {"name": "empty_rows_1536x5000", "generator": "with_empty_rows", "nrows": 1536, "ncols": 5000,
-     "empty_fraction": 0.3},
-    {"name": "dense_row_700x9000", "generator": "with_dense_row", "nrows": 700, "ncols": 9000},
-    {"name": "single_column_513x1", "generator": "random_uniform", "nrows": 513, "ncols": 1, "density": 0.5},
-    {"name": "all_zero_64x32", "generator": "all_zero", "nrows": 64, "ncols": 32},
-]
-QUICK_MATRICES = [
-    {"name": "power_law_1Mx1M", "generator": "power_law", "nrows": 1_000_000, "ncols": 1_000_000,
-     "mean_row_length": 6},
-    {"name": "banded_2M", "generator": "banded", "n": 2_000_000, "half_width": 2},
-]
-FULL_MATRICES = [
-    "Sandia/ASIC_320k", "Sandia/adder_dcop_05", "Grund/bayer10", "vanHeukelum/cage10", "HB/bcsstk13",
-    "Rajat/rajat01", "MathWorks/Pd", "SNAP/email-Enron", "Williams/webbase-1M", "Williams/cop20k_A",
-    "Freescale/circuit5M", "Boeing/pwtk",
-]
+# A short named list: correctness needs variety, not the whole SpMV set.
+FULL_MATRICES = matrices.FULL[:12]
 
 
 def run_unit(unit: Unit, ctx: Context) -> Outcome:
@@ -96,13 +79,13 @@ ARTIFACT = Artifact(
     name="correctness",
     title="CSR SpMV correctness sweep: numba kernel against scipy",
     scales={
-        "smoke": {"generated": SMOKE_MATRICES, "tolerance": 1e-12},
-        "quick": {"local": True, "generated": QUICK_MATRICES, "tolerance": 1e-12},
+        "smoke": {"generated": matrices.SMOKE, "tolerance": 1e-12},
+        "quick": {"local": True, "generated": matrices.QUICK_LARGE, "tolerance": 1e-12},
         "full": {"named": FULL_MATRICES, "tolerance": 1e-12},
     },
     needs={
         "smoke": "nothing: 7 generated edge-case matrices.",
-        "quick": "the .mtx files in REPRO_MATRIX_DIRS (offline) and two generated 1-2 M-row matrices; ~1 min.",
+        "quick": "the .mtx files in REPRO_MATRIX_DIRS (offline) and three generated 1-4 M-row matrices; ~1 min.",
         "full": f"{len(FULL_MATRICES)} SuiteSparse matrices, downloaded on first use (repro fetch hbp/correctness).",
     },
     units=matrix_units,

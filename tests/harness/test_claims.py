@@ -55,6 +55,9 @@ def test_not_run_for_other_scale_missing_value_or_device():
     gpu = make_claim(requires="cuda")
     assert judge(gpu, 3.5, "quick", "cpu").status == "not run"
     assert judge(gpu, 3.5, "quick", "cuda").status == "reproduced"
+    model = make_claim(requires="cuda:RTX 4090")
+    assert judge(model, 3.5, "quick", "cuda", "NVIDIA H200").status == "not run"
+    assert judge(model, 3.5, "quick", "cuda", "NVIDIA GeForce RTX 4090").status == "reproduced"
 
 
 def test_malformed_claims_are_clear_errors(tmp_path):
@@ -69,4 +72,4 @@ def test_malformed_claims_are_clear_errors(tmp_path):
 def test_every_shipped_claims_file_loads():
     claims = load_claims("hbp")
     assert {c.id for c in claims} == {"pre-vs-sort", "pre-vs-regu2d", "spmv-orin-max", "spmv-4090-max"}
-    assert all(c.requires == "cuda" for c in claims if c.id.startswith("spmv"))
+    assert {c.requires for c in claims if c.id.startswith("spmv")} == {"cuda:Orin", "cuda:4090"}
