@@ -148,7 +148,7 @@ def summarize(records: list[Record], ctx: Context) -> Summary:
                "row len mean": r.value("row_length_mean"), "row len skew": r.value("row_length_skewness")}
         row.update({f"{e} ms": r.value(f"{e}_ms") for e in executors})
         row.update({f"{e} GFLOP/s": r.value(f"{e}_gflops") for e in executors})
-        row[f"{HBP[kind]} bw fraction"] = r.value(f"{HBP[kind]}_bandwidth_fraction")
+        row.update({f"{e} bw fraction": r.value(f"{e}_bandwidth_fraction") for e in (BASELINE[kind], HBP[kind])})
         row["max error"] = max(r.value(f"{e}_error") or 0.0 for e in executors)
         row.update({"speed-up": r.value("speedup"), "preprocess ms": r.value("hbp_preprocess_ms"),
                     "break-even SpMVs": r.value("break_even_iterations"),
