@@ -1,9 +1,11 @@
-"""HBP groundwork: is the numba CSR kernel exact against scipy on every matrix?
+"""Correctness of every SpMV executor against scipy on every matrix.
 
 Each unit is one matrix: ``y = A @ x`` for a random ``x`` in [-1, 1) (not all ones, which
-hides errors), by scipy's CSR loop (the oracle) and by the parallel numba CSR kernel;
-the errors are the componentwise error relative to ``|A||x|`` and Ginkgo's relative
-2-norm. A matrix passes when the componentwise error is at most ``tolerance``.
+hides errors), by scipy's CSR loop (the oracle) and by every executor of the device
+(CPU: the numba CSR kernel and HBP with each ordering; CUDA: the CSR kernels, cuSPARSE
+and HBP with each ordering). Errors are componentwise, relative to ``|A||x|``, and
+Ginkgo's relative 2-norm. A matrix passes when every executor's componentwise error is at
+most ``tolerance``. Complex matrices are checked on their real part (HBP is real).
 """
 
 from __future__ import annotations
@@ -16,60 +18,79 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from methods.spmv.accuracy import componentwise_error, norm2_error  # noqa: E402
-from methods.spmv.csr import spmv_numba, spmv_scipy  # noqa: E402
+from methods.spmv.csr import spmv_scipy  # noqa: E402
+from methods.spmv.hbp import ORDERINGS, build_hbp  # noqa: E402
 from reproduce.harness.artifact import Artifact, Context, Outcome, Summary, Unit  # noqa: E402
 from reproduce.harness.data.matrix_sets import MATRIX_OPTIONS, fetch_named, load_unit_matrix, matrix_units  # noqa: E402
 from reproduce.harness.records import Record, metric  # noqa: E402
 from reproduce.hbp import matrices  # noqa: E402
+from reproduce.hbp.executors import cpu_executors, cuda_executors  # noqa: E402
 
 # A short named list: correctness needs variety, not the whole SpMV set.
 FULL_MATRICES = matrices.FULL[:12]
+LAYOUT = {"block_height": 512, "block_width": 4096}
 
 
 def run_unit(unit: Unit, ctx: Context) -> Outcome:
     matrix, provenance = load_unit_matrix(unit, ctx)
-    rng = ctx.rng(unit)
-    x = rng.uniform(-1.0, 1.0, matrix.shape[1])
-    if np.iscomplexobj(matrix.data):
-        x = x + 1j * rng.uniform(-1.0, 1.0, matrix.shape[1])
+    real_part_only = bool(np.iscomplexobj(matrix.data))
+    matrix = matrix.real if real_part_only else matrix
+    x = ctx.rng(unit).uniform(-1.0, 1.0, matrix.shape[1])
     y_ref = spmv_scipy(matrix, x)
-    y = spmv_numba(matrix, x)
-    error = componentwise_error(matrix, x, y, y_ref)
-    return Outcome(metrics={
-        "nrows": metric(matrix.shape[0]),
-        "ncols": metric(matrix.shape[1]),
-        "nnz": metric(matrix.nnz),
-        "componentwise_error": metric(error),
-        "norm2_error": metric(norm2_error(y, y_ref)),
-        "passed": metric(bool(error <= ctx.config["tolerance"])),
-    }, data=provenance)
+    layouts = {o: build_hbp(matrix, o, ctx.config["block_height"], ctx.config["block_width"]) for o in ORDERINGS}
+    metrics = {"nrows": metric(matrix.shape[0]), "ncols": metric(matrix.shape[1]), "nnz": metric(matrix.nnz)}
+    for name, y in _results(matrix, layouts, x, ctx).items():
+        metrics[f"{name}_error"] = metric(componentwise_error(matrix, x, y, y_ref))
+        metrics[f"{name}_norm2_error"] = metric(norm2_error(y, y_ref))
+    worst = max(v["value"] for k, v in metrics.items() if k.endswith("_error") and "norm2" not in k)
+    metrics["max_error"] = metric(worst)
+    metrics["passed"] = metric(bool(worst <= ctx.config["tolerance"]))
+    return Outcome(metrics=metrics, data={**provenance, "real_part_only": real_part_only})
+
+
+def _results(matrix, layouts, x, ctx: Context) -> dict:
+    """Every executor's ``A @ x`` on the run's device, as NumPy arrays (scipy, the oracle, left out)."""
+    if ctx.device.kind == "cuda":
+        import cupy
+
+        with cupy.cuda.Device(ctx.device.index):
+            executors = cuda_executors(matrix, layouts)
+            x_gpu = cupy.asarray(x)
+            return {name: cupy.asnumpy(run(x_gpu)) for name, run in executors.items() if not name.endswith("merge")}
+    executors, close = cpu_executors(matrix, layouts)
+    try:
+        return {name: np.array(run(x)) for name, run in executors.items() if name != "csr_scipy"}
+    finally:
+        close()
 
 
 def summarize(records: list[Record], ctx: Context) -> Summary:
+    executors = sorted({k[:-len("_error")] for r in records for k in r.metrics
+                        if k.endswith("_error") and not k.endswith("norm2_error") and k != "max_error"})
     table = pd.DataFrame([{
         "matrix": r.data.get("name") or r.unit, "rows": r.value("nrows"), "cols": r.value("ncols"),
-        "nnz": r.value("nnz"), "componentwise error": r.value("componentwise_error"),
-        "norm2 error": r.value("norm2_error"), "passed": r.value("passed"),
-    } for r in records])
+        "nnz": r.value("nnz"), **{name: r.value(f"{name}_error") for name in executors},
+        "passed": r.value("passed"),
+    } for r in records]).sort_values("nnz", ignore_index=True)
     failed = table.loc[~table["passed"], "matrix"].tolist()
-    notes = [f"{table['passed'].sum()} of {len(table)} matrices within {ctx.config['tolerance']:g} "
-             "(componentwise error of the numba CSR kernel against scipy)."]
+    notes = [f"{table['passed'].sum()} of {len(table)} matrices within {ctx.config['tolerance']:g} for every "
+             f"executor ({', '.join(executors)}); the numbers are the componentwise errors against scipy."]
     if failed:
         notes.append(f"outside tolerance: {', '.join(failed)}")
-    figure = _error_plot(table, ctx.config["tolerance"])
-    return Summary(table=table, figures=[("Error of the numba CSR kernel per matrix", figure)], notes=notes)
+    figure = _error_plot(table, executors, ctx.config["tolerance"])
+    return Summary(table=table, figures=[("Error of each executor per matrix", figure)], notes=notes)
 
 
-def _error_plot(table: pd.DataFrame, tolerance: float):
-    """Componentwise error against nnz; exact results (error 0) are drawn at the floor."""
+def _error_plot(table: pd.DataFrame, executors: list[str], tolerance: float):
+    """Componentwise error against nnz per executor; exact results (error 0) are drawn at the floor."""
     floor = np.finfo(np.float64).eps / 16
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    errors = np.maximum(table["componentwise error"].astype(float), floor)
-    ax.scatter(np.maximum(table["nnz"], 1), errors, s=18)
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    for name in executors:
+        ax.scatter(np.maximum(table["nnz"], 1), np.maximum(table[name].astype(float), floor), s=14, label=name)
     ax.axhline(tolerance, color="tab:red", lw=1, label="tolerance")
     ax.set(xscale="log", yscale="log", xlabel="nonzeros", ylabel="max |y - y_ref| / (|A||x|)",
-           title="numba CSR vs scipy (exact results at the floor)")
-    ax.legend(loc="upper left")
+           title="SpMV executors against scipy (exact results at the floor)")
+    ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     return fig
 
@@ -77,11 +98,11 @@ def _error_plot(table: pd.DataFrame, tolerance: float):
 ARTIFACT = Artifact(
     paper="hbp",
     name="correctness",
-    title="CSR SpMV correctness sweep: numba kernel against scipy",
+    title="SpMV correctness: every executor against scipy",
     scales={
-        "smoke": {"generated": matrices.SMOKE, "tolerance": 1e-12},
-        "quick": {"local": True, "generated": matrices.QUICK_LARGE, "tolerance": 1e-12},
-        "full": {"named": FULL_MATRICES, "tolerance": 1e-12},
+        "smoke": {**LAYOUT, "generated": matrices.SMOKE, "tolerance": 1e-12},
+        "quick": {**LAYOUT, "local": True, "generated": matrices.QUICK_LARGE, "tolerance": 1e-12},
+        "full": {**LAYOUT, "named": FULL_MATRICES, "tolerance": 1e-12},
     },
     needs={
         "smoke": "nothing: 7 generated edge-case matrices.",

@@ -26,9 +26,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from methods.spmv.accuracy import componentwise_error  # noqa: E402
-from methods.spmv.csr import spmv_numba, spmv_scipy  # noqa: E402
+from methods.spmv.csr import spmv_scipy  # noqa: E402
 from methods.spmv.hbp import preprocess_timed  # noqa: E402
-from methods.spmv.hbp_cpu import HBPCpuExecutor  # noqa: E402
 from methods.spmv.stats import row_length_stats  # noqa: E402
 from reproduce.harness.artifact import Artifact, Context, Outcome, Summary, Unit  # noqa: E402
 from reproduce.harness.data.matrix_sets import MATRIX_OPTIONS, fetch_named, load_unit_matrix, matrix_units  # noqa: E402
@@ -36,9 +35,7 @@ from reproduce.harness.device import cpu_bandwidth  # noqa: E402
 from reproduce.harness.records import Record, metric  # noqa: E402
 from reproduce.harness.timing import time_cuda, time_host  # noqa: E402
 from reproduce.hbp import matrices  # noqa: E402
-
-BASELINE = {"cpu": "csr_numba", "cuda": "csr_scalar"}
-HBP = {"cpu": "hbp_cpu", "cuda": "hbp_cuda"}
+from reproduce.hbp.executors import BASELINE, HBP, cpu_executors, cuda_executors  # noqa: E402
 
 
 def csr_bytes(matrix, itemsize: int) -> int:
@@ -47,46 +44,13 @@ def csr_bytes(matrix, itemsize: int) -> int:
     return itemsize * matrix.nnz + 4 * matrix.nnz + 4 * (nrows + 1) + itemsize * ncols + itemsize * nrows
 
 
-def cpu_executors(matrix, hbp, threads):
-    """name -> ``f(x) -> y`` on the host, and a closer for executors that own threads."""
-    hbp_cpu = HBPCpuExecutor(hbp, threads=threads)
-    out = np.empty(matrix.shape[0], matrix.dtype)
-    return {
-        "csr_scipy": lambda x: spmv_scipy(matrix, x),
-        "csr_numba": lambda x: spmv_numba(matrix, x, out=out),
-        "hbp_cpu": hbp_cpu,
-    }, hbp_cpu.close
-
-
-def cuda_executors(matrix, hbp):
-    """name -> ``f(x_gpu) -> y_gpu`` on the current CUDA device."""
-    import cupyx.scipy.sparse as gpu_sparse
-
-    from methods.spmv import cuda
-
-    on_gpu = gpu_sparse.csr_matrix(matrix)
-    hbp_cuda = cuda.HBPCuda(hbp)
-    return {
-        "csr_scalar": cuda.CsrScalarCuda(on_gpu),
-        "csr_vector": cuda.CsrVectorCuda(on_gpu),
-        "csr_cusparse": cuda.CsrCusparse(on_gpu),
-        "hbp_cuda": hbp_cuda,
-        "hbp_cuda_no_merge": hbp_cuda.spmv_only,
-    }, lambda: None
-
-
 def run_unit(unit: Unit, ctx: Context) -> Outcome:
     cfg, device = ctx.config, ctx.device
     matrix, provenance = load_unit_matrix(unit, ctx)
     matrix = (matrix.real if np.iscomplexobj(matrix.data) else matrix).astype(cfg["dtype"])
-    rng = ctx.rng(unit)
-    x = rng.uniform(-1.0, 1.0, matrix.shape[1]).astype(cfg["dtype"])
+    x = ctx.rng(unit).uniform(-1.0, 1.0, matrix.shape[1]).astype(cfg["dtype"])
     y_ref = spmv_scipy(matrix.astype(np.float64), x.astype(np.float64))
-    preprocessing = [preprocess_timed(matrix, "hash", cfg["block_height"], cfg["block_width"])
-                     for _ in range(cfg["preprocess_repeats"] + 1)]  # the first call compiles
-    hbp = preprocessing[-1][0]
-    pre_seconds = statistics.median(seconds["total"] for _, seconds in preprocessing[1:])
-
+    hbp, pre_seconds = _preprocess(matrix, cfg)
     metrics = {"nrows": metric(matrix.shape[0]), "ncols": metric(matrix.shape[1]), "nnz": metric(matrix.nnz),
                "hbp_preprocess_ms": metric(pre_seconds * 1e3, "ms"),
                "hbp_bytes_per_nnz": metric(hbp.bytes_per_nonzero(), "B"),
@@ -96,38 +60,45 @@ def run_unit(unit: Unit, ctx: Context) -> Outcome:
 
         bandwidth = device.peak_bandwidth_gbs
         with cupy.cuda.Device(device.index):
-            executors, close = cuda_executors(matrix, hbp)
-            x_in = cupy.asarray(x)
-            outcome = _measure(executors, x_in, matrix, y_ref, cfg, bandwidth,
-                               lambda f: time_cuda(f, warmup=cfg["warmup"], repeats=cfg["repeats"]),
-                               to_host=lambda y: cupy.asnumpy(y))
+            metrics.update(_measure(cuda_executors(matrix, {"hash": hbp}), cupy.asarray(x), cupy.asnumpy, matrix,
+                                    x, y_ref, bandwidth,
+                                    lambda f: time_cuda(f, warmup=cfg["warmup"], repeats=cfg["repeats"])))
     else:
         bandwidth = cpu_bandwidth()["triad_gbs"]
-        executors, close = cpu_executors(matrix, hbp, cfg.get("threads"))
+        executors, close = cpu_executors(matrix, {"hash": hbp}, cfg.get("threads"))
         try:
-            outcome = _measure(executors, x, matrix, y_ref, cfg, bandwidth,
-                               lambda f: time_host(f, warmup=cfg["warmup"], min_repeats=cfg["repeats"],
-                                                   min_time=cfg["min_time"]),
-                               to_host=np.asarray)
+            metrics.update(_measure(executors, x, np.asarray, matrix, x, y_ref, bandwidth,
+                                    lambda f: time_host(f, warmup=cfg["warmup"], min_repeats=cfg["repeats"],
+                                                        min_time=cfg["min_time"])))
         finally:
             close()
-    metrics.update(outcome)
     metrics["bandwidth_gbs"] = metric(bandwidth, "GB/s")
     base, new = metrics[f"{BASELINE[device.kind]}_ms"]["value"], metrics[f"{HBP[device.kind]}_ms"]["value"]
     metrics["speedup"] = metric(base / new, "x")
     saved = (base - new) / 1e3
     metrics["break_even_iterations"] = metric(pre_seconds / saved if saved > 0 else None, "SpMV")
-    return Outcome(metrics=metrics, data={**provenance, "dtype": cfg["dtype"]})
+    return Outcome(metrics=metrics, data={**provenance, "dtype": cfg["dtype"], "preprocessing_device": "cpu"})
 
 
-def _measure(executors, x, matrix, y_ref, cfg, bandwidth, timer, to_host) -> dict:
-    """Check each executor against scipy, then time it; metrics named ``<executor>_<quantity>``."""
+def _preprocess(matrix, cfg) -> tuple:
+    """The hash layout and the median seconds of its warm preprocessing (the first call compiles)."""
+    seconds = []
+    for _ in range(cfg["preprocess_repeats"] + 1):
+        hbp, phases = preprocess_timed(matrix, "hash", cfg["block_height"], cfg["block_width"])
+        seconds.append(phases["total"])
+    return hbp, statistics.median(seconds[1:])
+
+
+def _measure(executors, x, to_host, matrix, x_host, y_ref, bandwidth, timer) -> dict:
+    """Check each executor against scipy, then time it; metrics named ``<executor>_<quantity>``.
+
+    ``x`` is the input on the executors' device and ``to_host`` brings a result back.
+    """
     metrics = {}
-    moved = csr_bytes(matrix, np.dtype(cfg["dtype"]).itemsize)
+    moved = csr_bytes(matrix, matrix.dtype.itemsize)
     for name, run in executors.items():
         if not name.endswith("no_merge"):
-            error = componentwise_error(matrix, x if isinstance(x, np.ndarray) else to_host(x), to_host(run(x)), y_ref)
-            metrics[f"{name}_error"] = metric(error)
+            metrics[f"{name}_error"] = metric(componentwise_error(matrix, x_host, to_host(run(x)), y_ref))
         timing = timer(lambda run=run: run(x))
         seconds = timing.median
         metrics[f"{name}_ms"] = metric(seconds * 1e3, "ms")
