@@ -21,7 +21,7 @@ from methods.spmv.accuracy import componentwise_error, norm2_error  # noqa: E402
 from methods.spmv.csr import spmv_scipy  # noqa: E402
 from methods.spmv.hbp import ORDERINGS, build_hbp  # noqa: E402
 from reproduce.harness.artifact import Artifact, Context, Outcome, Summary, Unit  # noqa: E402
-from reproduce.harness.data.matrix_sets import MATRIX_OPTIONS, fetch_named, load_unit_matrix, matrix_units  # noqa: E402
+from reproduce.harness.data.matrix_sets import MATRIX_SWEEP, load_unit_matrix  # noqa: E402
 from reproduce.harness.records import Record, metric  # noqa: E402
 from reproduce.hbp import matrices  # noqa: E402
 from reproduce.hbp.executors import cpu_executors, cuda_executors  # noqa: E402
@@ -109,11 +109,9 @@ ARTIFACT = Artifact(
         "quick": "the .mtx files in REPRO_MATRIX_DIRS (offline) and three generated 1-4 M-row matrices; ~1 min.",
         "full": f"{len(FULL_MATRICES)} SuiteSparse matrices, downloaded on first use (repro fetch hbp/correctness).",
     },
-    units=matrix_units,
     run_unit=run_unit,
     summarize=summarize,
-    options=MATRIX_OPTIONS,
-    fetch=fetch_named,
+    **MATRIX_SWEEP,
 )
 
 if __name__ == "__main__":

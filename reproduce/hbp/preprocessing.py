@@ -23,7 +23,7 @@ import scipy.sparse as sp  # noqa: E402
 
 from methods.spmv.hbp import ORDERINGS, preprocess_timed  # noqa: E402
 from reproduce.harness.artifact import Artifact, Context, Outcome, Summary, Unit  # noqa: E402
-from reproduce.harness.data.matrix_sets import MATRIX_OPTIONS, fetch_named, load_unit_matrix, matrix_units  # noqa: E402
+from reproduce.harness.data.matrix_sets import MATRIX_SWEEP, load_unit_matrix  # noqa: E402
 from reproduce.harness.records import Record, metric  # noqa: E402
 from reproduce.hbp import matrices  # noqa: E402
 
@@ -136,11 +136,9 @@ ARTIFACT = Artifact(
                  "judges both preprocessing claims; a few minutes on 2 cores.",
         "full": f"{len(matrices.FULL)} SuiteSparse matrices, downloaded on first use (repro fetch hbp --scale full).",
     },
-    units=matrix_units,
     run_unit=run_unit,
     summarize=summarize,
-    options=MATRIX_OPTIONS,
-    fetch=fetch_named,
+    **MATRIX_SWEEP,
 )
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from methods.spmv.csr import spmv_scipy  # noqa: E402
 from methods.spmv.hbp import preprocess_timed  # noqa: E402
 from methods.spmv.stats import row_length_stats  # noqa: E402
 from reproduce.harness.artifact import Artifact, Context, Outcome, Summary, Unit  # noqa: E402
-from reproduce.harness.data.matrix_sets import MATRIX_OPTIONS, fetch_named, load_unit_matrix, matrix_units  # noqa: E402
+from reproduce.harness.data.matrix_sets import MATRIX_SWEEP, load_unit_matrix  # noqa: E402
 from reproduce.harness.device import cpu_bandwidth  # noqa: E402
 from reproduce.harness.records import Record, metric  # noqa: E402
 from reproduce.harness.timing import time_cuda, time_host  # noqa: E402
@@ -184,11 +184,10 @@ ARTIFACT = Artifact(
         "full": f"{len(matrices.FULL)} SuiteSparse matrices (downloaded on first use) and the GPU the claim names "
                 "(Jetson AGX Orin or RTX 4090).",
     },
-    units=matrix_units,
     run_unit=run_unit,
     summarize=summarize,
-    options={**MATRIX_OPTIONS, "--dtype": {"choices": ["float64", "float32"], "help": "value type (default float64)"}},
-    fetch=fetch_named,
+    **{**MATRIX_SWEEP, "options": {**MATRIX_SWEEP["options"], "--dtype": {
+        "choices": ["float64", "float32"], "help": "value type (default float64)"}}},
 )
 
 if __name__ == "__main__":

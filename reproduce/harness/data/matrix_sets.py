@@ -76,3 +76,7 @@ def fetch_named(ctx: Context) -> list[str]:
     """Download the named matrices of ``ctx.config`` (for ``repro fetch``); a line each."""
     names = list(ctx.config.get("matrices") or ctx.config.get("named", []))
     return [f"{name}: {suitesparse.locate_matrix(name).path}" for name in names]
+
+
+# The parts of an Artifact that every sweep over a matrix set shares: Artifact(..., **MATRIX_SWEEP).
+MATRIX_SWEEP = {"units": matrix_units, "options": MATRIX_OPTIONS, "fetch": fetch_named}
