@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -148,6 +149,10 @@ def _guarded(action) -> int:
     except KeyboardInterrupt:
         print("interrupted: records written so far are kept; rerun to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (``repro list | head``): stop quietly, as Unix tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 def _dispatch(argv: list[str]) -> int:
