@@ -76,7 +76,7 @@ def _copy_seconds(matrix, repeats: int) -> float:
 
 def summarize(records: list[Record], ctx: Context) -> Summary:
     table = pd.DataFrame([{
-        "matrix": r.data.get("name") or r.unit, "nnz": r.value("nnz"),
+        "matrix": r.data.get("name") or r.unit, "source": r.data.get("source"), "nnz": r.value("nnz"),
         **{f"{o} ms": r.value(f"{o}_total_ms") for o in ORDERINGS},
         "copy ms": r.value("copy_ms"),
         "vs sort": r.value("speedup_vs_sort"), "vs dp": r.value("speedup_vs_dp"),
@@ -89,6 +89,7 @@ def summarize(records: list[Record], ctx: Context) -> Summary:
         "(below that, runs take microseconds and timer noise dominates); the paper's statistic is the mean.",
         "Geometric means over the same matrices: " + ", ".join(
             f"{col} {_geomean(judged[col]):.2f}x" for col in ("vs sort", "vs dp", "reorder vs sort", "reorder vs dp")),
+        *_median_notes(table),
         "Preprocessing ran on the CPU (numba, all cores): the paper's numbers come from a GPU kernel in which "
         "each thread reorders one block serially, where sorting costs relatively more.",
     ]
@@ -97,6 +98,21 @@ def summarize(records: list[Record], ctx: Context) -> Summary:
         measured = {"pre-vs-sort": float(judged["vs sort"].mean()), "pre-vs-regu2d": float(judged["vs dp"].mean())}
     return Summary(table=table, measured=measured, notes=notes,
                    figures=[("Preprocessing speed-up of hashing per matrix", _speedup_plot(table))])
+
+
+def _median_notes(table: pd.DataFrame) -> list[str]:
+    """Median ratios over the real (SuiteSparse) matrices, and the ratios of each generated one."""
+    ratios = ("vs sort", "vs dp", "reorder vs sort", "reorder vs dp")
+    real = table[table["source"] != "generated"]
+    notes = []
+    if len(real):
+        notes.append(f"Medians over the {len(real)} SuiteSparse matrices: "
+                     + ", ".join(f"{col} {real[col].median():.2f}x" for col in ratios))
+    for row in table[table["source"] == "generated"].itertuples(index=False):
+        values = dict(zip(table.columns, row))
+        notes.append(f"{values['matrix']} ({values['nnz']:,} nonzeros): "
+                     + ", ".join(f"{col} {values[col]:.2f}x" for col in ratios))
+    return notes
 
 
 def _geomean(values: pd.Series) -> float:

@@ -115,7 +115,8 @@ def summarize(records: list[Record], ctx: Context) -> Summary:
                         ("hbp_preprocess",)})
     rows = []
     for r in records:
-        row = {"matrix": r.data.get("name") or r.unit, "rows": r.value("nrows"), "nnz": r.value("nnz"),
+        row = {"matrix": r.data.get("name") or r.unit, "source": r.data.get("source"), "rows": r.value("nrows"),
+               "nnz": r.value("nnz"),
                "row len mean": r.value("row_length_mean"), "row len skew": r.value("row_length_skewness")}
         row.update({f"{e} ms": r.value(f"{e}_ms") for e in executors})
         row.update({f"{e} GFLOP/s": r.value(f"{e}_gflops") for e in executors})
@@ -132,6 +133,7 @@ def summarize(records: list[Record], ctx: Context) -> Summary:
         f"max {speedups.max():.2f}x ({table.loc[speedups.idxmax(), 'matrix']}), "
         f"geometric mean {float(np.exp(np.log(speedups).mean())):.2f}x over {len(table)} matrices.",
         f"Largest error of any executor against scipy: {table['max error'].max():.2e} (componentwise).",
+        *_comparison_notes(table, executors, kind),
     ]
     measured = {"spmv-orin-max": float(speedups.max()), "spmv-4090-max": float(speedups.max())} if kind == "cuda" \
         else {}
@@ -140,6 +142,22 @@ def summarize(records: list[Record], ctx: Context) -> Summary:
     return Summary(table=table, measured=measured, notes=notes,
                    figures=[("Speed-up of HBP over CSR per matrix", _speedup_plot(table, kind)),
                             ("Throughput per executor", _gflops_plot(table, executors))])
+
+
+def _comparison_notes(table: pd.DataFrame, executors: list[str], kind: str) -> list[str]:
+    """HBP against each CSR executor (median over real matrices; each generated one) and bandwidth fractions."""
+    hbp, others = HBP[kind], [e for e in executors if e.startswith("csr_")]
+    real = table[table["source"] != "generated"]
+    notes = []
+    if len(real):
+        notes.append(f"Time of each CSR executor / time of {hbp}, median over the {len(real)} SuiteSparse matrices: "
+                     + ", ".join(f"{e} {(real[f'{e} ms'] / real[f'{hbp} ms']).median():.2f}x" for e in others))
+    for row in table[table["source"] == "generated"].to_dict("records"):
+        ratios = ", ".join(f"{e} {row[f'{e} ms'] / row[f'{hbp} ms']:.2f}x" for e in others)
+        fractions = ", ".join(f"{e} {row[f'{e} bw fraction']:.0%}" for e in (BASELINE[kind], hbp))
+        notes.append(f"{row['matrix']} ({row['nnz']:,} nonzeros): CSR time / {hbp} time {ratios}; "
+                     f"effective bandwidth as a fraction of the device's: {fractions}.")
+    return notes
 
 
 def _speedup_plot(table: pd.DataFrame, kind: str):
