@@ -16,16 +16,13 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import io
 import sys
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
 
 from methods.cl import (
     DERPP,
@@ -57,6 +54,7 @@ from reproduce.harness.data.images import (
     load_image_folder,
     load_mnist,
     offline_mnist_train,
+    read_tiny_imagenet,
     shared_image_set,
 )
 from reproduce.harness.errors import DataError
@@ -127,34 +125,6 @@ def _synthetic(split: str, per_class: int) -> ImageSet:
     images = np.clip(colours[labels][:, None, None, :] + rng.normal(0, 30, (len(labels), 32, 32, 3)), 0, 255)
     return ImageSet(images.astype(np.uint8), labels.astype(np.int64), [str(c) for c in range(10)],
                     {"source": "synthetic (seeded, numpy)", "files": {}, "notes": "class colour + N(0, 30) noise"})
-
-
-def read_tiny_imagenet(archive: Path, split: str) -> ImageSet:
-    """Tiny ImageNet's train or val split read from ``tiny-imagenet-200.zip`` (no extraction).
-
-    Classes are the WordNet ids of ``wnids.txt`` in sorted order (ours); val labels come
-    from ``val/val_annotations.txt``. Images are RGB uint8 ``(N, 64, 64, 3)``.
-    """
-    try:
-        with zipfile.ZipFile(archive) as bundle:
-            names = bundle.namelist()
-            root = names[0].split("/")[0]
-            classes = sorted(bundle.read(f"{root}/wnids.txt").decode().split())
-            index = {wnid: label for label, wnid in enumerate(classes)}
-            if split == "train":
-                members = sorted(n for n in names if n.startswith(f"{root}/train/") and n.endswith(".JPEG"))
-                labels = [index[n.split("/")[2]] for n in members]
-            else:
-                table = bundle.read(f"{root}/val/val_annotations.txt").decode().splitlines()
-                pairs = sorted(line.split("\t")[:2] for line in table if line.strip())
-                members = [f"{root}/val/images/{name}" for name, _ in pairs]
-                labels = [index[wnid] for _, wnid in pairs]
-            images = np.stack([np.asarray(Image.open(io.BytesIO(bundle.read(n))).convert("RGB")) for n in members])
-    except (zipfile.BadZipFile, KeyError, OSError) as error:
-        raise DataError(f"{archive} is not a readable Tiny ImageNet archive ({error}); replace it.") from None
-    return ImageSet(images, np.asarray(labels, dtype=np.int64), classes,
-                    {"source": "Tiny ImageNet (Stanford CS231n)", "files": {archive.name: "verified by fetch"},
-                     "notes": f"{split} split, classes in sorted wnid order"})
 
 
 def _image_sets(dataset: str, download: bool, per_class: tuple[int | None, int | None]) -> tuple[ImageSet, ImageSet]:

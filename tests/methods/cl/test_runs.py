@@ -69,7 +69,7 @@ def fake_full_data(tmp_path, monkeypatch):
 
 
 def test_tiny_imagenet_reader_labels_by_sorted_wnid(fake_full_data, tmp_path):
-    val = runs.read_tiny_imagenet(tmp_path / "tiny-imagenet-200.zip", "val")
+    val = images.read_tiny_imagenet(tmp_path / "tiny-imagenet-200.zip", "val")
     assert val.images.shape == (200, 64, 64, 3) and val.classes == sorted(val.classes)
     assert np.array_equal(np.sort(val.labels), np.arange(200))
 
