@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
+from scipy.stats import gmean  # noqa: E402
 
 from methods.spmv.hbp import ORDERINGS, preprocess_timed  # noqa: E402
 from reproduce.harness.artifact import Artifact, Context, Outcome, Summary, Unit  # noqa: E402
@@ -116,7 +117,7 @@ def _median_notes(table: pd.DataFrame) -> list[str]:
 
 
 def _geomean(values: pd.Series) -> float:
-    return float(np.exp(np.log(values.astype(float)).mean())) if len(values) else float("nan")
+    return float(gmean(values.astype(float))) if len(values) else float("nan")
 
 
 def _speedup_plot(table: pd.DataFrame):

@@ -24,6 +24,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from scipy.stats import gmean  # noqa: E402
 
 from methods.spmv.accuracy import componentwise_error  # noqa: E402
 from methods.spmv.csr import spmv_scipy  # noqa: E402
@@ -131,7 +132,7 @@ def summarize(records: list[Record], ctx: Context) -> Summary:
     notes = [
         f"Speed-up of {HBP[kind]} over {BASELINE[kind]} (the CSR baseline on this device): "
         f"max {speedups.max():.2f}x ({table.loc[speedups.idxmax(), 'matrix']}), "
-        f"geometric mean {float(np.exp(np.log(speedups).mean())):.2f}x over {len(table)} matrices.",
+        f"geometric mean {float(gmean(speedups)):.2f}x over {len(table)} matrices.",
         f"Largest error of any executor against scipy: {table['max error'].max():.2e} (componentwise).",
         *_comparison_notes(table, executors, kind),
     ]
