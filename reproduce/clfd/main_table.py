@@ -24,7 +24,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from reproduce.clfd.runs import aggregate, cl_units, ratios, run_cl_unit  # noqa: E402
+from reproduce.continual import aggregate, cl_units, ratios, run_cl_unit  # noqa: E402
 from reproduce.harness.artifact import Artifact, Context, Summary  # noqa: E402
 from reproduce.harness.records import Record  # noqa: E402
 

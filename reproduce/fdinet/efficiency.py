@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from reproduce.clfd.runs import aggregate, cl_units, ratios, run_cl_unit
+from reproduce.continual import aggregate, cl_units, ratios, run_cl_unit
 from reproduce.harness.artifact import Artifact, Context, Summary
 from reproduce.harness.records import Record
 

@@ -1,24 +1,18 @@
-"""One continual-learning run as a unit of work, shared by the CLFD and FDINet artifacts.
+"""One continual-learning run as a unit of work, shared by the rehearsal artifacts (CLFD, FDINet, E2Net).
 
 The harness side of ``methods.cl``: it loads a sequential dataset (real files through
 the harness loaders, or a seeded synthetic stream at smoke scale), builds the network
 and learner of a unit (method x variant x buffer x seed), measures training time and peak
 memory around :func:`methods.cl.train_stream`, and returns the record's metrics.
 
-Peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` (what CLFD's code prints); on
-the CPU, the growth of the process's resident-set high-water mark (``VmHWM``, reset through
-``/proc/self/clear_refs`` after ``malloc_trim``) over its size before the network is
-built. The CPU figure includes the allocator's slack and is comparable only between runs
-of this script on one machine.
+Peak memory is measured by :class:`reproduce.harness.memory.PeakMemory` around the whole
+unit (network, buffer and training).
 """
 
 from __future__ import annotations
 
-import ctypes
 import functools
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -58,6 +52,7 @@ from reproduce.harness.data.images import (
     shared_image_set,
 )
 from reproduce.harness.errors import DataError
+from reproduce.harness.memory import PeakMemory
 from reproduce.harness.records import metric
 
 # Dataset key -> the sequential protocol it follows.
@@ -158,40 +153,6 @@ def load_stream(dataset: str, download: bool = False, train_per_class: int | Non
     return StreamData(stream, to_tensor(train.images, spec), torch.from_numpy(train.labels),
                       to_tensor(test.images, spec), torch.from_numpy(test.labels),
                       {"train": train.provenance, "test": test.provenance})
-
-
-class PeakMemory:
-    """Peak memory of a block in MB: CUDA allocator on a GPU, resident-set growth on the CPU."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.peak_mb = float("nan")
-        self._base = 0
-
-    @staticmethod
-    def _status_kb(field: str) -> int:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-        return 0
-
-    def __enter__(self) -> PeakMemory:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self._base = torch.cuda.memory_allocated(self.device)
-        elif sys.platform.startswith("linux"):
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
-            Path("/proc/self/clear_refs").write_text("5")
-            self._base = self._status_kb("VmRSS")
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            self.peak_mb = torch.cuda.max_memory_allocated(self.device) / 2**20
-        elif sys.platform.startswith("linux"):
-            self.peak_mb = (self._status_kb("VmHWM") - self._base) / 1024
 
 
 def build_net(variant: str, spec, config: dict, generator: torch.Generator, device: torch.device):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import reproduce.clfd.runs as runs
+import reproduce.continual as runs
 import reproduce.harness.data.images as images
 from reproduce.clfd import main_table
 from reproduce.fdinet import efficiency
