@@ -1,12 +1,7 @@
 """The CL unit runner of the CLFD/FDINet artifacts on tiny fakes of the real on-disk formats (full scale)."""
 
-import io
-import tarfile
-import zipfile
-
 import numpy as np
 import pytest
-from PIL import Image
 
 import reproduce.continual as runs
 import reproduce.harness.data.images as images
@@ -14,58 +9,6 @@ from reproduce.clfd import main_table
 from reproduce.fdinet import efficiency
 from reproduce.harness.artifact import Context, Unit
 from reproduce.harness.device import describe_cpu
-
-
-def _cifar10_archive(path):
-    """A cifar-10-binary.tar.gz with the official members: 2 records per class per batch."""
-    rng = np.random.default_rng(0)
-
-    def batch(count):
-        labels = np.tile(np.arange(10, dtype=np.uint8), count)
-        pixels = rng.integers(0, 256, (len(labels), 3072), dtype=np.uint8)
-        return np.concatenate([labels[:, None], pixels], 1).tobytes()
-
-    members = {f"cifar-10-batches-bin/data_batch_{i}.bin": batch(1) for i in range(1, 6)}
-    members["cifar-10-batches-bin/test_batch.bin"] = batch(1)
-    members["cifar-10-batches-bin/batches.meta.txt"] = "\n".join(f"class{i}" for i in range(10)).encode()
-    with tarfile.open(path, "w:gz") as archive:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-
-
-def _tiny_imagenet_zip(path):
-    """A tiny-imagenet-200.zip laid out as the official one: 200 wnids, one train and one val image each."""
-    wnids = [f"n{index:08d}" for index in range(200)]
-
-    def jpeg(value):
-        buffer = io.BytesIO()
-        Image.fromarray(np.full((64, 64, 3), value, np.uint8)).save(buffer, "JPEG")
-        return buffer.getvalue()
-
-    with zipfile.ZipFile(path, "w") as bundle:
-        bundle.writestr("tiny-imagenet-200/wnids.txt", "\n".join(wnids[::-1]))
-        annotations = []
-        for index, wnid in enumerate(wnids):
-            bundle.writestr(f"tiny-imagenet-200/train/{wnid}/images/{wnid}_0.JPEG", jpeg(index))
-            bundle.writestr(f"tiny-imagenet-200/val/images/val_{index}.JPEG", jpeg(index))
-            annotations.append(f"val_{index}.JPEG\t{wnid}\t0\t0\t63\t63")
-        bundle.writestr("tiny-imagenet-200/val/val_annotations.txt", "\n".join(annotations))
-
-
-@pytest.fixture
-def fake_full_data(tmp_path, monkeypatch):
-    cifar, tiny = tmp_path / "cifar-10-binary.tar.gz", tmp_path / "tiny-imagenet-200.zip"
-    _cifar10_archive(cifar)
-    _tiny_imagenet_zip(tiny)
-    files = {"cifar10": {cifar.name: cifar}, "tiny_imagenet": {tiny.name: tiny}}
-    fake_fetch = lambda name, wanted=None, download=True: files[name]  # noqa: E731 - a one-line stand-in
-    monkeypatch.setattr(images, "fetch", fake_fetch)
-    monkeypatch.setattr(runs, "fetch", fake_fetch)
-    runs.load_stream.cache_clear()
-    yield
-    runs.load_stream.cache_clear()
 
 
 def test_tiny_imagenet_reader_labels_by_sorted_wnid(fake_full_data, tmp_path):
