@@ -88,6 +88,14 @@ class Learner:
     def replay_loss(self) -> torch.Tensor | None:
         return None
 
+    def extra_loss(self, encoded: torch.Tensor) -> torch.Tensor | None:
+        """A method's additional term on the current encoded batch (E2Net's subnet distillation); none here."""
+        return None
+
+    def admits(self) -> bool:
+        """Whether this step's batch is offered to the buffer (E2Net gates it); always here."""
+        return True
+
     def observe(self, inputs: torch.Tensor, labels: torch.Tensor, raw_inputs: torch.Tensor) -> float:
         """One SGD step on an augmented batch ``(B, C, H, W)``; returns the loss.
 
@@ -96,15 +104,19 @@ class Learner:
         self.net.train()
         self.net.observe_inputs(raw_inputs, labels)
         self.optimizer.zero_grad(set_to_none=True)
-        logits = self.net.classify(self.net.encode(inputs), labels)
+        encoded = self.net.encode(inputs)
+        logits = self.net.classify(encoded, labels)
         loss = self.current_loss(logits, labels)
+        extra = self.extra_loss(encoded)
+        if extra is not None:
+            loss = loss + extra
         if self.buffer is not None and not self.buffer.is_empty():
             extra = self.replay_loss()
             if extra is not None:
                 loss = loss + extra
         loss.backward()
         self.optimizer.step()
-        if self.buffer is not None and self.net.stores_replay():
+        if self.buffer is not None and self.net.stores_replay() and self.admits():
             with torch.no_grad():
                 self.buffer.add(self.net.encode(raw_inputs).detach(), labels, logits.detach(),
                                 generator=self.generator)
