@@ -19,12 +19,16 @@ import pandas as pd
 import torch
 
 from methods.cl import (
+    CIFAR10_CHOICES,
+    CIFAR100_CHOICES,
     DERPP,
     ER,
     ERACE,
     STREAMS,
     Augmentation,
     CLFDNet,
+    E2Net,
+    ElasticResNet,
     FDINet,
     Learner,
     PlainNet,
@@ -79,7 +83,15 @@ HYPERPARAMETERS = {
     ("seq-tinyimg", "erace", 50): {"lr": 0.03, "epochs": 50},
     ("seq-tinyimg", "erace", 125): {"lr": 0.03, "epochs": 50},
 }
-LEARNERS = {"sgd": Learner, "joint": Learner, "er": ER, "derpp": DERPP, "erace": ERACE}
+# E2Net's protocol (e2net.md section 4): buffers 200/500/5120 with DER++'s best arguments (E2Net's are
+# identical), the same on Seq-CIFAR-100; ER at mammoth's Seq-CIFAR-10 rate, which we also use on CIFAR-100.
+for _stream in ("seq-cifar10", "seq-cifar100"):
+    for _buffer, (_alpha, _beta) in {200: (0.1, 0.5), 500: (0.2, 0.5), 5120: (0.1, 1.0)}.items():
+        HYPERPARAMETERS[_stream, "derpp", _buffer] = {"lr": 0.03, "alpha": _alpha, "beta": _beta, "epochs": 50}
+        HYPERPARAMETERS[_stream, "er", _buffer] = {"lr": 0.1, "epochs": 50}
+LEARNERS = {"sgd": Learner, "joint": Learner, "er": ER, "derpp": DERPP, "erace": ERACE, "e2net": E2Net}
+# Methods whose best arguments are another method's (E2Net's are DER++'s, e2net.md section 4).
+SAME_ARGUMENTS = {"e2net": "derpp"}
 
 
 @dataclass
@@ -96,6 +108,7 @@ class StreamData:
 
 def hyperparameters(stream: str, method: str, buffer: int) -> dict:
     """The protocol's values for ``method``; quick-scale streams borrow Seq-CIFAR-10's."""
+    method = SAME_ARGUMENTS.get(method, method)
     key_stream = stream if (stream, method, buffer) in HYPERPARAMETERS else "seq-cifar10"
     if (key_stream, method, buffer) not in HYPERPARAMETERS:
         buffer = 50 if buffer else 0
@@ -156,7 +169,8 @@ def load_stream(dataset: str, download: bool = False, train_per_class: int | Non
 
 
 def build_net(variant: str, spec, config: dict, generator: torch.Generator, device: torch.device):
-    """The network of a variant: ``plain`` ResNet-18, ``clfd`` (FFE + ResNet-18 + CFFS) or ``fdinet``."""
+    """The network of a variant: ``plain`` ResNet-18, ``clfd`` (FFE + ResNet-18 + CFFS), ``fdinet``, or
+    ``elastic`` (E2Net's elastic ResNet-18, which every method of the E2Net comparison trains)."""
     black = black_level(spec)
     if variant == "plain":
         net = PlainNet(resnet18(spec.n_classes, config["width"], spec.channels), black)
@@ -164,6 +178,11 @@ def build_net(variant: str, spec, config: dict, generator: torch.Generator, devi
         net = CLFDNet(resnet18(spec.n_classes, config["width"], 3), spec.channels, spec.n_classes, black, generator)
     elif variant == "fdinet":
         net = FDINet(spec.n_classes, spec.channels, black, config["low_width"], config["high_width"])
+    elif variant == "elastic":
+        # E2Net's working network; with basic blocks its maximal configuration is the reduced ResNet-18.
+        choices = CIFAR10_CHOICES if spec.n_classes <= 10 else CIFAR100_CHOICES
+        net = PlainNet(ElasticResNet(spec.n_classes, config["width"], spec.channels, expand_ratios=choices,
+                                     width_mults=choices, block="basic"), black)
     else:
         raise ValueError(f"unknown variant {variant!r}")
     return net.to(device)
@@ -219,6 +238,8 @@ def _run_cl_unit(unit: Unit, ctx: Context) -> Outcome:
                 else (spec.channels, spec.side, spec.side)
             buffer = ReservoirBuffer.from_bytes(nominal * spec.channels * spec.side ** 2 * 4, item)
         extra = {k: hyper[k] for k in ("alpha", "beta") if k in hyper}
+        if method == "e2net":
+            extra.update(n_tasks=len(tasks), n_candidates=config.get("n_candidates", 500))
         learner = LEARNERS[method](net, lr=hyper["lr"], generator=generator, buffer=buffer,
                                    minibatch=config["batch_size"], augment=augment, **extra)
         stream = joint_tasks(tasks) if method == "joint" else tasks
@@ -236,6 +257,9 @@ def _run_cl_unit(unit: Unit, ctx: Context) -> Outcome:
         "parameters": metric(count_parameters(net)),
         "buffer_items": metric(0 if buffer is None else buffer.capacity),
         "buffer_bytes": metric(0 if buffer is None else buffer.nbytes, "B"),
+        "buffer_offered": metric(0 if buffer is None else buffer.seen),
+        "storage_bytes": metric(learner.storage_bytes() if hasattr(learner, "storage_bytes")
+                                else 0 if buffer is None else buffer.nbytes, "B"),
         "epochs": metric(epochs),
     }
     return Outcome(metrics=metrics, data={
@@ -269,7 +293,8 @@ def cl_units(config: dict, variants: tuple[str, ...]) -> list[Unit]:
     return units
 
 
-METRICS = ("class_il", "task_il", "forgetting_cil", "bwt_cil", "train_seconds", "peak_memory_mb", "parameters")
+METRICS = ("class_il", "task_il", "forgetting_cil", "bwt_cil", "train_seconds", "peak_memory_mb", "parameters",
+           "storage_bytes")
 
 
 def aggregate(records) -> pd.DataFrame:

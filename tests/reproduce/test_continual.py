@@ -6,9 +6,11 @@ import pytest
 import reproduce.continual as runs
 import reproduce.harness.data.images as images
 from reproduce.clfd import main_table
+from reproduce.e2net import main_table as e2net_table
 from reproduce.fdinet import efficiency
 from reproduce.harness.artifact import Context, Unit
 from reproduce.harness.device import describe_cpu
+from reproduce.harness.records import Record
 
 
 def test_tiny_imagenet_reader_labels_by_sorted_wnid(fake_full_data, tmp_path):
@@ -55,3 +57,35 @@ def test_offline_streams_load(images_dir, monkeypatch):
     assert cifar.stream == "seq-cifar10" and cifar.train_x.shape == (50, 3, 32, 32)
     assert sorted(cifar.train_y.unique().tolist()) == list(range(10))
     runs.load_stream.cache_clear()
+
+
+@pytest.mark.parametrize("dataset", ["seq-cifar10", "seq-cifar100"])
+def test_e2net_full_scale_units_run_on_the_real_formats(fake_full_data, dataset):
+    config = {**e2net_table.ARTIFACT.scales["full"], "width": 2, "epochs": 1, "batch_size": 16, "n_candidates": 8}
+    ctx = Context("full", config, 0, describe_cpu("test"))
+    units = e2net_table.units(ctx)
+    assert {u.params["buffer"] for u in units} == {200, 500, 5120}
+    unit = next(u for u in units if u.params["dataset"] == dataset and u.params["method"] == "e2net"
+                and u.params["buffer"] == 200)
+    outcome = runs.run_cl_unit(unit, ctx)
+    assert len(outcome.data["class_il_matrix"]) == (5 if dataset == "seq-cifar10" else 10)
+    assert outcome.data["hyperparameters"] == {"lr": 0.03, "alpha": 0.1, "beta": 0.5, "epochs": 1}
+    # The frozen representative subnet is stored beside the buffer's examples.
+    assert outcome.metrics["storage_bytes"]["value"] > outcome.metrics["buffer_bytes"]["value"]
+
+
+def test_e2net_summary_compares_against_derpp_and_er(images_dir, monkeypatch, tmp_path):
+    """At a quick-like scale (real CIFAR-10 subset, tiny network) the summary measures every claim."""
+    monkeypatch.setenv("REPRO_DATA_DIRS", str(images_dir))
+    runs.load_stream.cache_clear()
+    config = {**e2net_table.ARTIFACT.scales["quick"], "train_per_class": 6, "test_per_class": 4, "width": 2,
+              "epochs": 1, "buffers": [20], "seeds": [0], "n_candidates": 8}
+    ctx = Context("quick", config, 0, describe_cpu("test"))
+    records = [Record(paper="e2net", artifact="main_table", unit=u.id, scale="quick", params=u.params,
+                      config={}, seed=0, device={}, environment={}, status="ok",
+                      metrics=runs.run_cl_unit(u, ctx).metrics) for u in e2net_table.units(ctx)]
+    summary = e2net_table.summarize(records, ctx)
+    runs.load_stream.cache_clear()
+    assert set(summary.measured) == set(e2net_table.ARTIFACT.claims)
+    assert summary.measured["storage-ratio-vs-derpp"] > 1.0
+    assert summary.measured["time-ratio-vs-derpp"] > 0

@@ -28,6 +28,7 @@ from methods.cl import (
     to_tensor,
     train_stream,
 )
+from methods.cl.e2net import batch_statistics_only
 from methods.cl.streams import StreamSpec
 
 STREAM = StreamSpec(n_tasks=3, classes_per_task=2, side=8, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25),
@@ -173,30 +174,41 @@ def test_sorting_channels_keeps_the_full_network_function(block):
             assert torch.all(importance[:-1] >= importance[1:])
 
 
+def running_statistics(module):
+    return [t.clone() for name, t in module.named_buffers() if name.endswith(("running_mean", "running_var"))]
+
+
 def test_search_keeps_the_best_scored_candidate_under_the_limit():
     net = elastic(width=8)
     probe = torch.randn(8, 3, 8, 8)
+    search_representative(net, probe, 25, torch.Generator().manual_seed(0), n_candidates=2)  # sorts the channels
+    # Independent scores of the draws the search will make (sorting again changes nothing), normalised with batch
+    # statistics as the search does; the limit is set just under the best-scoring draw, so that it binds.
+    with torch.no_grad():
+        reference = batch_statistics_only(net.extract(net.max_config())).eval()(probe)
+        replay = torch.Generator().manual_seed(5)
+        candidates = [sample_config(net, 25, replay) for _ in range(40)]
+        scores = [float(F.mse_loss(batch_statistics_only(net.extract(c)).eval()(probe), reference))
+                  * math.exp(-net.occupancy(c)) for c in candidates]
+    limit = net.occupancy(candidates[int(np.argmin(scores))])
+    qualifying = [i for i in range(40) if net.occupancy(candidates[i]) < limit]
+    assert qualifying
+    statistics = running_statistics(net)
     generator = torch.Generator().manual_seed(5)
-    replay = torch.Generator().set_state(generator.get_state())
-    limit = 0.3
     config, occupancy, score = search_representative(net, probe, 25, generator, n_candidates=40, top=40, limit=limit)
     assert occupancy == net.occupancy(config) < limit and net.training
     assert net.active_config == net.max_config()
-    # Independent scores from extracted subnets of the same draws (sorting twice changes nothing).
-    net.eval()
-    with torch.no_grad():
-        reference = net(probe)
-        candidates = [sample_config(net, 25, replay) for _ in range(40)]
-        scores = [float(F.mse_loss(net.extract(c).eval()(probe), reference)) * math.exp(-net.occupancy(c))
-                  for c in candidates]
-    qualifying = [i for i in range(40) if net.occupancy(candidates[i]) < limit]
     best = min(qualifying, key=scores.__getitem__)
     assert config == candidates[best] and score == pytest.approx(scores[best], rel=1e-4)
-    assert net.occupancy(candidates[int(np.argmin(scores))]) >= limit  # the limit did bind
     with pytest.warns(RuntimeWarning, match="best subnets"):
         search_representative(net, probe, 25, torch.Generator().manual_seed(5), n_candidates=40, top=1, limit=limit)
+    assert all(torch.equal(a, b) for a, b in zip(statistics, running_statistics(net), strict=True))
     with pytest.raises(ValueError, match="under"):
         search_representative(net, probe, 25, generator, n_candidates=5, limit=1e-6)
+    # With nothing under the limit, the fallback (E2Net's previous subnet) is kept and scored like a candidate.
+    kept, occupancy, kept_score = search_representative(net, probe, 25, generator, n_candidates=5, limit=1e-6,
+                                                        fallback=config)
+    assert kept == config and occupancy == net.occupancy(config) and kept_score == pytest.approx(score, rel=1e-4)
 
 
 def test_teacher_stays_frozen_while_the_working_net_learns():
@@ -214,6 +226,11 @@ def test_teacher_stays_frozen_while_the_working_net_learns():
         model.observe(x, y, x)
         assert model.net.backbone.active_config == model.net.backbone.max_config()
     assert all(torch.equal(frozen[k], v) for k, v in teacher.state_dict().items())
+    # The distillation term's subnet pass leaves the working net's running statistics alone.
+    statistics = running_statistics(model.net)
+    model.extra_loss(x)
+    assert all(torch.equal(a, b) for a, b in zip(statistics, running_statistics(model.net), strict=True))
+    assert all(m.running_mean is None for m in teacher.modules() if isinstance(m, torch.nn.BatchNorm2d))
     assert any(not torch.equal(a, b) for a, b in zip(working, model.net.parameters()))
     assert model.teacher_parameter_count == model.net.backbone.parameter_count(model.config)
     teacher_bytes = sum(t.numel() * t.element_size() for t in teacher.state_dict().values())
@@ -253,6 +270,9 @@ def test_replay_gate_stores_at_rate_exp_minus_075_occupancy():
 def test_loss_adds_the_weighted_subnet_term_to_derpp():
     model = learner()
     x, y = after_first_task(model)
+    with torch.no_grad():  # move the working net away from the teacher it was just copied into
+        for parameter in model.net.parameters():
+            parameter.add_(0.05 * torch.randn(parameter.shape, generator=torch.Generator().manual_seed(1)))
     state = model.generator.get_state()
 
     def copy_of(weight: float) -> E2Net:

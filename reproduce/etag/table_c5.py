@@ -1,0 +1,71 @@
+"""eTag's appendix Tables C.1 and C.5: accuracy and total training and testing time in the ablation setting.
+
+The ablation setting is CIFAR-100 in 4 equal tasks of 25 classes (e.g. ``c1-c100-4eq-etag``,
+64.10%, equals the 4-equal-task value of Tables C.3/C.4). Each unit trains eTag for one
+seed with the protocol of ``table_b2`` and records the average incremental accuracy and the
+wall time of training (network and generator) and of the evaluations. The paper's times
+were measured on V100 GPUs (appendix A.4): they are judged only on a V100, and shown
+elsewhere. The ablation variants B0-B4, PodNet and ABD are not implemented here.
+
+- ``full``: CIFAR-100, 25 + 3 tasks, three seeds, width 64, 100 network and 100 generator
+  epochs.
+- ``smoke``: a seeded synthetic set, 5 + 1 tasks of a width-4 network; seconds. There is
+  no ``quick`` scale: ``table_b2``'s quick run already times eTag on the CPU, and none of
+  this table's numbers can be checked without CIFAR-100.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from reproduce.etag.runs import aggregate, incremental_units, run_incremental_unit
+from reproduce.harness.artifact import Artifact, Context, Summary
+from reproduce.harness.records import Record
+
+
+def units(ctx: Context):
+    return incremental_units(ctx.config)
+
+
+def summarize(records: list[Record], ctx: Context) -> Summary:
+    table = aggregate(records)
+    if table.empty:
+        return Summary(table=pd.DataFrame({"note": ["no successful unit"]}))
+    measured = {}
+    for row in table.itertuples():
+        if row.method == "etag" and row.dataset == "seq-cifar100" and (row.first, row.tasks) == (25, 3):
+            measured.update({"c1-c100-4eq-etag": row.average_incremental_accuracy,
+                             "c5-train-time-etag": row.train_seconds, "c5-test-time-etag": row.test_seconds})
+    notes = [f"{ctx.config['epochs']} network and {ctx.config['generator_epochs']} generator epochs per task; "
+             f"ResNet-18 base width {ctx.config['width']}; seeds {ctx.config['seeds']}; device {ctx.device.kind} "
+             f"({ctx.device.name}). Times are means over seeds of the whole run's training and testing wall time."]
+    return Summary(table=table, measured=measured, notes=notes)
+
+
+COMMON = {"methods": ["etag"], "batch_size": 128, "lr_decay_step": 30}
+
+ARTIFACT = Artifact(
+    paper="etag",
+    name="table_c5",
+    title="Accuracy and training / testing time of eTag in the ablation setting (appendix Tables C.1, C.5)",
+    claims=("c1-c100-4eq-etag", "c5-train-time-etag", "c5-test-time-etag"),
+    scales={
+        "smoke": {**COMMON, "settings": [{"dataset": "synthetic", "first": 5, "tasks": 1}], "train_per_class": 8,
+                  "test_per_class": 4, "width": 4, "epochs": 1, "generator_epochs": 1, "batch_size": 32,
+                  "synthetic_batch": 16, "seeds": [0], "cpu_threads": 1},
+        "full": {**COMMON, "settings": [{"dataset": "seq-cifar100", "first": 25, "tasks": 3}], "download": True,
+                 "width": 64, "epochs": 100, "generator_epochs": 100, "seeds": [0, 1, 2]},
+    },
+    needs={
+        "smoke": "nothing: a seeded synthetic set; no claim is judged.",
+        "full": "CIFAR-100 (downloaded on first use) and a CUDA GPU (a V100 for the timing claims): 3 runs.",
+    },
+    units=units,
+    run_unit=run_incremental_unit,
+    summarize=summarize,
+)
+
+if __name__ == "__main__":
+    from reproduce.harness.cli import script_main
+
+    raise SystemExit(script_main(ARTIFACT))
