@@ -66,7 +66,8 @@ def summarize(records: list[Record], ctx: Context) -> Summary:
         f"{ctx.config.get('n_candidates', 500)} search candidates; seeds {ctx.config['seeds']}; "
         f"device {ctx.device.kind}.",
         "Storage counts the buffer's stored examples (float32) plus, for E2Net, the frozen representative subnet "
-        "(parameters and batch-norm statistics); every method also keeps the working network, not counted.",
+        "(its parameters; it normalises with batch statistics); every method also keeps the working network, "
+        "not counted. The accuracy spread over seeds is in the class_il_std column.",
     ]
     if "e2net" in methods and "derpp" in methods:
         versus = comparison(table, "derpp")
