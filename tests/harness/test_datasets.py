@@ -38,10 +38,11 @@ def cache_contents(dataset: str) -> list[str]:
 
 
 def test_registry_lists_the_papers_datasets_with_md5s():
-    assert DATASETS == ("mnist", "cifar10", "cifar100", "tiny_imagenet", "coco2017")
+    assert DATASETS == ("mnist", "cifar10", "cifar100", "tiny_imagenet", "coco2017", "fid_inception")
     for entry in REGISTRY.values():
         for remote in entry.files.values():
-            assert re.fullmatch(r"md5:[0-9a-f]{32}", remote.known_hash), remote.name
+            published = r"sha256:[0-9a-f]{8,64}" if entry.name == "fid_inception" else r"md5:[0-9a-f]{32}"
+            assert re.fullmatch(published, remote.known_hash), remote.name
             assert remote.urls and all(url.endswith("/" + remote.name) for url in remote.urls)
     assert set(REGISTRY["cifar10"].files) == {"cifar-10-binary.tar.gz"}
     assert set(REGISTRY["coco2017"].files) == {"train2017.zip", "val2017.zip", "annotations_trainval2017.zip"}
@@ -154,3 +155,14 @@ def test_describe_lists_files_sizes_and_mirror_urls(monkeypatch):
     assert listing["total_bytes"] == 9_912_422 + 28_881 + 1_648_877 + 4_542
     assert listing["files"][3]["urls"] == [f"http://127.0.0.1:9/data/mnist/{LABELS}"]
     assert listing["files"][3]["hash"] == f"md5:{LABELS_MD5}"
+
+
+def test_a_published_sha256_prefix_verifies_the_file_it_names(tmp_path):
+    """Weight files publish only the first digits of their sha256 (torch.hub); 8 or more are required."""
+    path = tmp_path / "weights.pth"
+    path.write_bytes(b"inception")
+    digest = datasets.file_digest(path, "sha256")
+    assert datasets._check(path, datasets.RemoteFile(path.name, f"sha256:{digest[:8]}", None, ())) is None
+    assert datasets._check(path, datasets.RemoteFile(path.name, f"sha256:{digest[:7]}", None, ())) == digest
+    wrong = "0" * 8 if not digest.startswith("0" * 8) else "f" * 8
+    assert datasets._check(path, datasets.RemoteFile(path.name, f"sha256:{wrong}", None, ())) == digest

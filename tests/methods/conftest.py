@@ -1,4 +1,4 @@
-"""One torch thread per CL test: tiny tensors gain nothing from two, and busy-waiting threads on a shared
+"""One torch thread per method test: tiny tensors gain nothing from two, and busy-waiting threads on a shared
 2-core machine slow them down many times."""
 
 import pytest

@@ -1,0 +1,76 @@
+"""Diffusion models: tiny pixel-space UNets and schedules, DDPM training, DDIM sampling with a
+pluggable (e.g. quantized) noise predictor, sample-quality metrics and their feature extractors;
+fake quantization of UNets (``quant``) and MPQ-DM's OMQ, TRD and distillation (``mpqdm``)."""
+
+from methods.diffusion.features import ExtractedFeatures, InceptionFeatures, ProxyClassifier, train_proxy
+from methods.diffusion.metrics import (
+    feature_statistics,
+    fid_from_features,
+    frechet_distance,
+    inception_score,
+    precision_recall,
+    sfid_from_features,
+)
+from methods.diffusion.models import ddim_scheduler, ddpm_scheduler, tiny_unet
+from methods.diffusion.mpqdm import PRESETS as MPQDM_PRESETS
+from methods.diffusion.mpqdm import (
+    MethodPreset,
+    MPQDMTrainer,
+    OMQResult,
+    TimeSmoothedRelation,
+    activation_absmax,
+    apply_omq,
+    collect_calibration_inputs,
+    ddim_sample_quantized,
+    default_k_choices,
+    kurtosis,
+    omq_allocate,
+    omq_channel_bits,
+    omq_masks,
+    prepare_quantized,
+    relation_map,
+    smoothing_factors,
+    trd_loss,
+    weight_absmax,
+)
+from methods.diffusion.quant import (
+    FULL_PRECISION_NAMES,
+    ModelSize,
+    QuantLayer,
+    TemporalActivationQuantizer,
+    WeightQuantizer,
+    bit_allocation,
+    calibrate,
+    effective_bits,
+    fake_quantize,
+    init_range,
+    is_full_precision_name,
+    minmax_ptq,
+    minmax_range,
+    mse_range_search,
+    quant_layers,
+    quantize_model,
+    round_ste,
+    set_quant_state,
+    set_step,
+    temporal_model_fn,
+)
+from methods.diffusion.sampling import ddim_sample, ddim_trajectory, run_trajectory, unet_model_fn
+from methods.diffusion.training import shuffled_batches, train_ddpm
+
+__all__ = [
+    "ExtractedFeatures", "InceptionFeatures", "ProxyClassifier", "ddim_sample", "ddim_scheduler", "ddim_trajectory",
+    "ddpm_scheduler", "feature_statistics", "fid_from_features", "frechet_distance", "inception_score",
+    "precision_recall", "run_trajectory", "sfid_from_features", "shuffled_batches", "tiny_unet", "train_ddpm",
+    "train_proxy", "unet_model_fn",
+    # quant
+    "FULL_PRECISION_NAMES", "ModelSize", "QuantLayer", "TemporalActivationQuantizer", "WeightQuantizer",
+    "bit_allocation", "calibrate", "effective_bits", "fake_quantize", "init_range", "is_full_precision_name",
+    "minmax_ptq", "minmax_range", "mse_range_search", "quant_layers", "quantize_model", "round_ste",
+    "set_quant_state", "set_step", "temporal_model_fn",
+    # mpqdm
+    "MPQDM_PRESETS", "MPQDMTrainer", "MethodPreset", "OMQResult", "TimeSmoothedRelation", "activation_absmax",
+    "apply_omq", "collect_calibration_inputs", "ddim_sample_quantized", "default_k_choices", "kurtosis",
+    "omq_allocate", "omq_channel_bits", "omq_masks", "prepare_quantized", "relation_map", "smoothing_factors",
+    "trd_loss", "weight_absmax",
+]
