@@ -55,6 +55,7 @@ from reproduce.harness.data.images import (
     read_tiny_imagenet,
     shared_image_set,
 )
+from reproduce.harness.device import torch_threads
 from reproduce.harness.errors import DataError
 from reproduce.harness.memory import PeakMemory
 from reproduce.harness.records import metric
@@ -200,17 +201,11 @@ def _warm_up(variant: str, spec, config: dict, device: torch.device, data: Strea
 def run_cl_unit(unit: Unit, ctx: Context) -> Outcome:
     """Train one (method, variant, buffer, seed) on the configured stream; metrics of the record.
 
-    On the CPU, ``config["cpu_threads"]`` (if set) caps torch's threads for the unit: on a
-    shared 2-core machine, two OpenMP threads that busy-wait next to another busy process
-    ran 10x slower than one thread in our measurements.
+    On the CPU, ``config["cpu_threads"]`` (if set) caps torch's threads for the unit
+    (:func:`~reproduce.harness.device.torch_threads`).
     """
-    threads = torch.get_num_threads()
-    if ctx.device.kind == "cpu" and ctx.config.get("cpu_threads"):
-        torch.set_num_threads(ctx.config["cpu_threads"])
-    try:
+    with torch_threads(ctx.device, ctx.config.get("cpu_threads")):
         return _run_cl_unit(unit, ctx)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run_cl_unit(unit: Unit, ctx: Context) -> Outcome:

@@ -38,6 +38,7 @@ from methods.cl import (
 )
 from reproduce.continual import load_stream
 from reproduce.harness.artifact import Context, Outcome, Unit
+from reproduce.harness.device import torch_threads
 from reproduce.harness.memory import PeakMemory
 from reproduce.harness.records import Record, metric
 
@@ -80,15 +81,11 @@ def build_learner(method: str, net: torch.nn.Module, config: dict, generator: to
 def run_incremental_unit(unit: Unit, ctx: Context) -> Outcome:
     """Train one (dataset, split, method, seed); the record's metrics.
 
-    On the CPU, ``config["cpu_threads"]`` (if set) caps torch's threads for the unit.
+    On the CPU, ``config["cpu_threads"]`` (if set) caps torch's threads for the unit
+    (:func:`~reproduce.harness.device.torch_threads`).
     """
-    threads = torch.get_num_threads()
-    if ctx.device.kind == "cpu" and ctx.config.get("cpu_threads"):
-        torch.set_num_threads(ctx.config["cpu_threads"])
-    try:
+    with torch_threads(ctx.device, ctx.config.get("cpu_threads")):
         return _run(unit, ctx)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _run(unit: Unit, ctx: Context) -> Outcome:

@@ -9,6 +9,7 @@ probe is wrapped. The chosen device and the reason for the choice are recorded.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -214,3 +215,22 @@ def cpu_bandwidth(refresh: bool = False) -> dict:
     tmp.write_text(json.dumps(result))
     os.replace(tmp, path)
     return result
+
+
+@contextlib.contextmanager
+def torch_threads(device: Device, threads: int | None):
+    """Within the block, torch uses at most ``threads`` CPU threads when ``device`` is the CPU.
+
+    A unit's config sets ``cpu_threads``: on a shared 2-core machine, two OpenMP threads that
+    busy-wait next to another busy process ran 10x slower than one thread in our measurements.
+    ``None`` (or a CUDA device) leaves torch's setting alone; the setting is restored after.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    if device.kind == "cpu" and threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

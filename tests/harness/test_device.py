@@ -63,3 +63,16 @@ def test_bandwidth_is_measured_once_and_cached(monkeypatch):
 def test_triad_measures_a_plausible_bandwidth():
     gbs = dev.measure_cpu_bandwidth(n=1 << 18, repeats=3)
     assert 0.1 < gbs < 10_000
+
+
+def test_torch_threads_caps_cpu_units_and_restores_the_setting():
+    import torch
+
+    from reproduce.harness.device import describe_cpu, torch_threads
+
+    before = torch.get_num_threads()
+    with torch_threads(describe_cpu("test"), 1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with torch_threads(describe_cpu("test"), None):
+        assert torch.get_num_threads() == before

