@@ -1,6 +1,8 @@
 """Diffusion models: tiny pixel-space UNets and schedules, DDPM training, DDIM sampling with a
 pluggable (e.g. quantized) noise predictor, sample-quality metrics and their feature extractors;
-fake quantization of UNets (``quant``) and MPQ-DM's OMQ, TRD and distillation (``mpqdm``)."""
+fake quantization of UNets (``quant``) and MPQ-DM's OMQ, TRD and distillation (``mpqdm``); RDD's
+x-predicting cosine diffusion, progressive distillation and relational losses (``rdd``; its generic
+names carry an ``rdd_`` prefix here)."""
 
 from methods.diffusion.features import ExtractedFeatures, InceptionFeatures, ProxyClassifier, train_proxy
 from methods.diffusion.metrics import (
@@ -55,6 +57,30 @@ from methods.diffusion.quant import (
     set_step,
     temporal_model_fn,
 )
+from methods.diffusion.rdd import (
+    DistillRound,
+    PDTarget,
+    PixelQueue,
+    ProjectionHead,
+    RelationalDistillation,
+    RelationalTerms,
+    Samples,
+    X0Model,
+    cfd_loss,
+    cosine_alpha_bar,
+    distill_round,
+    is_p2p_loss,
+    m_p2p_loss,
+    pd_target,
+    pixel_relations,
+    truncated_snr_loss,
+)
+from methods.diffusion.rdd import ddim as rdd_ddim
+from methods.diffusion.rdd import ddim_step as rdd_ddim_step
+from methods.diffusion.rdd import diffuse as rdd_diffuse
+from methods.diffusion.rdd import predict as rdd_predict
+from methods.diffusion.rdd import sample as rdd_sample
+from methods.diffusion.rdd import train_base as rdd_train_base
 from methods.diffusion.sampling import ddim_sample, ddim_trajectory, run_trajectory, unet_model_fn
 from methods.diffusion.training import shuffled_batches, train_ddpm
 
@@ -73,4 +99,9 @@ __all__ = [
     "apply_omq", "collect_calibration_inputs", "ddim_sample_quantized", "default_k_choices", "kurtosis",
     "omq_allocate", "omq_channel_bits", "omq_masks", "prepare_quantized", "relation_map", "smoothing_factors",
     "trd_loss", "weight_absmax",
+    # rdd
+    "DistillRound", "PDTarget", "PixelQueue", "ProjectionHead", "RelationalDistillation", "RelationalTerms", "Samples",
+    "X0Model", "cfd_loss", "cosine_alpha_bar", "distill_round", "is_p2p_loss", "m_p2p_loss", "pd_target",
+    "pixel_relations", "rdd_ddim", "rdd_ddim_step", "rdd_diffuse", "rdd_predict", "rdd_sample", "rdd_train_base",
+    "truncated_snr_loss",
 ]
