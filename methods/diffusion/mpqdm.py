@@ -488,7 +488,8 @@ PRESETS = {
 def prepare_quantized(fp_unet: nn.Module, preset: MethodPreset | str, w_bits: int, a_bits: int, n_steps: int,
                       calib: Sequence[tuple[torch.Tensor, torch.Tensor, int]], *, lora_rank: int = 32,
                       omq_samples: int = 32, k_choices: Callable[[int], Sequence[int]] | None = None,
-                      generator: torch.Generator | None = None) -> tuple[nn.Module, dict[str, OMQResult]]:
+                      generator: torch.Generator | None = None, weight_method: str = "mse",
+                      act_method: str = "mse") -> tuple[nn.Module, dict[str, OMQResult]]:
     """Quantize a copy of ``fp_unet`` for ``preset``: layers and LoRA, OMQ (if enabled), calibration.
 
     Parameters
@@ -505,6 +506,9 @@ def prepare_quantized(fp_unet: nn.Module, preset: MethodPreset | str, w_bits: in
         OMQ runs on this many calibration samples, evenly spaced over all of ``calib``.
     k_choices : callable, optional
         OMQ search list per ``C_out``.
+    weight_method, act_method : {"mse", "max"}
+        Range initialisation of the weight and activation quantizers (the public code's
+        training script uses "mse" for both, its sampling script "max" for activations).
 
     Returns
     -------
@@ -518,8 +522,8 @@ def prepare_quantized(fp_unet: nn.Module, preset: MethodPreset | str, w_bits: in
         x = torch.cat([c[0] for c in calib])
         t = torch.cat([c[1].expand(c[0].shape[0]) if c[1].dim() == 0 else c[1] for c in calib])
         index = torch.linspace(0, x.shape[0] - 1, min(omq_samples, x.shape[0])).round().long()
-        results = apply_omq(model, x[index], t[index], k_choices=k_choices)
-    calibrate(model, calib)
+        results = apply_omq(model, x[index], t[index], k_choices=k_choices, weight_method=weight_method)
+    calibrate(model, calib, weight_method=weight_method, act_method=act_method)
     return model, results
 
 

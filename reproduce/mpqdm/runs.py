@@ -203,7 +203,8 @@ def quantize(method: str, unet, scheduler, w_bits: int, a_bits: int, config: dic
     if method == "minmax":
         return minmax_ptq(unet, w_bits, a_bits, steps, calib), {}, []
     model, omq = prepare_quantized(unet, MPQDM_PRESETS[method], w_bits, a_bits, steps, calib,
-                                   lora_rank=config["lora_rank"], generator=generator)
+                                   lora_rank=config["lora_rank"], generator=generator,
+                                   weight_method=config["weight_init"], act_method=config["act_init"])
     trainer = MPQDMTrainer(unet, model, scheduler, n_steps=steps, trd=MPQDM_PRESETS[method].trd)
     try:
         history = trainer.train(config["distill_epochs"], config["distill_batch"], shape, generator=generator)
