@@ -199,6 +199,8 @@ class InceptionFeatures(nn.Module):
     The module is created in eval mode with gradients off (BatchNorm uses its running statistics).
     """
 
+    spatial_channels = 7  # sFID's first 7 channels of mixed_6/conv
+
     def __init__(self, num_classes: int = 1008, fid_blocks: bool = True):
         super().__init__()
         avg = "avg_valid" if fid_blocks else "avg"
@@ -232,7 +234,7 @@ class InceptionFeatures(nn.Module):
         for block in (self.Mixed_5b, self.Mixed_5c, self.Mixed_5d, self.Mixed_6a, self.Mixed_6b, self.Mixed_6c):
             x = block(x)
         # The 1x1 branch again, outside the block's concatenation: a 768 -> 192 1x1 conv at 17x17.
-        spatial = self.Mixed_6d.branch1x1(x)[:, :7].flatten(1)
+        spatial = self.Mixed_6d.branch1x1(x)[:, :self.spatial_channels].flatten(1)
         for block in (self.Mixed_6d, self.Mixed_6e, self.Mixed_7a, self.Mixed_7b, self.Mixed_7c):
             x = block(x)
         pool = x.mean(dim=(2, 3))

@@ -6,8 +6,11 @@
   lists of folders searched before the cache.
 """
 
+import hashlib
+import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import platformdirs
@@ -49,3 +52,34 @@ def atomic_write_text(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def config_key(config: dict, fields: tuple[str, ...]) -> str:
+    """A short stable hash of ``config``'s ``fields``: names a cached artifact built from them."""
+    text = json.dumps({name: config.get(name) for name in fields}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def cached_weights(module, path: Path, train: Callable[[], object]):
+    """``module`` with the weights saved at ``path``, or trained by ``train()`` and saved there first.
+
+    ``train`` trains ``module`` in place. The state dict is written to a temporary file and
+    renamed, so an interrupted run leaves no half-written weights; the next run trains again.
+    Returns ``module``.
+    """
+    import torch
+
+    path = Path(path)
+    if path.is_file():
+        module.load_state_dict(torch.load(path, map_location="cpu"))
+        return module
+    train()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(module.state_dict(), tmp)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return module

@@ -24,12 +24,7 @@ Where the model and the quality features come from depends on the scale:
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -62,7 +57,7 @@ from reproduce.harness.data.datasets import fetch
 from reproduce.harness.data.images import load_cifar, load_mnist, offline_mnist_train
 from reproduce.harness.device import torch_threads
 from reproduce.harness.errors import DataError
-from reproduce.harness.paths import cache_dir
+from reproduce.harness.paths import cache_dir, cached_weights, config_key
 from reproduce.harness.records import metric
 
 METHODS = ("fp", "minmax", "baseline", "omq", "omq_trd")
@@ -75,21 +70,6 @@ def parse_bits(setting: str) -> tuple[int, int]:
         return int(weights), int(acts)
     except ValueError:
         raise DataError(f"bit setting {setting!r} is not of the form W<bits>A<bits>") from None
-
-
-def _key(config: dict, *fields: str) -> str:
-    text = json.dumps({f: config.get(f) for f in fields}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-def _save_atomic(state: dict, path: Path) -> None:
-    handle, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        torch.save(state, partial)
-        os.replace(partial, path)
-    finally:
-        Path(partial).unlink(missing_ok=True)
 
 
 def _to_unit_range(images: np.ndarray, side: int) -> torch.Tensor:
@@ -143,16 +123,11 @@ def fp_model(config: dict, data: QualityData, device: torch.device):
                             "folder with its config.json and weights, or go online") from None
         return unet.to(device).eval(), {"source": config["pretrained"]}
     fields = ("side", "unet", "train_steps", "train_batch", "train_lr", "dataset")
-    path = cache_dir("mpqdm") / f"ddpm-{_key(config, *fields)}.pt"
+    path = cache_dir("mpqdm") / f"ddpm-{config_key(config, fields)}.pt"
     unet = tiny_unet(sample_size=config["side"], in_channels=data.train.shape[1], **config["unet"], seed=0)
-    if path.is_file():
-        unet.load_state_dict(torch.load(path, map_location="cpu"))
-    else:
-        losses = train_ddpm(unet, ddpm_scheduler(), data.train, steps=config["train_steps"],
-                            batch_size=config["train_batch"], lr=config["train_lr"],
-                            generator=torch.Generator().manual_seed(0))
-        _save_atomic(unet.state_dict(), path)
-        (path.with_suffix(".json")).write_text(json.dumps({"final_loss": float(np.mean(losses[-50:]))}))
+    cached_weights(unet, path, lambda: train_ddpm(unet, ddpm_scheduler(), data.train, steps=config["train_steps"],
+                                                  batch_size=config["train_batch"], lr=config["train_lr"],
+                                                  generator=torch.Generator().manual_seed(0)))
     return unet.to(device).eval(), {"source": f"trained here ({config['train_steps']} steps), cached at {path}"}
 
 
@@ -163,14 +138,11 @@ def feature_extractor(config: dict, data: QualityData, device: torch.device):
         extractor = InceptionFeatures(num_classes=1008, fid_blocks=True)
         extractor.load_state_dict(torch.load(next(iter(weights.values())), map_location="cpu"))
         return extractor.to(device).eval(), "FID Inception-v3 (pt_inception-2015-12-05)"
-    path = cache_dir("mpqdm") / f"proxy-{_key(config, 'side', 'proxy_epochs', 'dataset')}.pt"
+    path = cache_dir("mpqdm") / f"proxy-{config_key(config, ('side', 'proxy_epochs', 'dataset'))}.pt"
     extractor = ProxyClassifier(in_channels=data.train.shape[1], num_classes=int(data.train_labels.max()) + 1)
-    if path.is_file():
-        extractor.load_state_dict(torch.load(path, map_location="cpu"))
-    else:
-        train_proxy(extractor, data.train, data.train_labels, epochs=config["proxy_epochs"], batch_size=128,
-                    lr=1e-3, generator=torch.Generator().manual_seed(0))
-        _save_atomic(extractor.state_dict(), path)
+    cached_weights(extractor, path, lambda: train_proxy(extractor, data.train, data.train_labels,
+                                                        epochs=config["proxy_epochs"], batch_size=128, lr=1e-3,
+                                                        generator=torch.Generator().manual_seed(0)))
     return extractor.to(device).eval(), "proxy classifier trained on the real digits (not comparable with papers)"
 
 
