@@ -7,7 +7,8 @@ Three units, run in order, each reusing its predecessor's model from the cache:
 - ``pd``: progressive distillation, halving the teacher's steps round by round down to one;
 - ``rdd``: from PD's ``rdd_from``-step student, the same halvings with RDD's relational
   objective (classifier-feature distillation, intra-sample and memory-queue pixel relations)
-  instead of the PD loss, as the public ``train_rdd.sh`` does for 8 -> 4.
+  instead of the PD loss, as the public ``train_rdd.sh`` does for 8 -> 4 (``pd_weight`` > 0 adds
+  the PD loss back, ours).
 
 Each unit records the FID (and IS, precision) of its samples at every step count and the
 sampling time. Claims: at one step, RDD's FID is 1.47 lower than the best distillation
@@ -116,7 +117,7 @@ def _run(unit: Unit, ctx: Context) -> Outcome:
         if method == "pd":
             _chain(config, start, images, config["rdd_from"], 1, None, generator, pd_models)
         else:
-            relational = RelationalDistillation(extractor).to(device)
+            relational = RelationalDistillation(extractor, pd_weight=config["pd_weight"]).to(device)
             _chain(config, start, images, config["rdd_from"], 1, relational, generator, pd_models)
         pd_models[config["rdd_from"]] = start
         models = {steps: (pd_models[steps], steps) for steps in STEPS if steps in pd_models}
@@ -181,7 +182,8 @@ def _plot(table: pd.DataFrame):
 
 
 MNIST = {"dataset": "mnist-offline", "features": "proxy", "proxy_epochs": 3, "side": 16, "batch_size": 64,
-         "unet": {"block_out_channels": [16, 32], "layers_per_block": 1, "norm_num_groups": 8}, "rdd_from": 8}
+         "unet": {"block_out_channels": [16, 32], "layers_per_block": 1, "norm_num_groups": 8}, "rdd_from": 8,
+         "pd_weight": 0.0}
 
 ARTIFACT = Artifact(
     paper="rdd",
