@@ -253,8 +253,7 @@ def _run_cl_unit(unit: Unit, ctx: Context) -> Outcome:
         "buffer_items": metric(0 if buffer is None else buffer.capacity),
         "buffer_bytes": metric(0 if buffer is None else buffer.nbytes, "B"),
         "buffer_offered": metric(0 if buffer is None else buffer.seen),
-        "storage_bytes": metric(learner.storage_bytes() if hasattr(learner, "storage_bytes")
-                                else 0 if buffer is None else buffer.nbytes, "B"),
+        "storage_bytes": metric(learner.storage_bytes(), "B"),
         "epochs": metric(epochs),
     }
     return Outcome(metrics=metrics, data={

@@ -342,4 +342,4 @@ class E2Net(DERPP):
         """Bytes kept besides the working network: buffer examples + the teacher's parameters."""
         teacher = 0 if self.teacher is None else sum(t.numel() * t.element_size()
                                                      for t in self.teacher.state_dict().values())
-        return self.buffer.nbytes + teacher
+        return super().storage_bytes() + teacher

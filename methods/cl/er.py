@@ -96,6 +96,10 @@ class Learner:
         """Whether this step's batch is offered to the buffer (E2Net gates it); always here."""
         return True
 
+    def storage_bytes(self) -> int:
+        """Bytes the method keeps besides the working network: the buffer's stored examples (E2Net adds its teacher)."""
+        return 0 if self.buffer is None else self.buffer.nbytes
+
     def observe(self, inputs: torch.Tensor, labels: torch.Tensor, raw_inputs: torch.Tensor) -> float:
         """One SGD step on an augmented batch ``(B, C, H, W)``; returns the loss.
 
