@@ -23,7 +23,6 @@ from methods.diffusion.mpqdm import (
     activation_absmax,
     apply_omq,
     collect_calibration_inputs,
-    ddim_sample_quantized,
     default_k_choices,
     kurtosis,
     omq_allocate,
@@ -96,7 +95,7 @@ __all__ = [
     "set_quant_state", "set_step", "temporal_model_fn",
     # mpqdm
     "MPQDM_PRESETS", "MPQDMTrainer", "MethodPreset", "OMQResult", "TimeSmoothedRelation", "activation_absmax",
-    "apply_omq", "collect_calibration_inputs", "ddim_sample_quantized", "default_k_choices", "kurtosis",
+    "apply_omq", "collect_calibration_inputs", "default_k_choices", "kurtosis",
     "omq_allocate", "omq_channel_bits", "omq_masks", "prepare_quantized", "relation_map", "smoothing_factors",
     "trd_loss", "weight_absmax",
     # rdd

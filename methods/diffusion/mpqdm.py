@@ -63,6 +63,7 @@ from methods.diffusion.quant import (
     quantize_model,
     set_step,
 )
+from methods.diffusion.sampling import ddim_trajectory, run_trajectory
 
 # ---------------------------------------------------------------------------------------------
 # OMQ
@@ -413,7 +414,6 @@ def _eps(unet: nn.Module, x: torch.Tensor, t) -> torch.Tensor:
     return out.sample if hasattr(out, "sample") else out
 
 
-@torch.no_grad()
 def collect_calibration_inputs(fp_unet: nn.Module, scheduler, noise: torch.Tensor, n_steps: int, *,
                                eta: float = 1.0, generator: torch.Generator | None = None):
     """Calibration inputs ``(x_t, t, step)`` along a full-precision DDIM trajectory.
@@ -440,28 +440,13 @@ def collect_calibration_inputs(fp_unet: nn.Module, scheduler, noise: torch.Tenso
     list of (Tensor, Tensor, int)
         ``(x_t (B, C, H, W), t (B,) long, step)`` for ``step = 0 .. n_steps - 1``.
     """
-    scheduler.set_timesteps(n_steps)
-    x = noise
     inputs = []
-    for step, t in enumerate(scheduler.timesteps):
-        inputs.append((x.clone(), t.expand(x.shape[0]).clone(), step))
-        x = scheduler.step(_eps(fp_unet, x, t), t, x, eta=eta, generator=generator).prev_sample
+
+    def record(step: int, t: int, x: torch.Tensor) -> None:
+        inputs.append((x.clone(), torch.full((x.shape[0],), t, dtype=torch.long, device=x.device), step))
+
+    run_trajectory(ddim_trajectory(fp_unet, scheduler, noise, steps=n_steps, eta=eta, generator=generator), record)
     return inputs
-
-
-@torch.no_grad()
-def ddim_sample_quantized(unet: nn.Module, scheduler, noise: torch.Tensor, n_steps: int, *, eta: float = 0.0,
-                          generator: torch.Generator | None = None) -> torch.Tensor:
-    """DDIM sampling that selects each step's activation ranges (a no-op for full-precision UNets).
-
-    Returns ``x_0``, the shape of ``noise``.
-    """
-    scheduler.set_timesteps(n_steps)
-    x = noise
-    for step, t in enumerate(scheduler.timesteps):
-        set_step(unet, step)
-        x = scheduler.step(_eps(unet, x, t), t, x, eta=eta, generator=generator).prev_sample
-    return x
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,7 +15,6 @@ from methods.diffusion.mpqdm import (
     TimeSmoothedRelation,
     apply_omq,
     collect_calibration_inputs,
-    ddim_sample_quantized,
     default_k_choices,
     kurtosis,
     omq_allocate,
@@ -42,6 +41,7 @@ from methods.diffusion.quant import (
     set_step,
     temporal_model_fn,
 )
+from methods.diffusion.sampling import ddim_sample
 
 diffusers = pytest.importorskip("diffusers")
 
@@ -388,7 +388,8 @@ def test_end_to_end_calibrate_omq_distill_sample(unet, calib):
         eps = temporal_model_fn(q)(x_t, t, step)  # selects the step itself
         set_step(q, step)
         torch.testing.assert_close(eps, q(x_t, t).sample)
-    samples = ddim_sample_quantized(q, diffusers.DDIMScheduler(), torch.randn(2, 1, 16, 16, generator=g), N_STEPS)
+    samples = ddim_sample(q, diffusers.DDIMScheduler(), 2, steps=N_STEPS, generator=g, batch_size=2,
+                          model_fn=temporal_model_fn(q))
     assert samples.shape == (2, 1, 16, 16) and torch.isfinite(samples).all()
 
 
