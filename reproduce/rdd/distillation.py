@@ -46,11 +46,11 @@ from methods.diffusion import (  # noqa: E402
     rdd_train_base,
     tiny_unet,
 )
+from reproduce.diffusion_quality import extract, feature_extractor, quality_data, sample_quality  # noqa: E402
 from reproduce.harness.artifact import Artifact, Context, Outcome, Summary, Unit  # noqa: E402
 from reproduce.harness.device import torch_threads  # noqa: E402
 from reproduce.harness.paths import cache_dir, cached_weights, config_key  # noqa: E402
 from reproduce.harness.records import Record, metric  # noqa: E402
-from reproduce.mpqdm.runs import extract, feature_extractor, quality_data, sample_quality  # noqa: E402
 
 STEPS = (8, 4, 2, 1)
 MODEL_FIELDS = ("dataset", "side", "unet", "base_steps", "base_train_steps", "base_lr", "batch_size")

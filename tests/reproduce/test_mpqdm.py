@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+import reproduce.diffusion_quality as diffusion_quality
 import reproduce.mpqdm.runs as runs
 from methods.diffusion import InceptionFeatures, tiny_unet
 from reproduce.harness.artifact import Context
@@ -49,7 +50,7 @@ def full_scale_fakes(fake_full_data, tmp_path, monkeypatch):
               ).save_pretrained(folder)
     weights = tmp_path / "pt_inception-2015-12-05-6726825d.pth"
     torch.save(InceptionFeatures(num_classes=1008, fid_blocks=True).state_dict(), weights)
-    monkeypatch.setattr(runs, "fetch", lambda name, download=True: {weights.name: weights})
+    monkeypatch.setattr(diffusion_quality, "fetch", lambda name, download=True: {weights.name: weights})
     return folder
 
 

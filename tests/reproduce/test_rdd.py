@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-import reproduce.mpqdm.runs as quality
+import reproduce.diffusion_quality as diffusion_quality
 from methods.diffusion import InceptionFeatures
 from reproduce.harness.artifact import Context
 from reproduce.harness.device import describe_cpu
@@ -35,7 +35,7 @@ def test_full_scale_units_run_on_the_real_formats(fake_full_data, tmp_path, monk
     """Teacher, PD and RDD on the fake CIFAR-10 archive, with the Inception extractor (random weights, same layout)."""
     weights = tmp_path / "pt_inception-2015-12-05-6726825d.pth"
     torch.save(InceptionFeatures(num_classes=1008, fid_blocks=True).state_dict(), weights)
-    monkeypatch.setattr(quality, "fetch", lambda name, download=True: {weights.name: weights})
+    monkeypatch.setattr(diffusion_quality, "fetch", lambda name, download=True: {weights.name: weights})
     # Frechet distances of 2,048-d features cost seconds each; the Inception path is checked in test_mpqdm.
     scored = []
 
