@@ -43,6 +43,9 @@ from reproduce.harness.memory import PeakMemory
 from reproduce.harness.records import Record, metric
 
 METHODS = ("etag", "finetune", "lwf")
+# The smoke scale of every eTag artifact: a seeded synthetic set and a width-4 network, one epoch each.
+SMOKE = {"train_per_class": 8, "test_per_class": 4, "width": 4, "epochs": 1, "generator_epochs": 1, "batch_size": 32,
+         "synthetic_batch": 16, "seeds": [0], "cpu_threads": 1}
 MIB = 2**20
 
 

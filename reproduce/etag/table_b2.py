@@ -27,7 +27,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from reproduce.etag.runs import aggregate, gains, incremental_units, run_incremental_unit  # noqa: E402
+from reproduce.etag.runs import SMOKE, aggregate, gains, incremental_units, run_incremental_unit  # noqa: E402
 from reproduce.harness.artifact import Artifact, Context, Summary  # noqa: E402
 from reproduce.harness.records import Record  # noqa: E402
 
@@ -93,9 +93,7 @@ ARTIFACT = Artifact(
     title="Average incremental accuracy of exemplar-free class-incremental learning (appendix Table B.2)",
     claims=(*TABLE_CLAIMS, "gain-vs-finetune", "gain-vs-lwf", "exemplars-stored"),
     scales={
-        "smoke": {**COMMON, "settings": [{"dataset": "synthetic", "first": 6, "tasks": 2}], "train_per_class": 8,
-                  "test_per_class": 4, "width": 4, "epochs": 1, "generator_epochs": 1, "batch_size": 32,
-                  "synthetic_batch": 16, "seeds": [0], "cpu_threads": 1},
+        "smoke": {**COMMON, "settings": [{"dataset": "synthetic", "first": 6, "tasks": 2}], **SMOKE},
         "quick": {**COMMON, "settings": [{"dataset": "cifar10-subset", "first": 5, "tasks": 5}],
                   "train_per_class": 200, "test_per_class": 100, "width": 8, "epochs": 8, "generator_epochs": 8,
                   "lr_decay_step": 6, "seeds": [0], "cpu_threads": 1},

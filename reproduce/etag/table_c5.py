@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from reproduce.etag.runs import aggregate, incremental_units, run_incremental_unit
+from reproduce.etag.runs import SMOKE, aggregate, incremental_units, run_incremental_unit
 from reproduce.harness.artifact import Artifact, Context, Summary
 from reproduce.harness.records import Record
 
@@ -50,9 +50,7 @@ ARTIFACT = Artifact(
     title="Accuracy and training / testing time of eTag in the ablation setting (appendix Tables C.1, C.5)",
     claims=("c1-c100-4eq-etag", "c5-train-time-etag", "c5-test-time-etag"),
     scales={
-        "smoke": {**COMMON, "settings": [{"dataset": "synthetic", "first": 5, "tasks": 1}], "train_per_class": 8,
-                  "test_per_class": 4, "width": 4, "epochs": 1, "generator_epochs": 1, "batch_size": 32,
-                  "synthetic_batch": 16, "seeds": [0], "cpu_threads": 1},
+        "smoke": {**COMMON, "settings": [{"dataset": "synthetic", "first": 5, "tasks": 1}], **SMOKE},
         "full": {**COMMON, "settings": [{"dataset": "seq-cifar100", "first": 25, "tasks": 3}], "download": True,
                  "width": 64, "epochs": 100, "generator_epochs": 100, "seeds": [0, 1, 2]},
     },
