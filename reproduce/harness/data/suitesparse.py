@@ -10,8 +10,11 @@ Search order for a matrix ``Group/Name``:
    where ``<base>`` is ``$REPRO_SUITESPARSE_URL`` or the collection's own site. Only
    ``Name/Name.mtx`` is taken from the tarball, into the cache.
 
-The collection publishes no checksums, so a download cannot be verified; its sha256 is
-recorded in the provenance instead.
+The collection publishes no checksums, so no matrix file can be verified: its sha256 as
+found is recorded in the provenance with ``verified: false``. A download is written to a
+scratch folder and its tarball extracted by :mod:`reproduce.harness.data.archives` (every
+member checked, the folder renamed into the cache only when complete), so an interrupted
+or hostile download leaves nothing a later run would read.
 """
 
 import hashlib
@@ -19,20 +22,18 @@ import importlib.util
 import logging
 import os
 import re
-import shutil
 import sys
-import tarfile
 import tempfile
-import zlib
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import pooch
 import requests
 import scipy.sparse as sp
 
+from reproduce.harness.data.archives import extract
 from reproduce.harness.data.mtx import read_header, read_matrix_market
 from reproduce.harness.errors import DataError
 from reproduce.harness.paths import cache_dir, env_dirs
@@ -72,13 +73,18 @@ class MatrixSource:
     sha256: str
 
     def provenance(self) -> dict:
-        """The JSON-serialisable record of this source: source, name, file, sha256, url."""
+        """The JSON-serialisable record of this source: source, name, file, sha256, url, verified.
+
+        ``verified`` is always False: the collection publishes no checksum to compare with,
+        so ``sha256`` is what the file had when it was read, not a checked value.
+        """
         return {
             "source": self.source,
             "name": self.name,
             "file": str(self.path),
             "sha256": self.sha256,
             "url": self.url,
+            "verified": False,
         }
 
 
@@ -324,21 +330,25 @@ def _sha256(path: Path) -> str:
 
 
 def _download_into_cache(group: str, matrix_name: str, url: str, target: Path) -> None:
-    """Download the tarball and move its ``Name/Name.mtx`` to ``target`` atomically.
+    """Download the tarball and extract its ``Name/Name.mtx`` into ``target``'s folder, whole or not at all.
 
-    Everything is written to a scratch folder inside the cache (so the final rename
-    stays on one file system) that is removed afterwards, whatever happens.
+    The tarball goes to a scratch folder inside the cache (removed afterwards, whatever
+    happens); :func:`~reproduce.harness.data.archives.extract` checks every member and
+    renames the new folder into place only once the matrix file is written and its header
+    reads as Matrix Market.
     """
     name = f"{group}/{matrix_name}"
+    label = f"The download of {name} from {url}"
+
+    def check(folder: Path) -> None:
+        try:
+            read_header(folder / target.name)
+        except DataError as exc:
+            raise DataError(f"{label} is not a valid Matrix Market file ({exc}); it was discarded.") from None
+
     with tempfile.TemporaryDirectory(dir=cache_dir("suitesparse"), prefix=".download-") as scratch:
         tarball = _fetch(group, matrix_name, url, Path(scratch))
-        extracted = _extract_matrix(tarball, f"{matrix_name}/{matrix_name}.mtx", name, url)
-        try:
-            read_header(extracted)
-        except DataError as exc:
-            raise DataError(f"The download of {name} from {url} is not a valid Matrix Market file ({exc}).") from exc
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(extracted, target)
+        extract(tarball, target.parent, root=matrix_name, members=[target.name], check=check, label=label)
 
 
 def _fetch(group: str, matrix_name: str, url: str, folder: Path) -> Path:
@@ -381,39 +391,3 @@ def _failure_reason(exc: Exception) -> str:
     if isinstance(exc, (requests.ConnectionError, requests.Timeout)):
         return "the server cannot be reached; offline?"
     return f"{type(exc).__name__}: {exc}"
-
-
-def _extract_matrix(tarball: Path, member_name: str, name: str, url: str) -> Path:
-    """Copy one member of the tarball next to it, refusing archives with unsafe members.
-
-    Every member is checked: an absolute path, a ``..`` component or a link rejects the
-    whole archive. Only ``member_name`` is written, to a path chosen here.
-    """
-    extracted = tarball.with_name("matrix.mtx")
-    found = False
-    try:
-        with tarfile.open(tarball, "r|gz") as archive:
-            for member in archive:
-                _check_member(member, name, url)
-                if PurePosixPath(member.name) == PurePosixPath(member_name) and member.isfile():
-                    with archive.extractfile(member) as source, extracted.open("wb") as target:
-                        shutil.copyfileobj(source, target)
-                    found = True
-    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
-        raise DataError(
-            f"The download of {name} from {url} is not a valid tar.gz archive ({exc}); it was discarded, "
-            "try again or place the file by hand."
-        ) from exc
-    if not found:
-        raise DataError(f"The download of {name} from {url} does not contain {member_name}; it was discarded.")
-    return extracted
-
-
-def _check_member(member: tarfile.TarInfo, name: str, url: str) -> None:
-    """Refuse a member with an absolute path, a ``..`` component, or that is a link."""
-    path = PurePosixPath(member.name)
-    if path.is_absolute() or ".." in path.parts or member.issym() or member.islnk():
-        raise DataError(
-            f"The download of {name} from {url} contains an unsafe member {member.name!r} "
-            "(absolute path, '..' or link); the archive was refused."
-        )
