@@ -73,12 +73,12 @@ import numpy as np
 import scipy.sparse as sp
 from numba import njit, prange
 
-from methods.spmv.regu2d import GROUP_OVERHEAD, mark_optimal_groups
+from methods.spmv.partition import INT32_LIMIT, canonical_csr, offsets, split_blocks
+from methods.spmv.regu2d import GROUP_OVERHEAD, sort_and_group
 
 WARP_SIZE = 32
 ORDERINGS = ("hash", "sort", "dp")
 _HASH, _SORT, _DP = range(3)
-_INT32_LIMIT = np.iinfo(np.int32).max
 
 
 @dataclass(frozen=True, eq=False)
@@ -175,7 +175,7 @@ class HBPMatrix:
         """
         indptr, indices, data = _csr_from_layout(self.shape[0], self.group_slot_ptr, self.group_nz_ptr, self.cols,
                                                  self.values, self.next, self.merge_ptr, self.merge_slot)
-        index_dtype = np.int32 if self.nnz <= _INT32_LIMIT else np.int64
+        index_dtype = np.int32 if self.nnz <= INT32_LIMIT else np.int64
         return sp.csr_matrix((data, indices, indptr.astype(index_dtype)), shape=self.shape)
 
 
@@ -220,9 +220,9 @@ def preprocess_timed(csr, ordering: str = "hash", block_height: int = 512, block
     if ordering not in ORDERINGS:
         raise ValueError(f"ordering must be one of {ORDERINGS}, got {ordering!r}")
     for name, size in (("block_height", block_height), ("block_width", block_width)):
-        if not (isinstance(size, int | np.integer) and 1 <= size <= _INT32_LIMIT):
+        if not (isinstance(size, int | np.integer) and 1 <= size <= INT32_LIMIT):
             raise ValueError(f"{name} must be a positive int below 2**31, got {size!r}")
-    indptr, indices, data, shape = _canonical_input(csr, dtype)
+    indptr, indices, data, shape = canonical_csr(csr, dtype, "HBP")
     seconds = {}
     start = time.perf_counter()
     segments = _split_phase(indptr, indices, shape, int(block_height), int(block_width))
@@ -263,66 +263,32 @@ def hash_slot_order(counts: np.ndarray, table_size: int = 512) -> np.ndarray:
     return order
 
 
-def _canonical_input(csr, dtype) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int]]:
-    """indptr (int64), indices (int32), data (values dtype) and shape of canonical CSR."""
-    if not sp.issparse(csr):
-        raise TypeError(f"expected a scipy sparse matrix, got {type(csr).__name__}")
-    matrix = sp.csr_matrix(csr)
-    if np.iscomplexobj(matrix.data):
-        raise ValueError("HBP stores real values; pass the real part (matrix.real) for a complex matrix")
-    if not matrix.has_canonical_format:
-        matrix = matrix.copy()
-        matrix.sum_duplicates()
-    nrows, ncols = (int(size) for size in matrix.shape)
-    if max(nrows, ncols) > _INT32_LIMIT:
-        raise ValueError(f"shape {matrix.shape}: HBP keeps rows and columns in int32")
-    if dtype is None:
-        dtype = np.float32 if matrix.dtype == np.float32 else np.float64
-    if np.dtype(dtype) not in (np.dtype(np.float64), np.dtype(np.float32)):
-        raise ValueError(f"dtype must be float64 or float32, got {dtype!r}")
-    return (matrix.indptr.astype(np.int64, copy=False), matrix.indices.astype(np.int32, copy=False),
-            matrix.data.astype(dtype, copy=False), (nrows, ncols))
-
-
 def _split_phase(indptr, indices, shape, block_height, block_width) -> dict[str, np.ndarray]:
-    """Phase 1 (common): per-block segments of every row, gathered by column block.
-
-    Scratch arrays are indexed from each row block's first CSR position ``indptr[rb*H]``:
-    a row block has at most as many segments (and blocks) as nonzeros.
-    """
-    nrows, ncols = shape
-    n_rowblocks = -(-nrows // block_height)
-    n_colblocks = -(-ncols // block_width)
-    scratch = max(int(indptr[-1]), 1)
-    segments = {
-        "seg_row": np.empty(scratch, np.int32), "seg_start": np.empty(scratch, np.int64),
-        "seg_len": np.empty(scratch, np.int32), "seg_cb": np.empty(scratch, np.int32),
-        "sorted_seg": np.empty(scratch, np.int64), "sorted_len": np.empty(scratch, np.int32),
-        "blk_cb": np.empty(scratch, np.int32), "blk_first": np.empty(scratch, np.int64),
-        "rb_segments": np.empty(n_rowblocks, np.int64), "rb_blocks": np.empty(n_rowblocks, np.int64),
-    }
-    row_segments = np.empty(nrows, np.int64)
-    _split_rows(indptr, indices, nrows, block_height, block_width, n_colblocks, row_segments, **segments)
-    segments["merge_ptr"] = _offsets(row_segments)
-    segments["slot_offsets"] = _offsets(segments["rb_segments"])
-    segments["block_offsets"] = _offsets(segments["rb_blocks"])
-    if segments["slot_offsets"][-1] > _INT32_LIMIT:
+    """Phase 1 (common): :func:`methods.spmv.partition.split_blocks`, with HBP's int32 limits checked."""
+    segments = split_blocks(indptr, indices, shape, block_height, block_width)
+    if segments["slot_offsets"][-1] > INT32_LIMIT:
         raise ValueError(f"{segments['slot_offsets'][-1]} slots: HBP numbers slots in int32")
-    if WARP_SIZE * min(block_width, ncols) > _INT32_LIMIT and WARP_SIZE * _longest_row(indptr) > _INT32_LIMIT:
+    if WARP_SIZE * min(block_width, shape[1]) > INT32_LIMIT and WARP_SIZE * _longest_row(indptr) > INT32_LIMIT:
         raise ValueError("rows this long could make a group's next offsets overflow int32")
     return segments
 
 
-def _reorder_phase(ordering, indptr, block_height, segments) -> dict[str, np.ndarray]:
-    """Phase 2: the slot order and group cuts of every block, by the chosen ordering."""
+def _reorder_phase(ordering, indptr, block_height, segments, group_overhead=GROUP_OVERHEAD,
+                   max_group_size=WARP_SIZE) -> dict[str, np.ndarray]:
+    """Phase 2: the slot order and group cuts of every block, by the chosen ordering.
+
+    ``group_overhead`` and ``max_group_size`` are the DP's (``"dp"`` only; hash and sort cut runs
+    of 32): HBP's warp groups use 32 and 32, Regu2D's SIMD slices (:mod:`methods.spmv.regu2d`) theirs.
+    """
     n_slots = int(segments["slot_offsets"][-1])
     slot_seg = np.empty(n_slots, np.int64)
     group_start = np.empty(n_slots, np.bool_)
     rb_groups = np.empty(segments["rb_segments"].shape[0], np.int64)
-    _reorder_blocks(ordering, block_height, indptr, segments["rb_segments"], segments["rb_blocks"],
+    _reorder_blocks(ordering, block_height, group_overhead, max_group_size, indptr, segments["rb_segments"],
+                    segments["rb_blocks"],
                     segments["blk_first"], segments["sorted_seg"], segments["sorted_len"], segments["slot_offsets"],
                     slot_seg, group_start, rb_groups)
-    return {"slot_seg": slot_seg, "group_start": group_start, "group_offsets": _offsets(rb_groups)}
+    return {"slot_seg": slot_seg, "group_start": group_start, "group_offsets": offsets(rb_groups)}
 
 
 def _emit_phase(indptr, indices, data, block_height, segments, arrangement) -> dict[str, np.ndarray]:
@@ -355,69 +321,9 @@ def _longest_row(indptr: np.ndarray) -> int:
     return int(np.diff(indptr).max(initial=0))
 
 
-def _offsets(counts: np.ndarray) -> np.ndarray:
-    """Exclusive prefix sum with the total appended: shape (n + 1,), int64."""
-    offsets = np.zeros(counts.shape[0] + 1, np.int64)
-    np.cumsum(counts, out=offsets[1:])
-    return offsets
-
-
 @njit(parallel=True, cache=True)
-def _split_rows(indptr, indices, nrows, block_height, block_width, n_colblocks, row_segments, seg_row, seg_start,
-                seg_len, seg_cb, sorted_seg, sorted_len, blk_cb, blk_first, rb_segments, rb_blocks):
-    """Per row block: cut each row at column-block boundaries, then counting-sort the segments.
-
-    Writes, from base = indptr[rb*H]: the row-major segments (row, CSR start, length, column
-    block), the same segments by column block then row (``sorted_seg`` holds scratch indices,
-    ``sorted_len`` their lengths), and each non-empty block's column block and first position
-    in that order; ``row_segments[r]``, ``rb_segments[rb]`` and ``rb_blocks[rb]`` count them.
-    """
-    for rb in prange(rb_segments.shape[0]):
-        row0 = rb * block_height
-        base = indptr[row0]
-        n_segments = 0
-        for row in range(row0, min(row0 + block_height, nrows)):
-            k = indptr[row]
-            row_end = indptr[row + 1]
-            row_first = n_segments
-            while k < row_end:
-                colblock = indices[k] // block_width
-                colblock_end = (colblock + 1) * block_width
-                stop = k + 1
-                while stop < row_end and indices[stop] < colblock_end:
-                    stop += 1
-                seg_row[base + n_segments] = row
-                seg_start[base + n_segments] = k
-                seg_len[base + n_segments] = stop - k
-                seg_cb[base + n_segments] = colblock
-                n_segments += 1
-                k = stop
-            row_segments[row] = n_segments - row_first
-        rb_segments[rb] = n_segments
-        cursor = np.zeros(n_colblocks, np.int64)
-        for i in range(n_segments):
-            cursor[seg_cb[base + i]] += 1
-        n_blocks = 0
-        position = 0
-        for colblock in range(n_colblocks):
-            count = cursor[colblock]
-            if count > 0:
-                blk_cb[base + n_blocks] = colblock
-                blk_first[base + n_blocks] = position
-                n_blocks += 1
-            cursor[colblock] = position
-            position += count
-        rb_blocks[rb] = n_blocks
-        for i in range(n_segments):
-            target = base + cursor[seg_cb[base + i]]
-            cursor[seg_cb[base + i]] += 1
-            sorted_seg[target] = base + i
-            sorted_len[target] = seg_len[base + i]
-
-
-@njit(parallel=True, cache=True)
-def _reorder_blocks(ordering, block_height, indptr, rb_segments, rb_blocks, blk_first, sorted_seg, sorted_len,
-                    slot_offsets, slot_seg, group_start, rb_groups):
+def _reorder_blocks(ordering, block_height, group_overhead, max_group_size, indptr, rb_segments, rb_blocks, blk_first,
+                    sorted_seg, sorted_len, slot_offsets, slot_seg, group_start, rb_groups):
     """Per stored block: order its slots and mark group starts; ``rb_groups`` counts the groups."""
     for rb in prange(rb_segments.shape[0]):
         base = indptr[rb * block_height]
@@ -439,9 +345,7 @@ def _reorder_blocks(ordering, block_height, indptr, rb_segments, rb_blocks, blk_
                 order[:counts.shape[0]] = np.argsort(counts, kind="mergesort")
                 n_groups += _mark_runs_of_warps(counts.shape[0], starts)
             else:
-                order[:counts.shape[0]] = np.argsort(counts, kind="mergesort")
-                n_groups += mark_optimal_groups(counts[order[:counts.shape[0]]], GROUP_OVERHEAD, WARP_SIZE,
-                                                dp_cost, dp_choice, starts)
+                n_groups += sort_and_group(counts, group_overhead, max_group_size, dp_cost, dp_choice, order, starts)
             slot0 = slot_offsets[rb] + first
             for i in range(last - first):
                 slot_seg[slot0 + i] = sorted_seg[base + first + order[i]]
