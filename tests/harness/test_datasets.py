@@ -44,7 +44,7 @@ def test_registry_lists_the_papers_datasets_with_md5s():
             published = r"sha256:[0-9a-f]{8,64}" if entry.name == "fid_inception" else r"md5:[0-9a-f]{32}"
             assert re.fullmatch(published, remote.known_hash), remote.name
             assert remote.urls and all(url.endswith("/" + remote.name) for url in remote.urls)
-    assert set(REGISTRY["cifar10"].files) == {"cifar-10-binary.tar.gz"}
+    assert set(REGISTRY["cifar10"].files) == {"cifar-10-binary.tar.gz", "cifar-10-python.tar.gz"}
     assert set(REGISTRY["coco2017"].files) == {"train2017.zip", "val2017.zip", "annotations_trainval2017.zip"}
 
 

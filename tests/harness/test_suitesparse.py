@@ -147,6 +147,7 @@ def test_local_dirs_win_over_the_cache(karate, tmp_path, monkeypatch):
     cached.write_bytes(karate.read_bytes())
     monkeypatch.setenv("REPRO_MATRIX_DIRS", str(karate.parent))
     assert locate_matrix(MATRIX, download=False).source == "local"
+    (tmp_path / "empty").mkdir()
     monkeypatch.setenv("REPRO_MATRIX_DIRS", str(tmp_path / "empty"))
     assert locate_matrix(MATRIX, download=False) == MatrixSource(MATRIX, cached, "cache", None, _sha256(karate))
 

@@ -36,7 +36,7 @@ import tempfile
 import zipfile
 import zlib
 from collections.abc import Callable, Collection, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -280,6 +280,7 @@ def extract(
     label = label or str(archive)
     root = safe_name(root, label) if root else None
     wanted = {safe_name(name, label) for name in members} if members is not None else None
+    new_parent = not destination.parent.exists()
     destination.parent.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(dir=destination.parent, prefix=f".{destination.name}.", suffix=".partial"))
     try:
@@ -301,6 +302,9 @@ def extract(
         raise _unreadable(label, error) from None
     finally:
         shutil.rmtree(partial, ignore_errors=True)
+        if new_parent and not destination.exists():
+            with suppress(OSError):
+                destination.parent.rmdir()  # only if still empty
     return destination
 
 

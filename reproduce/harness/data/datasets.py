@@ -8,8 +8,10 @@ Each file is looked up, first hit wins, in
 3. a download from ``$REPRO_DATA_URL/<dataset>/<file>`` when that mirror is set, else
    from the official URLs in order.
 
-Every copy, local or downloaded, must match its published checksum; a download that
-does not is deleted before it reaches the cache. All expected failures are
+Every copy, local or downloaded, must match its published checksum before anything reads
+it. A download goes to a hidden ``.<file>.*.part`` beside its cache path and is renamed
+into place only after its checksum matched; one that is cut off or does not match is
+deleted, so no later run reads a partial file (it downloads the file again). All expected failures are
 :class:`~reproduce.harness.errors.DataError` with one sentence saying what to do.
 
 Checksums: every md5 and size below was cross-checked against several independent public
@@ -30,7 +32,7 @@ import pooch
 import requests
 
 from reproduce.harness.errors import DataError
-from reproduce.harness.paths import cache_dir, env_dirs
+from reproduce.harness.paths import cache_dir, env_dirs, env_url
 
 DATA_DIRS_VARIABLE = "REPRO_DATA_DIRS"
 MIRROR_VARIABLE = "REPRO_DATA_URL"
@@ -96,6 +98,10 @@ def _mnist_file(name: str, md5: str, size: int) -> RemoteFile:
     )
 
 
+def _cifar_file(name: str, md5: str, size: int) -> RemoteFile:
+    return RemoteFile(name, f"md5:{md5}", size, (f"https://www.cs.toronto.edu/~kriz/{name}",))
+
+
 def _coco_file(folder: str, name: str, md5: str, size: int) -> RemoteFile:
     return RemoteFile(name, f"md5:{md5}", size, (f"http://images.cocodataset.org/{folder}/{name}",))
 
@@ -112,28 +118,22 @@ REGISTRY: dict[str, Dataset] = {
         ),
         local_layouts=("MNIST/raw",),
     ),
+    # The binary version is what a download fetches; the python version (pickled batches,
+    # the copy torchvision keeps) is read when it is already local, after its md5 matched.
     "cifar10": Dataset(
         "cifar10",
-        "CIFAR-10, binary version (Krizhevsky, 2009)",
+        "CIFAR-10, binary or python version (Krizhevsky, 2009)",
         _files(
-            RemoteFile(
-                "cifar-10-binary.tar.gz",
-                "md5:c32a1d4ab5d03f1284b67883e8d87530",
-                170_052_171,
-                ("https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz",),
-            )
+            _cifar_file("cifar-10-binary.tar.gz", "c32a1d4ab5d03f1284b67883e8d87530", 170_052_171),
+            _cifar_file("cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a", 170_498_071),
         ),
     ),
     "cifar100": Dataset(
         "cifar100",
-        "CIFAR-100, binary version (Krizhevsky, 2009)",
+        "CIFAR-100, binary or python version (Krizhevsky, 2009)",
         _files(
-            RemoteFile(
-                "cifar-100-binary.tar.gz",
-                "md5:03b5dce01913d631647c71ecec9e9cb8",
-                168_513_733,
-                ("https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz",),
-            )
+            _cifar_file("cifar-100-binary.tar.gz", "03b5dce01913d631647c71ecec9e9cb8", 168_513_733),
+            _cifar_file("cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85", 169_001_437),
         ),
     ),
     "tiny_imagenet": Dataset(
@@ -244,6 +244,30 @@ def _find_local(entry: Dataset, remote: RemoteFile) -> Path | None:
     return None
 
 
+def verify(path: str | Path, name: str, file: str) -> None:
+    """Raise DataError unless ``path`` has the published checksum of ``file`` of dataset ``name``.
+
+    Readers of files that are unsafe to parse unverified (pickles) call this first.
+    """
+    remote = _select(dataset(name), [file])[0]
+    actual = _check(Path(path), remote)
+    if actual is not None:
+        raise _mismatch(f"The file {path}", remote, actual, "it was not read; replace it with an intact copy")
+
+
+def locate(name: str, file: str) -> Path | None:
+    """A verified copy of ``file`` in ``$REPRO_DATA_DIRS`` or the cache, without downloading; None if absent.
+
+    Raises
+    ------
+    DataError
+        A local copy whose checksum differs (a corrupt cached copy is deleted instead).
+    """
+    entry = dataset(name)
+    remote = _select(entry, [file])[0]
+    return _find_local(entry, remote) or _find_cached(entry, remote)
+
+
 def _cache_path(entry: Dataset, remote: RemoteFile) -> Path:
     return cache_dir("datasets", entry.name) / remote.name
 
@@ -261,7 +285,7 @@ def _find_cached(entry: Dataset, remote: RemoteFile) -> Path | None:
 
 def source_urls(entry: Dataset, remote: RemoteFile) -> tuple[str, ...]:
     """Where ``remote`` is downloaded from: the ``$REPRO_DATA_URL`` mirror if set, else the official URLs."""
-    mirror = os.environ.get(MIRROR_VARIABLE, "").rstrip("/")
+    mirror = env_url(MIRROR_VARIABLE)
     return (f"{mirror}/{entry.name}/{remote.name}",) if mirror else remote.urls
 
 
@@ -355,7 +379,7 @@ def fetch(name: str, files: list[str] | tuple[str, ...] | None = None, *, downlo
     """
     entry = dataset(name)
     wanted = _select(entry, files)
-    found = {remote.name: _find_local(entry, remote) or _find_cached(entry, remote) for remote in wanted}
+    found = {remote.name: locate(name, remote.name) for remote in wanted}
     missing = [remote for remote in wanted if found[remote.name] is None]
     for index, remote in enumerate(missing):
         still_missing = [other.name for other in missing[index + 1 :]]

