@@ -75,7 +75,7 @@ def feature_extractor(config: dict, data: QualityData, device: torch.device):
     if config["features"] == "inception":
         weights = fetch("fid_inception", download=config.get("download", False))
         extractor = InceptionFeatures(num_classes=1008, fid_blocks=True)
-        extractor.load_state_dict(torch.load(next(iter(weights.values())), map_location="cpu"))
+        extractor.load_state_dict(torch.load(next(iter(weights.values())), map_location="cpu", weights_only=True))
         return extractor.to(device).eval(), "FID Inception-v3 (pt_inception-2015-12-05)"
     path = cache_dir("diffusion") / f"proxy-{config_key(config, ('side', 'proxy_epochs', 'dataset'))}.pt"
     extractor = ProxyClassifier(in_channels=data.train.shape[1], num_classes=int(data.train_labels.max()) + 1)
