@@ -1,7 +1,7 @@
-"""CUDA SpMV through CuPy: the CSR baselines, cuSPARSE and HBP (arXiv 2504.08860).
+"""CUDA SpMV through CuPy: the CSR baselines, cuSPARSE, HBP (arXiv 2504.08860) and Regu2D.
 
 The kernels live in ``methods/spmv/kernels/*.cu``; :func:`load_module` prepends their
-compile-time parameters as ``#define`` lines (VALUE_T, BLOCK_WIDTH, CHUNK) and compiles them
+compile-time parameters as ``#define`` lines (VALUE_T, BLOCK_WIDTH, CHUNK, COL_T) and compiles them
 with CuPy's NVRTC, once per (file, defines). The executors compute ``y = A @ x`` for a CuPy
 vector ``x`` of shape (ncols,) and return a CuPy vector of shape (nrows,) in the matrix's
 dtype (float64 or float32):
@@ -13,6 +13,8 @@ dtype (float64 or float32):
   dispatches to on CUDA >= 11).
 - :class:`HBPCuda`: the paper's mixed execution allocation over our HBP layout
   (:mod:`methods.spmv.hbp`), then the merge kernel.
+- :class:`Regu2DCuda`: the Regu2D-style sliced-ELL 2D blocks (:mod:`methods.spmv.regu2d`),
+  one thread block per row panel, no merge kernel.
 
 Executors run on the device that holds their matrix (HBP: the current device when it is
 built) and launch on the current stream.
@@ -22,8 +24,9 @@ executor built there raises :class:`~reproduce.harness.errors.DeviceError` sayin
 missing. The argument table :data:`KERNEL_ARGUMENTS` mirrors the ``.cu`` signatures (a CPU
 test parses the sources and compares); executors pack their arguments through it, so every
 array and scalar reaches a kernel in exactly the type its signature declares.
-:func:`emulate_hbp` repeats the HBP kernels' schedule and index arithmetic in NumPy, so the
-layout contract and the work allocation can be checked without a GPU.
+:func:`emulate_hbp` and :func:`emulate_regu2d` repeat the HBP and Regu2D kernels' schedule and
+index arithmetic in NumPy, so the layout contracts and the work allocation can be checked
+without a GPU.
 """
 
 from __future__ import annotations
@@ -60,9 +63,16 @@ KERNEL_ARGUMENTS: dict[str, list[tuple[str, str]]] = {
                  ("queue_counter", "int32*"), ("partial", "value*"), ("x", "value*")],
     "hbp_merge": [("nrows", "int32"), ("merge_ptr", "int64*"), ("merge_slot", "int32*"), ("partial", "value*"),
                   ("y", "value*")],
+    "regu2d_spmv": [("n_panels", "int32"), ("panel_height", "int32"), ("nrows", "int32"), ("block_width", "int32"),
+                    ("panel_block_ptr", "int32*"), ("block_col", "int32*"), ("block_slice_ptr", "int32*"),
+                    ("slice_slot_ptr", "int32*"), ("slice_nz_ptr", "int64*"), ("slot_row", "uint16*"),
+                    ("slot_len", "int32*"), ("cols", "col*"), ("values", "value*"), ("x", "value*"), ("y", "value*")],
 }
 # The .cu file (in KERNEL_DIR, without suffix) that defines each kernel.
-KERNEL_FILES = {"csr_scalar": "csr", "csr_vector": "csr", "hbp_spmv": "hbp", "hbp_merge": "hbp"}
+KERNEL_FILES = {"csr_scalar": "csr", "csr_vector": "csr", "hbp_spmv": "hbp", "hbp_merge": "hbp",
+                "regu2d_spmv": "regu2d"}
+# C type of COL_T for each column-offset dtype of the Regu2D layout ("col" in the table above).
+COL_TYPES = {"uint16": "unsigned short", "int32": "int"}
 
 # The HBP layout's arrays and their dtypes (the contract of methods.spmv.hbp.HBPMatrix);
 # "value" is the values dtype.
@@ -75,6 +85,12 @@ HBP_LAYOUT_DTYPES = {
 # merge_slot already say where each slot's sum goes).
 HBP_DEVICE_ARRAYS = ("block_col", "block_group_ptr", "group_slot_ptr", "group_nz_ptr", "cols", "values", "next",
                      "merge_ptr", "merge_slot")
+# The Regu2D layout's arrays (methods.spmv.regu2d.Regu2DMatrix), all read by regu2d_spmv; "col" is
+# the column-offset dtype (uint16 or int32).
+REGU2D_LAYOUT_DTYPES = {
+    "panel_block_ptr": "int32", "block_col": "int32", "block_slice_ptr": "int32", "slice_slot_ptr": "int32",
+    "slice_nz_ptr": "int64", "slot_row": "uint16", "slot_len": "int32", "cols": "col", "values": "value",
+}
 
 
 def _cupy():
@@ -121,8 +137,11 @@ def _load_module(name: str, defines: tuple[tuple[str, str], ...]):
     return cupy.RawModule(code=kernel_source(name, dict(defines)))
 
 
-def pack_arguments(kernel: str, arguments: dict, value_dtype) -> tuple:
+def pack_arguments(kernel: str, arguments: dict, value_dtype, col_dtype=None) -> tuple:
     """``arguments`` in the order of ``kernel``'s signature, each checked against :data:`KERNEL_ARGUMENTS`.
+
+    ``value_dtype`` is the element type of "value" entries (VALUE_T), ``col_dtype`` that of "col"
+    entries (COL_T, Regu2D's column offsets).
 
     ``arguments`` must name a leading part of the signature (the executors bind the arrays
     they own once and append the call-time vectors). Scalars become NumPy scalars of the
@@ -136,7 +155,8 @@ def pack_arguments(kernel: str, arguments: dict, value_dtype) -> tuple:
         raise ValueError(f"{kernel} takes {names}; got {list(arguments)}")
     packed = []
     for (name, kind), value in zip(table, arguments.values()):
-        element = np.dtype(value_dtype) if kind.rstrip("*") == "value" else np.dtype(kind.rstrip("*"))
+        base = kind.rstrip("*")
+        element = np.dtype({"value": value_dtype, "col": col_dtype}.get(base, base))
         if kind.endswith("*"):
             _check_array(f"{kernel} argument {name}", value, element)
             packed.append(value)
@@ -192,6 +212,44 @@ def check_hbp_layout(hbp) -> None:
     group_sizes = np.diff(np.asarray(hbp.group_slot_ptr))
     if group_sizes.size and not (group_sizes.min() >= 1 and group_sizes.max() <= WARP_SIZE):
         raise ValueError(f"HBPMatrix groups must hold 1 to 32 slots; found {group_sizes.min()} to {group_sizes.max()}")
+
+
+def check_regu2d_layout(matrix) -> None:
+    """Check a Regu2D layout's dtypes and lengths against the contract, in O(n_slices) host work.
+
+    Every array must have its :data:`REGU2D_LAYOUT_DTYPES` dtype (columns uint16 or int32), every
+    pointer array its length, and every slice 1 to 32 slots (``regu2d_spmv`` gives slot i of a
+    slice to lane i of one warp). Raises TypeError or ValueError naming the array.
+    """
+    dtype = np.dtype(matrix.values.dtype)
+    value_type(dtype)
+    col_dtype = np.dtype(matrix.cols.dtype)
+    if col_dtype.name not in COL_TYPES:
+        raise TypeError(f"Regu2DMatrix.cols must have dtype uint16 or int32, not {col_dtype.name}")
+    kinds = {"value": dtype, "col": col_dtype}
+    for name, kind in REGU2D_LAYOUT_DTYPES.items():
+        _check_array(f"Regu2DMatrix.{name}", getattr(matrix, name), kinds[kind] if kind in kinds else np.dtype(kind),
+                     contiguous=False)
+    nrows, ncols = (int(n) for n in matrix.shape)
+    if nrows > INT32_MAX or ncols > INT32_MAX:
+        raise ValueError(f"Regu2DMatrix shape {matrix.shape} does not fit the kernel's int32 rows and columns")
+    n_blocks = len(matrix.block_col)
+    n_slices = int(matrix.block_slice_ptr[-1]) if len(matrix.block_slice_ptr) else -1
+    n_slots = int(matrix.slice_slot_ptr[-1]) if len(matrix.slice_slot_ptr) else -1
+    n_stored = int(matrix.slice_nz_ptr[-1]) if len(matrix.slice_nz_ptr) else -1
+    expected = {"panel_block_ptr": -(-nrows // int(matrix.block_height)) + 1, "block_slice_ptr": n_blocks + 1,
+                "slice_slot_ptr": n_slices + 1, "slice_nz_ptr": n_slices + 1, "slot_row": n_slots,
+                "slot_len": n_slots, "cols": n_stored, "values": n_stored}
+    for name, length in expected.items():
+        if len(getattr(matrix, name)) != length:
+            raise ValueError(f"Regu2DMatrix.{name} has length {len(getattr(matrix, name))}, expected {length}")
+    if int(matrix.panel_block_ptr[-1]) != n_blocks:
+        raise ValueError(f"Regu2DMatrix.panel_block_ptr ends at {int(matrix.panel_block_ptr[-1])}, "
+                         f"expected n_blocks = {n_blocks}")
+    slice_sizes = np.diff(np.asarray(matrix.slice_slot_ptr))
+    if slice_sizes.size and not (slice_sizes.min() >= 1 and slice_sizes.max() <= WARP_SIZE):
+        raise ValueError(f"Regu2DMatrix slices must hold 1 to 32 slots for the CUDA kernel; found {slice_sizes.min()} "
+                         f"to {slice_sizes.max()} (build it with slice_height <= 32)")
 
 
 def _grid(items: int, per_block: int) -> int:
@@ -562,3 +620,98 @@ class HBPCuda(_Executor):
             if self.shape[0]:
                 self._merge((self.merge_blocks,), (self.merge_threads_per_block,), self._merge_arguments + (y,))
         return y
+
+
+class Regu2DCuda(_Executor):
+    """``y = A @ x`` by ``regu2d_spmv`` over the Regu2D-style layout (:mod:`methods.spmv.regu2d`).
+
+    One thread block per row panel with the panel's y in shared memory, one warp per slice (see
+    ``kernels/regu2d.cu``). The layout's arrays are uploaded once, to the current device, here.
+
+    Parameters
+    ----------
+    matrix : methods.spmv.regu2d.Regu2DMatrix
+        shape (nrows, ncols), values float64 or float32, slices of at most 32 rows (build it with
+        ``slice_height=32`` for the GPU: smaller slices leave lanes idle). Checked by
+        :func:`check_regu2d_layout`, never cast.
+    threads_per_block : int, default 256
+        A multiple of 32, at most 1024: the warps that share one panel's slices.
+    """
+
+    def __init__(self, matrix, threads_per_block: int = 256):
+        cupy = _cupy()
+        check_regu2d_layout(matrix)
+        if not 0 < threads_per_block <= 1024 or threads_per_block % WARP_SIZE:
+            raise ValueError(f"threads_per_block must be a multiple of 32 up to 1024, not {threads_per_block}")
+        self.dtype = np.dtype(matrix.values.dtype)
+        self.shape = tuple(int(n) for n in matrix.shape)
+        self.threads_per_block = threads_per_block
+        n_panels = len(matrix.panel_block_ptr) - 1
+        self.blocks = max(1, n_panels)
+        self.shared_bytes = int(matrix.block_height) * self.dtype.itemsize
+        col_dtype = np.dtype(matrix.cols.dtype)
+        self.device = cupy.cuda.Device()
+        with self.device:
+            module = load_module("regu2d", {"VALUE_T": value_type(self.dtype), "COL_T": COL_TYPES[col_dtype.name]})
+            self._kernel = module.get_function("regu2d_spmv")
+            if self.shared_bytes > DEFAULT_SHARED_LIMIT:
+                limit = cupy.cuda.runtime.deviceGetAttribute(
+                    cupy.cuda.runtime.cudaDevAttrMaxSharedMemoryPerBlockOptin, self.device.id)
+                if self.shared_bytes > limit:
+                    raise ValueError(f"a panel of {matrix.block_height} rows needs {self.shared_bytes} bytes of shared "
+                                     f"memory; this device allows {limit}: use a smaller block_height")
+                if self._kernel.max_dynamic_shared_size_bytes < self.shared_bytes:
+                    self._kernel.max_dynamic_shared_size_bytes = self.shared_bytes
+            self.arrays = {name: cupy.asarray(getattr(matrix, name)) for name in REGU2D_LAYOUT_DTYPES}
+        self._arguments = pack_arguments("regu2d_spmv", {
+            "n_panels": n_panels, "panel_height": int(matrix.block_height), "nrows": self.shape[0],
+            "block_width": int(matrix.block_width), **self.arrays}, self.dtype, col_dtype)
+
+    def __call__(self, x, out=None):
+        """``A @ x``: x of shape (ncols,) in the matrix's dtype, on its device; returns y (or ``out``)."""
+        self._check_x(x)
+        with self.device:
+            y = self._output(out)
+            if self.shape[0]:
+                self._kernel((self.blocks,), (self.threads_per_block,), self._arguments + (x, y),
+                             shared_mem=self.shared_bytes)
+        return y
+
+
+def emulate_regu2d(matrix, x: np.ndarray, threads_per_block: int = 256) -> np.ndarray:
+    """``regu2d_spmv`` in NumPy, step for step: y of shape (nrows,), in the values dtype.
+
+    Per panel: a zeroed panel of y; per stored block, the slices in the order the warps take
+    them (warp w: slices w, w + n_warps, ...), lane i summing its row's first ``slot_len``
+    entries at ``slice_nz_ptr[s] + t * k + i`` from ``x[block_col * block_width + cols]``
+    (an index past x raises, where the GPU would read garbage); then the panel is written out.
+    Slow (Python loops): for small matrices in tests, to check the kernel's index arithmetic
+    without a GPU.
+    """
+    check_regu2d_layout(matrix)
+    dtype = np.dtype(matrix.values.dtype)
+    x = np.asarray(x, dtype=dtype)
+    nrows = int(matrix.shape[0])
+    height, width = int(matrix.block_height), int(matrix.block_width)
+    n_warps = threads_per_block // WARP_SIZE
+    y = np.full(nrows, np.nan, dtype=dtype)
+    for panel in range(len(matrix.panel_block_ptr) - 1):
+        row0 = panel * height
+        y_panel = np.zeros(min(height, nrows - row0), dtype=dtype)
+        for b in range(matrix.panel_block_ptr[panel], matrix.panel_block_ptr[panel + 1]):
+            col0 = int(matrix.block_col[b]) * width
+            first, end = int(matrix.block_slice_ptr[b]), int(matrix.block_slice_ptr[b + 1])
+            for s in [s for warp in range(n_warps) for s in range(first + warp, end, n_warps)]:
+                first_slot = int(matrix.slice_slot_ptr[s])
+                k = int(matrix.slice_slot_ptr[s + 1]) - first_slot
+                for lane in range(k):
+                    total = dtype.type(0)
+                    for t in range(int(matrix.slot_len[first_slot + lane])):
+                        position = int(matrix.slice_nz_ptr[s]) + t * k + lane
+                        column = col0 + int(matrix.cols[position])
+                        if column >= x.shape[0]:
+                            raise IndexError(f"entry {position} reads x[{column}] past its end")
+                        total += matrix.values[position] * x[column]
+                    y_panel[int(matrix.slot_row[first_slot + lane])] += total
+        y[row0:row0 + y_panel.shape[0]] = y_panel
+    return y

@@ -31,7 +31,7 @@ from reproduce.harness.timing import time_cuda
 ARCHES = ["87", "89", "90"]  # Jetson AGX Orin, RTX 4090, H100/H200
 TOLERANCE = {"float64": 1e-12, "float32": 1e-5}
 ORDERINGS = ["hash", "sort", "dp"]
-C_TYPES = {"int": "int32", "long long": "int64", "VALUE_T": "value"}
+C_TYPES = {"int": "int32", "long long": "int64", "unsigned short": "uint16", "VALUE_T": "value", "COL_T": "col"}
 NO_BUILDER = "methods/spmv/hbp.py (the layout builder) is not there yet"
 
 # Edge cases (hbp.md section 7): empty rows, one dense row, all zero, one column, rectangular,
@@ -227,6 +227,9 @@ COMPILE_CASES = [
     ("hbp", {}),
     ("hbp", {"VALUE_T": "double", "BLOCK_WIDTH": 4096, "CHUNK": 10}),
     ("hbp", {"VALUE_T": "float", "BLOCK_WIDTH": 1000, "CHUNK": 1}),
+    ("regu2d", {}),
+    ("regu2d", {"VALUE_T": "double", "COL_T": "unsigned short"}),
+    ("regu2d", {"VALUE_T": "float", "COL_T": "int"}),
 ]
 
 

@@ -1,9 +1,5 @@
 """HBP layout, preprocessing and CPU SpMV: against scipy, a naive hash placement and the layout contract."""
 
-import functools
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -15,55 +11,7 @@ from methods.spmv.hbp import ORDERINGS, WARP_SIZE, build_hbp, hash_slot_order, p
 from methods.spmv.hbp_cpu import HBPCpuExecutor, spmv_hbp, spmv_hbp_serial
 from methods.spmv.regu2d import regular_arrangement
 from reproduce.harness.data import synthetic
-from reproduce.harness.data.suitesparse import load_matrix_file
-
-TOLERANCE = {np.float64: 1e-12, np.float32: 1e-5}
-SHARED_MATRICES = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "suitesparse"
-EMPTY_SHAPES = [(0, 0), (0, 5), (5, 0)]
-
-
-def _matrix_files() -> list[str]:
-    """Names of the .mtx files in the folder the ``suitesparse_dir`` fixture will use."""
-    folders = [Path(entry) for entry in os.environ.get("REPRO_MATRIX_DIRS", "").split(os.pathsep) if entry]
-    for folder in [*folders, SHARED_MATRICES]:
-        if folder.is_dir():
-            return sorted(path.name for path in folder.iterdir() if path.name.endswith((".mtx", ".mtx.gz")))
-    return []
-
-
-@functools.cache
-def _shared_matrix(path: Path) -> sp.csr_matrix:
-    """A shared matrix, real part of complex ones (HBP stores real values)."""
-    matrix = load_matrix_file(path)[0]
-    return matrix.real.tocsr() if np.iscomplexobj(matrix.data) else matrix
-
-
-# Generated edge cases: (id, spec or empty shape, block_height, block_width)
-EDGE_CASES = [
-    ("empty_rows", {"generator": "with_empty_rows", "nrows": 600, "ncols": 300, "empty_fraction": 0.4}, 512, 4096),
-    ("dense_row_4096_in_a_block", {"generator": "with_dense_row", "nrows": 100, "ncols": 5000}, 512, 4096),
-    ("all_zero", {"generator": "all_zero", "nrows": 7, "ncols": 3}, 512, 4096),
-    ("single_column_513", {"generator": "random_uniform", "nrows": 513, "ncols": 1, "density": 0.5}, 512, 4096),
-    ("rows_multiple_of_512", {"generator": "power_law", "nrows": 4096, "ncols": 9000, "mean_row_length": 12},
-     512, 4096),
-    ("square_1024x4096", {"generator": "random_uniform", "nrows": 1024, "ncols": 4096, "density": 0.003}, 512, 4096),
-    ("counts_16_to_31", {"generator": "random_uniform", "nrows": 700, "ncols": 4096, "density": 0.005}, 512, 4096),
-    ("counts_over_32_everywhere", {"generator": "random_uniform", "nrows": 512, "ncols": 600, "density": 0.2},
-     512, 4096),
-    ("300_column_blocks", {"generator": "random_uniform", "nrows": 1024, "ncols": 300, "density": 0.02}, 512, 1),
-    ("small_blocks_power_law", {"generator": "power_law", "nrows": 600, "ncols": 5000, "mean_row_length": 8}, 8, 16),
-    ("tall", {"generator": "random_uniform", "nrows": 5000, "ncols": 7, "density": 0.3}, 512, 4096),
-    ("wide", {"generator": "random_uniform", "nrows": 3, "ncols": 20000, "density": 0.1}, 512, 4096),
-    ("one_by_one", {"generator": "random_uniform", "nrows": 1, "ncols": 1, "density": 1.0}, 512, 4096),
-    ("banded_odd_blocks", {"generator": "banded", "n": 1000, "half_width": 40}, 33, 100),
-    *[(f"empty_{nrows}x{ncols}", (nrows, ncols), 512, 4096) for nrows, ncols in EMPTY_SHAPES],
-]
-
-
-def _edge_matrix(spec) -> sp.csr_matrix:
-    if isinstance(spec, tuple):
-        return sp.csr_matrix(spec)
-    return synthetic.generate(spec, np.random.default_rng(7))
+from tests.methods.spmv_cases import EDGE_CASES, TOLERANCE, edge_matrix, matrix_files, shared_matrix
 
 
 def _assert_spmv_matches_scipy(matrix: sp.csr_matrix, hbp_by_dtype: dict, rng: np.random.Generator) -> None:
@@ -179,12 +127,12 @@ def _assert_layout_invariants(matrix: sp.csr_matrix, hbp) -> None:
 
 
 @pytest.mark.parametrize("ordering", ORDERINGS)
-@pytest.mark.parametrize("file_name", _matrix_files())
+@pytest.mark.parametrize("file_name", matrix_files())
 def test_shared_matrices(file_name, ordering, suitesparse_dir):
     path = suitesparse_dir / file_name
     if not path.is_file():
         pytest.skip(f"{file_name} is not in {suitesparse_dir}")
-    matrix = _shared_matrix(path)
+    matrix = shared_matrix(path)
     hbp_by_dtype = {dtype: build_hbp(matrix, ordering, dtype=dtype) for dtype in TOLERANCE}
     _assert_spmv_matches_scipy(matrix, hbp_by_dtype, np.random.default_rng(0))
     _assert_round_trip(matrix, hbp_by_dtype[np.float64])
@@ -195,7 +143,7 @@ def test_shared_matrices(file_name, ordering, suitesparse_dir):
 @pytest.mark.parametrize(("spec", "block_height", "block_width"), [case[1:] for case in EDGE_CASES],
                          ids=[case[0] for case in EDGE_CASES])
 def test_edge_cases(spec, block_height, block_width, ordering):
-    matrix = _edge_matrix(spec)
+    matrix = edge_matrix(spec)
     hbp_by_dtype = {dtype: build_hbp(matrix, ordering, block_height, block_width, dtype) for dtype in TOLERANCE}
     _assert_spmv_matches_scipy(matrix, hbp_by_dtype, np.random.default_rng(1))
     _assert_round_trip(matrix, hbp_by_dtype[np.float64])
@@ -349,7 +297,7 @@ def test_executor_arguments_and_out(power_law_hbp):
 def test_bytes_per_nonzero_on_shared_matrices(suitesparse_dir):
     paths = sorted(path for path in suitesparse_dir.iterdir() if path.name.endswith((".mtx", ".mtx.gz")))
     for path in paths:
-        matrix = _shared_matrix(path)
+        matrix = shared_matrix(path)
         csr_bytes = matrix.data.nbytes + matrix.indices.astype(np.int32).nbytes + 4 * (matrix.shape[0] + 1)
         for ordering in ORDERINGS:
             hbp = build_hbp(matrix, ordering)
