@@ -96,7 +96,15 @@ class Record:
 
 
 def record_path(out: Path, paper: str, artifact: str, scale: str, unit: str, chash: str) -> Path:
-    """Where the record of one unit under one config lives."""
+    """Where the record of one unit under one config lives.
+
+    Raises ValueError for a part that is not one plain file name (empty, ``.``/``..``, a
+    ``/``, ``\\`` or NUL in it, or a leading ``.``), so no record is written outside its
+    folder whatever a unit id holds.
+    """
+    for part in (paper, artifact, scale, unit, chash):
+        if not part or part.startswith(".") or any(char in part for char in "/\\\0"):
+            raise ValueError(f"{part!r} cannot name a record file; unit ids must be plain file names")
     return Path(out) / paper / artifact / scale / f"{unit}.{chash}.json"
 
 

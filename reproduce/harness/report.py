@@ -19,6 +19,11 @@ Decisions:
 - Pages are self-contained: CSS inline, plots inline as base64 PNG, no JavaScript, no
   remote references; they open from ``file://``. Claim sources are shown as text, not
   links, for the same reason.
+- Nothing from data becomes markup. Every string that comes from a record, a claim, a
+  summary (table cells, notes, captions), a matrix or file name is autoescaped by jinja2;
+  the one ``Markup`` built from data is the summary table, which pandas writes with
+  ``escape=True``; plot images are PNG data URIs drawn here (no SVG text). Each page also
+  carries a Content-Security-Policy that allows no script and no remote load at all.
 - A report is a pure function of the records: it carries no build time, so building it
   twice from the same results gives byte-identical files.
 - An artifact whose ``summarize`` raises, or whose claims are missing from its
@@ -408,10 +413,15 @@ def _templates() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.DictLoader(TEMPLATES), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
                              keep_trailing_newline=True)
-    env.globals.update(css=Markup(CSS.strip()), dash=MISSING, statuses=VERDICTS)
+    env.globals.update(css=Markup(CSS.strip()), csp=CONTENT_SECURITY_POLICY, dash=MISSING, statuses=VERDICTS)
     env.filters["verdict_css"] = _css_class
     return env
 
+
+# No script, no remote fetch: only the inline stylesheet and data: images may load, even if
+# some text ever escaped the autoescaping.
+CONTENT_SECURITY_POLICY = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; "
+                           "form-action 'none'")
 
 CSS = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1f2328;
@@ -441,6 +451,7 @@ BASE = """<!DOCTYPE html>
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
+<meta http-equiv="Content-Security-Policy" content="{{ csp }}">
 <title>{% block title %}{% endblock %}</title>
 <style>{{ css }}</style>
 </head>

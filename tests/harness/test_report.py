@@ -12,6 +12,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
+from markupsafe import escape
 
 from reproduce.harness import claims as claims_mod
 from reproduce.harness import report
@@ -357,3 +358,70 @@ def test_pages_load_in_headless_chromium_without_console_errors(results, artifac
     assert sorted(verdicts) == ["accuracy", "fid", "memory", "speedup"]
     assert verdicts["speedup"][6] == "reproduced"
     assert 'src="data:image/png;base64,' in dom
+
+
+MATRIX_NAME = "<script>alert(1)</script>"
+UNIT_NAME = "<img src=x onerror=alert(2)>"
+
+
+def _hostile_summary(records, ctx):
+    """A summary whose table, note and caption carry the hostile matrix name, as a real one would."""
+    table = pd.DataFrame({"matrix": [MATRIX_NAME], "speedup": [2.2]})
+    fig, ax = plt.subplots(figsize=(2, 2))
+    ax.set_title(MATRIX_NAME)
+    return Summary(table=table, measured={"speedup": 2.2}, figures=[(f"Speed-up on {MATRIX_NAME}", fig)],
+                   notes=[f"Matrix {MATRIX_NAME} from {UNIT_NAME}"])
+
+
+@pytest.fixture
+def hostile_results(tmp_path, claims_root):
+    """A record whose unit id, matrix name, file, error and device name are markup."""
+    out = tmp_path / "hostile-results"
+    write_record(out, _record("table1", UNIT_NAME, "ok", "2025-01-02T03:04:00+00:00",
+                              metrics={"speedup": metric(2.2, "x")},
+                              data={"source": "download", "name": MATRIX_NAME, "file": f"/data/{MATRIX_NAME}.mtx",
+                                    "sha256": "ab" * 32, "verified": False}))
+    write_record(out, _record("table1", "m2", "failed", "2025-01-02T03:05:00+00:00",
+                              error=f"DataError: {MATRIX_NAME} is not a matrix"))
+    return out
+
+
+def test_a_hostile_matrix_name_is_escaped_everywhere(hostile_results, tmp_path):
+    artifacts = {f"{PAPER}/table1": _artifact("table1", ("speedup", "accuracy"), summarize=_hostile_summary)}
+    report.build_report(hostile_results, tmp_path / "reports", artifacts)
+    for page in (tmp_path / "reports").rglob("*.html"):
+        html = page.read_text()
+        assert "<script" not in html.lower() and "<img src=x" not in html, page
+        assert f'content="{escape(report.CONTENT_SECURITY_POLICY)}"' in html
+    html = (tmp_path / "reports" / "toy" / "table1.html").read_text()
+    assert html.count("&lt;script&gt;alert(1)&lt;/script&gt;") >= 4  # table, note, caption, data file, error
+    assert "&lt;img src=x onerror=alert(2)&gt;" in html
+
+
+@pytest.mark.browser
+def test_a_hostile_matrix_name_shows_as_text_in_headless_chromium(hostile_results, tmp_path):
+    from tests.harness.devtools import Chromium
+
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("Chromium is not installed (looked for chromium, chromium-browser, google-chrome)")
+    artifacts = {f"{PAPER}/table1": _artifact("table1", ("speedup", "accuracy"), summarize=_hostile_summary)}
+    report.build_report(hostile_results, tmp_path / "reports", artifacts)
+    control = tmp_path / "control.html"
+    control.write_text("<!DOCTYPE html><html><body><p>control</p><script>alert(1); missingFunction();</script>"
+                       "</body></html>")
+
+    chromium = Chromium(browser, tmp_path / "profile")
+    try:
+        seen_control = chromium.load(control)
+        assert seen_control.dialogs == ["alert: 1"], "the DevTools session must see a dialog when one opens"
+        assert seen_control.errors, "the DevTools session must see an uncaught error when one is thrown"
+        pages = [tmp_path / "reports" / "index.html", tmp_path / "reports" / "toy" / "table1.html"]
+        seen = {page.name: chromium.load(page) for page in pages}
+    finally:
+        chromium.close()
+
+    for name, page in seen.items():
+        assert (page.dialogs, page.errors, page.console, page.scripts) == ([], [], [], 0), name
+    text = seen["table1.html"].text
+    assert text.count(MATRIX_NAME) >= 4 and UNIT_NAME in text
