@@ -2,9 +2,9 @@
 
 Each unit is one matrix: ``y = A @ x`` for a random ``x`` in [-1, 1) (not all ones, which
 hides errors), by scipy's CSR loop (the oracle) and by every executor of the device
-(CPU: the numba CSR kernel and HBP with each ordering; CUDA: the CSR kernels, cuSPARSE
-and HBP with each ordering). Errors are componentwise, relative to ``|A||x|``, and
-Ginkgo's relative 2-norm. A matrix passes when every executor's componentwise error is at
+(CPU: the numba CSR kernel, HBP with each ordering and the Regu2D-style format; CUDA: the
+CSR kernels, cuSPARSE, HBP with each ordering and Regu2D). Errors are componentwise,
+relative to ``|A||x|``, and Ginkgo's relative 2-norm. A matrix passes when every executor's componentwise error is at
 most ``tolerance``. Complex matrices are checked on their real part (HBP is real).
 """
 
@@ -20,11 +20,12 @@ import pandas as pd  # noqa: E402
 from methods.spmv.accuracy import componentwise_error, norm2_error  # noqa: E402
 from methods.spmv.csr import spmv_scipy  # noqa: E402
 from methods.spmv.hbp import ORDERINGS, build_hbp  # noqa: E402
+from methods.spmv.regu2d import build_regu2d  # noqa: E402
 from reproduce.harness.artifact import Artifact, Context, Outcome, Summary, Unit  # noqa: E402
 from reproduce.harness.data.matrix_sets import MATRIX_SWEEP, load_unit_matrix  # noqa: E402
 from reproduce.harness.records import Record, metric  # noqa: E402
 from reproduce.hbp import matrices  # noqa: E402
-from reproduce.hbp.executors import cpu_executors, cuda_executors  # noqa: E402
+from reproduce.hbp.executors import REGU2D_SLICE_HEIGHT, cpu_executors, cuda_executors  # noqa: E402
 
 # A short named list: correctness needs variety, not the whole SpMV set.
 FULL_MATRICES = matrices.FULL[:12]
@@ -38,8 +39,9 @@ def run_unit(unit: Unit, ctx: Context) -> Outcome:
     x = ctx.rng(unit).uniform(-1.0, 1.0, matrix.shape[1])
     y_ref = spmv_scipy(matrix, x)
     layouts = {o: build_hbp(matrix, o, ctx.config["block_height"], ctx.config["block_width"]) for o in ORDERINGS}
+    regu2d = build_regu2d(matrix, ctx.config["block_height"], slice_height=REGU2D_SLICE_HEIGHT[ctx.device.kind])
     metrics = {"nrows": metric(matrix.shape[0]), "ncols": metric(matrix.shape[1]), "nnz": metric(matrix.nnz)}
-    for name, y in _results(matrix, layouts, x, ctx).items():
+    for name, y in _results(matrix, layouts, regu2d, x, ctx).items():
         metrics[f"{name}_error"] = metric(componentwise_error(matrix, x, y, y_ref))
         metrics[f"{name}_norm2_error"] = metric(norm2_error(y, y_ref))
     worst = max(v["value"] for k, v in metrics.items() if k.endswith("_error") and "norm2" not in k)
@@ -48,16 +50,16 @@ def run_unit(unit: Unit, ctx: Context) -> Outcome:
     return Outcome(metrics=metrics, data={**provenance, "real_part_only": real_part_only})
 
 
-def _results(matrix, layouts, x, ctx: Context) -> dict:
+def _results(matrix, layouts, regu2d, x, ctx: Context) -> dict:
     """Every executor's ``A @ x`` on the run's device, as NumPy arrays (scipy, the oracle, left out)."""
     if ctx.device.kind == "cuda":
         import cupy
 
         with cupy.cuda.Device(ctx.device.index):
-            executors = cuda_executors(matrix, layouts)
+            executors = cuda_executors(matrix, layouts, regu2d)
             x_gpu = cupy.asarray(x)
             return {name: cupy.asnumpy(run(x_gpu)) for name, run in executors.items() if not name.endswith("merge")}
-    executors, close = cpu_executors(matrix, layouts)
+    executors, close = cpu_executors(matrix, layouts, regu2d=regu2d)
     try:
         return {name: np.array(run(x)) for name, run in executors.items() if name != "csr_scipy"}
     finally:

@@ -5,9 +5,11 @@ each result is checked against scipy first (componentwise error), then timed (wa
 then repeated calls; the median is reported with its repetition count). Reported per
 executor: time, GFLOP/s (2 nnz / t), effective GB/s counting the CSR arrays, x and y
 once (harness.md section 3) and its fraction of the device's bandwidth (the CPU's
-measured STREAM triad, the GPU's theoretical peak). Per matrix: the HBP preprocessing
-time (hash ordering), the speed-up over the CSR baseline and the break-even number of
-iterations (preprocessing time / time saved per SpMV), and merge-spmv's row statistics.
+measured STREAM triad, the GPU's theoretical peak). Per matrix and per preprocessed
+format (HBP with the hash ordering, and the Regu2D-style 2D partitioning that the paper
+also compares with, ``methods.spmv.regu2d``): its preprocessing time, bytes per nonzero,
+speed-up over the CSR baseline and break-even number of iterations (preprocessing time /
+time saved per SpMV); HBP's speed-up over Regu2D; and merge-spmv's row statistics.
 
 CSR baseline: on CUDA the scalar one-thread-per-row kernel (the paper's), with the
 vector kernel and cuSPARSE beside it; on the CPU the parallel numba CSR kernel, with
@@ -29,6 +31,7 @@ from scipy.stats import gmean  # noqa: E402
 from methods.spmv.accuracy import componentwise_error  # noqa: E402
 from methods.spmv.csr import spmv_scipy  # noqa: E402
 from methods.spmv.hbp import preprocess_timed  # noqa: E402
+from methods.spmv.regu2d import preprocess_timed as regu2d_preprocess_timed  # noqa: E402
 from methods.spmv.stats import row_length_stats  # noqa: E402
 from reproduce.harness.artifact import Artifact, Context, Outcome, Summary, Unit  # noqa: E402
 from reproduce.harness.data.matrix_sets import MATRIX_SWEEP, load_unit_matrix  # noqa: E402
@@ -36,7 +39,16 @@ from reproduce.harness.device import cpu_bandwidth  # noqa: E402
 from reproduce.harness.records import Record, metric  # noqa: E402
 from reproduce.harness.timing import time_cuda, time_host  # noqa: E402
 from reproduce.hbp import matrices  # noqa: E402
-from reproduce.hbp.executors import BASELINE, HBP, cpu_executors, cuda_executors  # noqa: E402
+from reproduce.hbp.executors import (  # noqa: E402
+    BASELINE,
+    HBP,
+    REGU2D,
+    REGU2D_SLICE_HEIGHT,
+    cpu_executors,
+    cuda_executors,
+)
+
+FORMATS = {"hbp": HBP, "regu2d": REGU2D}  # metric prefix -> executor name per device
 
 
 def csr_bytes(matrix, itemsize: int) -> int:
@@ -51,22 +63,31 @@ def run_unit(unit: Unit, ctx: Context) -> Outcome:
     matrix = (matrix.real if np.iscomplexobj(matrix.data) else matrix).astype(cfg["dtype"])
     x = ctx.rng(unit).uniform(-1.0, 1.0, matrix.shape[1]).astype(cfg["dtype"])
     y_ref = spmv_scipy(matrix.astype(np.float64), x.astype(np.float64))
-    hbp, pre_seconds = _preprocess(matrix, cfg)
+    layouts, pre_seconds = {}, {}
+    builders = {
+        "hbp": lambda: preprocess_timed(matrix, "hash", cfg["block_height"], cfg["block_width"]),
+        "regu2d": lambda: regu2d_preprocess_timed(matrix, cfg["block_height"],
+                                                  slice_height=REGU2D_SLICE_HEIGHT[device.kind]),
+    }
+    for name, build in builders.items():
+        layouts[name], pre_seconds[name] = _preprocess(build, cfg["preprocess_repeats"])
     metrics = {"nrows": metric(matrix.shape[0]), "ncols": metric(matrix.shape[1]), "nnz": metric(matrix.nnz),
-               "hbp_preprocess_ms": metric(pre_seconds * 1e3, "ms"),
-               "hbp_bytes_per_nnz": metric(hbp.bytes_per_nonzero(), "B"),
+               **{f"{name}_preprocess_ms": metric(seconds * 1e3, "ms") for name, seconds in pre_seconds.items()},
+               **{f"{name}_bytes_per_nnz": metric(layout.bytes_per_nonzero(), "B") for name, layout in layouts.items()},
+               "regu2d_padding_fraction": metric(layouts["regu2d"].padding_fraction),
+               "regu2d_block_width": metric(layouts["regu2d"].block_width),
                **{k: metric(v) for k, v in row_length_stats(matrix).items()}}
     if device.kind == "cuda":
         import cupy
 
         bandwidth = device.peak_bandwidth_gbs
         with cupy.cuda.Device(device.index):
-            metrics.update(_measure(cuda_executors(matrix, {"hash": hbp}), cupy.asarray(x), cupy.asnumpy, matrix,
-                                    x, y_ref, bandwidth,
+            metrics.update(_measure(cuda_executors(matrix, {"hash": layouts["hbp"]}, layouts["regu2d"]),
+                                    cupy.asarray(x), cupy.asnumpy, matrix, x, y_ref, bandwidth,
                                     lambda f: time_cuda(f, warmup=cfg["warmup"], repeats=cfg["repeats"])))
     else:
         bandwidth = cpu_bandwidth()["triad_gbs"]
-        executors, close = cpu_executors(matrix, {"hash": hbp}, cfg.get("threads"))
+        executors, close = cpu_executors(matrix, {"hash": layouts["hbp"]}, cfg.get("threads"), layouts["regu2d"])
         try:
             metrics.update(_measure(executors, x, np.asarray, matrix, x, y_ref, bandwidth,
                                     lambda f: time_host(f, warmup=cfg["warmup"], min_repeats=cfg["repeats"],
@@ -74,20 +95,26 @@ def run_unit(unit: Unit, ctx: Context) -> Outcome:
         finally:
             close()
     metrics["bandwidth_gbs"] = metric(bandwidth, "GB/s")
-    base, new = metrics[f"{BASELINE[device.kind]}_ms"]["value"], metrics[f"{HBP[device.kind]}_ms"]["value"]
-    metrics["speedup"] = metric(base / new, "x")
-    saved = (base - new) / 1e3
-    metrics["break_even_iterations"] = metric(pre_seconds / saved if saved > 0 else None, "SpMV")
+    base = metrics[f"{BASELINE[device.kind]}_ms"]["value"]
+    for name, executor in FORMATS.items():
+        new = metrics[f"{executor[device.kind]}_ms"]["value"]
+        # "speedup" and "break_even_iterations" (HBP's) keep their names: the claims read them.
+        prefix = "" if name == "hbp" else f"{name}_"
+        metrics[f"{prefix}speedup"] = metric(base / new, "x")
+        saved = (base - new) / 1e3
+        metrics[f"{prefix}break_even_iterations"] = metric(pre_seconds[name] / saved if saved > 0 else None, "SpMV")
+    metrics["hbp_vs_regu2d"] = metric(metrics[f"{REGU2D[device.kind]}_ms"]["value"]
+                                      / metrics[f"{HBP[device.kind]}_ms"]["value"], "x")
     return Outcome(metrics=metrics, data={**provenance, "dtype": cfg["dtype"], "preprocessing_device": "cpu"})
 
 
-def _preprocess(matrix, cfg) -> tuple:
-    """The hash layout and the median seconds of its warm preprocessing (the first call compiles)."""
+def _preprocess(build, repeats: int) -> tuple:
+    """A layout and the median seconds of ``repeats`` warm preprocessing runs (the first call compiles)."""
     seconds = []
-    for _ in range(cfg["preprocess_repeats"] + 1):
-        hbp, phases = preprocess_timed(matrix, "hash", cfg["block_height"], cfg["block_width"])
+    for _ in range(repeats + 1):
+        layout, phases = build()
         seconds.append(phases["total"])
-    return hbp, statistics.median(seconds[1:])
+    return layout, statistics.median(seconds[1:])
 
 
 def _measure(executors, x, to_host, matrix, x_host, y_ref, bandwidth, timer) -> dict:
@@ -112,8 +139,8 @@ def _measure(executors, x, to_host, matrix, x_host, y_ref, bandwidth, timer) -> 
 
 def summarize(records: list[Record], ctx: Context) -> Summary:
     kind = ctx.device.kind
-    executors = sorted({k[:-3] for r in records for k in r.metrics if k.endswith("_ms") and k[:-3] not in
-                        ("hbp_preprocess",)})
+    executors = sorted({k[:-3] for r in records for k in r.metrics
+                        if k.endswith("_ms") and not k.endswith("_preprocess_ms")})
     rows = []
     for r in records:
         row = {"matrix": r.data.get("name") or r.unit, "source": r.data.get("source"), "rows": r.value("nrows"),
@@ -121,11 +148,18 @@ def summarize(records: list[Record], ctx: Context) -> Summary:
                "row len mean": r.value("row_length_mean"), "row len skew": r.value("row_length_skewness")}
         row.update({f"{e} ms": r.value(f"{e}_ms") for e in executors})
         row.update({f"{e} GFLOP/s": r.value(f"{e}_gflops") for e in executors})
-        row.update({f"{e} bw fraction": r.value(f"{e}_bandwidth_fraction") for e in (BASELINE[kind], HBP[kind])})
+        row.update({f"{e} bw fraction": r.value(f"{e}_bandwidth_fraction")
+                    for e in (BASELINE[kind], HBP[kind], REGU2D[kind])})
         row["max error"] = max(r.value(f"{e}_error") or 0.0 for e in executors)
         row.update({"speed-up": r.value("speedup"), "preprocess ms": r.value("hbp_preprocess_ms"),
                     "break-even SpMVs": r.value("break_even_iterations"),
-                    "HBP B/nnz": r.value("hbp_bytes_per_nnz")})
+                    "HBP B/nnz": r.value("hbp_bytes_per_nnz"),
+                    "Regu2D speed-up": r.value("regu2d_speedup"),
+                    "Regu2D preprocess ms": r.value("regu2d_preprocess_ms"),
+                    "Regu2D break-even SpMVs": r.value("regu2d_break_even_iterations"),
+                    "Regu2D B/nnz": r.value("regu2d_bytes_per_nnz"),
+                    "Regu2D padding": r.value("regu2d_padding_fraction"),
+                    "HBP vs Regu2D": r.value("hbp_vs_regu2d")})
         rows.append(row)
     table = pd.DataFrame(rows).sort_values("nnz", ignore_index=True)
     speedups = table["speed-up"].astype(float)
@@ -134,6 +168,7 @@ def summarize(records: list[Record], ctx: Context) -> Summary:
         f"max {speedups.max():.2f}x ({table.loc[speedups.idxmax(), 'matrix']}), "
         f"geometric mean {float(gmean(speedups)):.2f}x over {len(table)} matrices.",
         f"Largest error of any executor against scipy: {table['max error'].max():.2e} (componentwise).",
+        *_format_notes(table, kind),
         *_comparison_notes(table, executors, kind),
     ]
     measured = {"spmv-orin-max": float(speedups.max()), "spmv-4090-max": float(speedups.max())} if kind == "cuda" \
@@ -141,8 +176,27 @@ def summarize(records: list[Record], ctx: Context) -> Summary:
     if kind != "cuda":
         notes.append("The paper's speed-ups are GPU claims: on the CPU they are shown as not run.")
     return Summary(table=table, measured=measured, notes=notes,
-                   figures=[("Speed-up of HBP over CSR per matrix", _speedup_plot(table, kind)),
+                   figures=[("Speed-up of HBP and Regu2D over CSR per matrix", _speedup_plot(table, kind)),
                             ("Throughput per executor", _gflops_plot(table, executors))])
+
+
+def _format_notes(table: pd.DataFrame, kind: str) -> list[str]:
+    """HBP against Regu2D and both against CSR: geometric means, and the formats' costs, over all matrices."""
+    def gm(column: str) -> float:
+        return float(gmean(table[column].astype(float)))
+
+    def median(column: str) -> float:
+        return float(table[column].astype(float).median())
+
+    return [
+        f"Geometric means over {len(table)} matrices: {BASELINE[kind]} time / {HBP[kind]} time {gm('speed-up'):.2f}x, "
+        f"{BASELINE[kind]} time / {REGU2D[kind]} time {gm('Regu2D speed-up'):.2f}x, "
+        f"{REGU2D[kind]} time / {HBP[kind]} time {gm('HBP vs Regu2D'):.2f}x "
+        "(the paper: HBP's gains over 2D partitioning exceed those over CSR; unverified, hbp.md section 2).",
+        f"Preprocessing (median ms): HBP {median('preprocess ms'):.3g}, Regu2D {median('Regu2D preprocess ms'):.3g}; "
+        f"bytes per nonzero (median): HBP {median('HBP B/nnz'):.1f}, Regu2D {median('Regu2D B/nnz'):.1f} "
+        f"(CSR: 12 + row pointers in fp64); Regu2D's padding {median('Regu2D padding'):.1%} of its stored entries.",
+    ]
 
 
 def _comparison_notes(table: pd.DataFrame, executors: list[str], kind: str) -> list[str]:
@@ -155,7 +209,7 @@ def _comparison_notes(table: pd.DataFrame, executors: list[str], kind: str) -> l
                      + ", ".join(f"{e} {(real[f'{e} ms'] / real[f'{hbp} ms']).median():.2f}x" for e in others))
     for row in table[table["source"] == "generated"].to_dict("records"):
         ratios = ", ".join(f"{e} {row[f'{e} ms'] / row[f'{hbp} ms']:.2f}x" for e in others)
-        fractions = ", ".join(f"{e} {row[f'{e} bw fraction']:.0%}" for e in (BASELINE[kind], hbp))
+        fractions = ", ".join(f"{e} {row[f'{e} bw fraction']:.0%}" for e in (BASELINE[kind], hbp, REGU2D[kind]))
         notes.append(f"{row['matrix']} ({row['nnz']:,} nonzeros): CSR time / {hbp} time {ratios}; "
                      f"effective bandwidth as a fraction of the device's: {fractions}.")
     return notes
@@ -164,10 +218,13 @@ def _comparison_notes(table: pd.DataFrame, executors: list[str], kind: str) -> l
 def _speedup_plot(table: pd.DataFrame, kind: str):
     fig, ax = plt.subplots(figsize=(7, 3.8))
     order = table.sort_values("speed-up", ignore_index=True)
-    ax.bar(range(len(order)), order["speed-up"], color="tab:blue")
+    positions = np.arange(len(order))
+    ax.bar(positions - 0.2, order["speed-up"], width=0.4, color="tab:blue", label=HBP[kind])
+    ax.bar(positions + 0.2, order["Regu2D speed-up"], width=0.4, color="tab:orange", label=REGU2D[kind])
     ax.axhline(1.0, color="black", lw=0.8)
-    ax.set(ylabel=f"{BASELINE[kind]} time / {HBP[kind]} time", xlabel="matrices, sorted by speed-up",
-           title=f"HBP over CSR on {kind}")
+    ax.set(ylabel=f"{BASELINE[kind]} time / format's time", xlabel="matrices, sorted by HBP's speed-up",
+           title=f"HBP and Regu2D over CSR on {kind}")
+    ax.legend(fontsize=7)
     ax.set_xticks([])
     fig.tight_layout()
     return fig
@@ -188,7 +245,7 @@ COMMON = {"block_height": 512, "block_width": 4096, "dtype": "float64", "threads
 ARTIFACT = Artifact(
     paper="hbp",
     name="spmv",
-    title="SpMV: HBP against CSR kernels (time, GFLOP/s, bandwidth, break-even)",
+    title="SpMV: HBP against CSR kernels and Regu2D-style 2D partitioning (time, GFLOP/s, bandwidth, break-even)",
     claims=("spmv-orin-max", "spmv-4090-max"),
     scales={
         "smoke": {**COMMON, "generated": matrices.SMOKE, "repeats": 3, "min_time": 0.0, "preprocess_repeats": 1},
