@@ -1,7 +1,8 @@
-"""HBP preprocessing: the whole conversion and the reordering step alone, per ordering."""
+"""HBP preprocessing (the whole conversion and the reordering step alone, per ordering) and the Regu2D build."""
 
 from benchmarks.common import MATRICES, matrix
 from methods.spmv.hbp import ORDERINGS, build_hbp, preprocess_timed
+from methods.spmv.regu2d import build_regu2d
 
 
 class HbpPreprocessing:
@@ -22,3 +23,16 @@ class HbpPreprocessing:
         return runs[2]
 
     track_reorder_seconds.unit = "seconds"
+
+
+class Regu2DPreprocessing:
+    params = [list(MATRICES)]
+    param_names = ["matrix"]
+    version = "1"
+
+    def setup(self, name):
+        self.csr = matrix(name)
+        build_regu2d(self.csr)  # compiles the kernels outside the timing
+
+    def time_build(self, name):
+        build_regu2d(self.csr)

@@ -1,4 +1,4 @@
-"""SpMV executors on seeded matrices: CPU (scipy, numba CSR, HBP) and CUDA (skipped without a GPU).
+"""SpMV executors on seeded matrices: CPU (scipy, numba CSR, HBP, Regu2D) and CUDA (skipped without a GPU).
 
 Every setup checks the executor's result against scipy once before anything is timed.
 """
@@ -9,6 +9,7 @@ from benchmarks.common import MATRICES, matrix, vector
 from methods.spmv.csr import spmv_numba, spmv_scipy
 from methods.spmv.hbp import build_hbp
 from methods.spmv.hbp_cpu import HBPCpuExecutor
+from methods.spmv.regu2d import build_regu2d, spmv_regu2d
 
 
 def _check(result, expected, dtype):
@@ -17,9 +18,9 @@ def _check(result, expected, dtype):
 
 
 class CpuSpmv:
-    params = (list(MATRICES), ["float64", "float32"], ["scipy", "numba", "hbp"])
+    params = (list(MATRICES), ["float64", "float32"], ["scipy", "numba", "hbp", "regu2d"])
     param_names = ["matrix", "dtype", "kernel"]
-    version = "2"
+    version = "3"
 
     def setup(self, name, dtype, kernel):
         csr = matrix(name, dtype)
@@ -30,6 +31,9 @@ class CpuSpmv:
             self.run = lambda: spmv_scipy(csr, self.x)
         elif kernel == "numba":
             self.run = lambda: spmv_numba(csr, self.x, out=out)
+        elif kernel == "regu2d":
+            layout = build_regu2d(csr)
+            self.run = lambda: spmv_regu2d(layout, self.x, out=out)
         else:
             self.executor = HBPCpuExecutor(build_hbp(csr, "hash"))
             self.run = lambda: self.executor(self.x, out=out)
@@ -46,9 +50,9 @@ class CpuSpmv:
 class CudaSpmv:
     """Device time per SpMV from CUDA events (lower is better); n/a without CuPy and a GPU."""
 
-    params = (list(MATRICES), ["float64", "float32"], ["csr_scalar", "csr_vector", "cusparse", "hbp"])
+    params = (list(MATRICES), ["float64", "float32"], ["csr_scalar", "csr_vector", "cusparse", "hbp", "regu2d"])
     param_names = ["matrix", "dtype", "kernel"]
-    version = "1"
+    version = "2"
 
     def setup(self, name, dtype, kernel):
         from reproduce.harness.device import cuda_device_count
@@ -63,7 +67,8 @@ class CudaSpmv:
         csr = matrix(name, dtype)
         on_gpu = gpu_sparse.csr_matrix(csr)
         make = {"csr_scalar": lambda: cuda.CsrScalarCuda(on_gpu), "csr_vector": lambda: cuda.CsrVectorCuda(on_gpu),
-                "cusparse": lambda: cuda.CsrCusparse(on_gpu), "hbp": lambda: cuda.HBPCuda(build_hbp(csr, "hash"))}
+                "cusparse": lambda: cuda.CsrCusparse(on_gpu), "hbp": lambda: cuda.HBPCuda(build_hbp(csr, "hash")),
+                "regu2d": lambda: cuda.Regu2DCuda(build_regu2d(csr, slice_height=32))}
         self.executor = make[kernel]()
         self.x = cupy.asarray(vector(csr.shape[1], dtype))
         _check(cupy.asnumpy(self.executor(self.x)), spmv_scipy(csr, vector(csr.shape[1], dtype)), dtype)
