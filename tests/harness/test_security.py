@@ -137,6 +137,10 @@ def test_a_safe_tar_extracts_with_root_members_and_inner_hard_links(tmp_path):
         ("other/skip.txt", b"outside the root", {}),
     ])
 
+    with zipfile.ZipFile(tmp_path / "plain.zip", "w") as bundle:
+        bundle.writestr("m/m.mtx", MATRIX)  # no Unix file type recorded, as zips written on Windows
+        bundle.writestr("m/sub/", b"")
+    assert _files_under(extract(tmp_path / "plain.zip", tmp_path / "zip", root="m")) == ["m.mtx", "sub"]
     everything = extract(archive, tmp_path / "all")
     only = extract(archive, tmp_path / "cache" / "G" / "m", root="m", members=["m.mtx", "copy.mtx"])
 
@@ -145,6 +149,7 @@ def test_a_safe_tar_extracts_with_root_members_and_inner_hard_links(tmp_path):
     assert (only / "copy.mtx").read_bytes() == MATRIX and not (only / "copy.mtx").is_symlink()
     assert (only / "m.mtx").stat().st_mode & 0o7777 == 0o644  # no setuid bit from the archive
     assert _files_under(tmp_path / "cache") == ["G", "G/m", "G/m/copy.mtx", "G/m/m.mtx"]
+    assert read_members(tmp_path / "plain.zip", ["m/m.mtx"]) == {"m/m.mtx": MATRIX}
 
 
 def test_an_extraction_that_fails_midway_leaves_no_folder_and_keeps_an_older_copy(tmp_path, monkeypatch):

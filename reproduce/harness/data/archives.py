@@ -150,12 +150,11 @@ def _tar_member(info: tarfile.TarInfo, label: str) -> Member:
 def _zip_member(info: zipfile.ZipInfo, label: str) -> Member:
     """The checked view of a zip member; DataError for anything unsafe."""
     name = safe_name(info.filename, label)
-    mode = info.external_attr >> 16
+    kind = stat.S_IFMT(info.external_attr >> 16)  # 0 when no Unix type was recorded (Windows, writestr)
     if info.is_dir():
         return Member(name, "dir", 0)
-    if mode and not stat.S_ISREG(mode):
-        kind = "a symbolic link" if stat.S_ISLNK(mode) else "not a regular file"
-        raise _refused(label, info.filename, kind)
+    if kind and kind != stat.S_IFREG:
+        raise _refused(label, info.filename, "a symbolic link" if kind == stat.S_IFLNK else "not a regular file")
     return Member(name, "file", info.file_size)
 
 
