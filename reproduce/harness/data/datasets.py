@@ -168,6 +168,14 @@ REGISTRY: dict[str, Dataset] = {
              "pt_inception-2015-12-05-6726825d.pth",),
         )),
     ),
+    # torchvision's ImageNet ResNet-50 (IMAGENET1K_V1), MMDetection's "torchvision://resnet50": the backbone
+    # initialisation of EGOR's GFL R50-FPN. Its name carries the sha256 prefix (torch.hub's convention).
+    "resnet50_imagenet": Dataset(
+        "resnet50_imagenet",
+        "torchvision's ImageNet ResNet-50 weights (IMAGENET1K_V1)",
+        _files(RemoteFile("resnet50-0676ba61.pth", "sha256:0676ba61", None,
+                          ("https://download.pytorch.org/models/resnet50-0676ba61.pth",))),
+    ),
 }
 
 DATASETS: tuple[str, ...] = tuple(REGISTRY)

@@ -1,0 +1,285 @@
+"""EGOR (IOR) against fine-tuning and plain distillation in class-incremental detection, and the cost of generation.
+
+Two tasks per class split: a GFL detector learns the first ``n_old`` classes (by category
+id), then the rest from images that contain no old-class object (the non-co-occurrence
+setting). Each method unit trains the expanded detector on task 2 and is evaluated with
+pycocotools on the validation images (AP and AP50 on old, new and all classes):
+``finetune`` (GFL loss on the new ground truth), ``distill`` (new-class loss plus the
+balanced logit and box distillation from the old detector, without replay) and ``egor``
+(the same on images into which objects inverted from the old detector are pasted, plus
+feature distillation at those objects). The ``generation`` unit measures what the
+inversion costs (time, peak memory, the bytes of generated images kept) against training
+and sampling a separate generator (a small DDPM of the diffusion core trained on the
+task-1 objects: a lower bound for a class-conditional one).
+
+The paper's tables are not available and its abstract states no number (egor.md, section
+2); the claims are its qualitative statements as thresholds of ours (claims.toml).
+
+- ``full``: COCO 2017, 40+40, 50+30, 60+20, 70+10; GFL R50-FPN with torchvision's
+  ImageNet backbone, 12 + 12 epochs at (1333, 800), 10 inverted images per old class at
+  160 px and 2,000 iterations: a GPU run.
+- ``quick``: real MNIST digits drawn on 96 px canvases (offline), 5+5 classes; the small
+  GFL detector; on the CPU.
+- ``smoke``: scikit-learn's 8x8 digits on 64 px canvases and a tiny detector; seconds.
+"""
+
+from __future__ import annotations
+
+import time
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402, N812
+
+from methods.detection import METHODS  # noqa: E402
+from methods.diffusion import ddim_sample, ddim_scheduler, ddpm_scheduler, tiny_unet, train_ddpm  # noqa: E402
+from reproduce.egor.runs import (  # noqa: E402
+    base_detector,
+    evaluate,
+    generated_objects,
+    incremental_detector,
+    load_split,
+)
+from reproduce.harness.artifact import Artifact, Context, Outcome, Summary, Unit  # noqa: E402
+from reproduce.harness.device import torch_threads  # noqa: E402
+from reproduce.harness.memory import PeakMemory  # noqa: E402
+from reproduce.harness.records import Record, metric  # noqa: E402
+
+MIB = 2**20
+MAP_METRICS = ("ap_old", "ap50_old", "ap_new", "ap50_new", "ap_all", "ap50_all")
+
+
+def units(ctx: Context) -> list[Unit]:
+    """Per split and seed: the generation-cost unit, then one unit per method."""
+    result = []
+    for n_old in ctx.config["splits"]:
+        n_new = ctx.config["n_classes"] - n_old
+        for seed in ctx.config["seeds"]:
+            result.append(Unit(f"{n_old}+{n_new}-generation-s{seed}", {"n_old": n_old, "method": "generation",
+                                                                      "seed": seed}))
+            result += [Unit(f"{n_old}+{n_new}-{method}-s{seed}", {"n_old": n_old, "method": method, "seed": seed})
+                       for method in ctx.config["methods"]]
+    return result
+
+
+def run_unit(unit: Unit, ctx: Context) -> Outcome:
+    with torch_threads(ctx.device, ctx.config.get("cpu_threads")):
+        return _run(unit, ctx)
+
+
+def _run(unit: Unit, ctx: Context) -> Outcome:
+    config, params = ctx.config, unit.params
+    device = torch.device(ctx.device.tag if ctx.device.kind == "cuda" else "cpu")
+    split = load_split(config, params["n_old"])
+    data = {"provenance": split.train.provenance, "old_category_ids": split.old_ids,
+            "new_category_ids": split.new_ids, "task1_images": len(split.task1.coco["images"]),
+            "task2_images": len(split.task2.coco["images"]), "val_images": len(split.val.coco["images"])}
+    base, base_stats = base_detector(split, config, params["seed"], device)
+    if params["method"] == "generation":
+        return _generation_cost(base, split, config, params["seed"], device, data)
+    before = evaluate(base, split.val, split.old_ids, config)
+    objects = generated_objects(base, split, config, params["seed"]) if params["method"] == "egor" else None
+    start = time.perf_counter()
+    with PeakMemory(device) as memory:
+        model, history = incremental_detector(params["method"], base, split, config, params["seed"], objects)
+    seconds = time.perf_counter() - start
+    result = evaluate(model, split.val, split.old_ids + split.new_ids, config)
+    (ap_old, ap50_old), (ap_new, ap50_new) = result.subset(split.old_ids), result.subset(split.new_ids)
+    metrics = {
+        "ap_old": metric(ap_old, "AP"), "ap50_old": metric(ap50_old, "AP"),
+        "ap_new": metric(ap_new, "AP"), "ap50_new": metric(ap50_new, "AP"),
+        "ap_all": metric(result.ap, "AP"), "ap50_all": metric(result.ap50, "AP"),
+        "ap_old_before": metric(before.ap, "AP"), "ap50_old_before": metric(before.ap50, "AP"),
+        "train_seconds": metric(seconds, "s"), "peak_memory_mb": metric(memory.peak_mb, "MB"),
+    }
+    step = max(1, len(history) // 50)
+    data.update({"loss_history": [round(v, 4) for v in history[::step]], "loss_every": step,
+                 "per_class_ap": {str(k): [None if np.isnan(x) else round(x, 3) for x in v]
+                                  for k, v in result.per_class.items()},
+                 "task1_train_seconds": base_stats.get("seconds")})
+    if objects is not None:
+        data["generated_objects"] = len(objects.labels)
+    return Outcome(metrics=metrics, data=data)
+
+
+def _object_crops(split, side: int) -> torch.Tensor:
+    """Every task-1 object, cut out and resized to ``side`` px, in [-1, 1]: ``(N, 3, side, side)``."""
+    crops = []
+    for record in split.task1.coco["images"]:
+        image = split.task1.image(record)
+        boxes, _labels = split.task1.targets(record)
+        for x1, y1, x2, y2 in boxes.round().long().tolist():
+            if x2 > x1 and y2 > y1:
+                crop = image[:, y1:y2, x1:x2][None]
+                crops.append(F.interpolate(crop, size=(side, side), mode="bilinear", align_corners=False)[0])
+    return torch.stack(crops) * 2 - 1
+
+
+def _generation_cost(base, split, config: dict, seed: int, device, data: dict) -> Outcome:
+    """Inversion's cost against a separate generator trained on the old objects (see the module docstring)."""
+    objects = generated_objects(base, split, config, seed)
+    seconds, peak_mb, final_loss = objects.cost.tolist()
+    kept_bytes = objects.images.numel()  # kept as 8-bit images
+    settings = config["generator"]
+    crops = _object_crops(split, settings["side"]).to(device)
+    unet = tiny_unet(settings["side"], 3, tuple(settings["channels"]), settings["layers"], seed=seed).to(device)
+    scheduler = ddpm_scheduler()
+    with PeakMemory(device) as memory:
+        start = time.perf_counter()
+        train_ddpm(unet, scheduler, crops, steps=settings["steps"], batch_size=settings["batch_size"], lr=2e-4,
+                   generator=torch.Generator().manual_seed(seed))
+        train_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    with torch.no_grad():
+        ddim_sample(unet, ddim_scheduler(), len(objects.labels), steps=settings["sample_steps"],
+                    generator=torch.Generator().manual_seed(seed), batch_size=settings["batch_size"])
+    sample_seconds = time.perf_counter() - start
+    generator_bytes = 4 * sum(p.numel() for p in unet.parameters())
+    metrics = {
+        "inversion_seconds": metric(seconds, "s"), "inversion_peak_mb": metric(peak_mb, "MB"),
+        "inversion_final_loss": metric(final_loss), "generated_images": metric(len(objects.labels)),
+        "kept_mb": metric(kept_bytes / MIB, "MB"),
+        "generator_train_seconds": metric(train_seconds, "s"), "generator_peak_mb": metric(memory.peak_mb, "MB"),
+        "generator_sample_seconds": metric(sample_seconds, "s"),
+        "generator_mb": metric(generator_bytes / MIB, "MB"),
+        "generator_training_objects": metric(len(crops)),
+    }
+    data["inversion_cost"] = "measured when the objects were generated (they are cached with the task-1 detector)"
+    return Outcome(metrics=metrics, data=data)
+
+
+def aggregate(records: list[Record]) -> pd.DataFrame:
+    """Mean over seeds per (split, method) of the mAP, time and memory metrics."""
+    rows = pd.DataFrame([{"split": f"{r.params['n_old']}+{len(r.data['new_category_ids'])}",
+                          "method": r.params["method"], "seed": r.params["seed"],
+                          **{m: r.value(m) for m in (*MAP_METRICS, "ap_old_before", "train_seconds",
+                                                     "peak_memory_mb")}}
+                         for r in records if r.status == "ok" and r.params["method"] != "generation"])
+    if rows.empty:
+        return rows
+    grouped = rows.groupby(["split", "method"], sort=True)
+    table = grouped[[c for c in rows.columns if c not in ("split", "method", "seed")]].mean()
+    table["seeds"] = grouped["seed"].count()
+    return table.reset_index()
+
+
+def generation_table(records: list[Record]) -> pd.DataFrame:
+    return pd.DataFrame([{"split": f"{r.params['n_old']}+{len(r.data['new_category_ids'])}", "seed": r.params["seed"],
+                          **{k: v["value"] for k, v in r.metrics.items()}}
+                         for r in records if r.status == "ok" and r.params["method"] == "generation"])
+
+
+def summarize(records: list[Record], ctx: Context) -> Summary:
+    table = aggregate(records)
+    if table.empty:
+        return Summary(table=pd.DataFrame({"note": ["no successful method unit"]}))
+    notes = [f"Dataset {ctx.config['dataset']}; splits {ctx.config['splits']}; detector {ctx.config['detector']}; "
+             f"{ctx.config['base_epochs']} + {ctx.config['incremental_epochs']} epochs; "
+             f"{ctx.config['per_class']} inverted objects per old class; seeds {ctx.config['seeds']}; "
+             f"device {ctx.device.kind}. AP is COCO's mAP@[.5:.95] in percent (pycocotools); ap_old_before is the "
+             "task-1 detector on the old classes."]
+    measured = {}
+    pivot = table.set_index(["split", "method"])
+    gains = {}
+    for baseline in ("finetune", "distill"):
+        pairs = [(split, pivot.loc[(split, "egor")], pivot.loc[(split, baseline)])
+                 for split in table["split"].unique()
+                 if (split, "egor") in pivot.index and (split, baseline) in pivot.index]
+        if pairs:
+            gains[baseline] = pairs
+            notes.append(f"EGOR over {baseline}: " + "; ".join(
+                f"{split}: old {e.ap_old - b.ap_old:+.2f}, new {e.ap_new - b.ap_new:+.2f}, "
+                f"all {e.ap_all - b.ap_all:+.2f} AP" for split, e, b in pairs))
+    if ctx.scale != "smoke":
+        if "finetune" in gains:
+            measured["old-gain-vs-finetune"] = min(float(e.ap_old - b.ap_old) for _, e, b in gains["finetune"])
+            measured["new-kept-vs-finetune"] = min(float(e.ap_new / b.ap_new) if b.ap_new > 0 else float("nan")
+                                                   for _, e, b in gains["finetune"])
+        if "distill" in gains:
+            measured["old-gain-vs-distill"] = min(float(e.ap_old - b.ap_old) for _, e, b in gains["distill"])
+            measured["all-gain-vs-distill"] = min(float(e.ap_all - b.ap_all) for _, e, b in gains["distill"])
+    cost = generation_table(records)
+    if not cost.empty:
+        row = cost.mean(numeric_only=True)
+        notes.append(f"Generation: inverting {row.generated_images:.0f} images took {row.inversion_seconds:.1f} s "
+                     f"(peak {row.inversion_peak_mb:.0f} MB) and keeps {row.kept_mb:.2f} MB of images; a separate "
+                     f"DDPM generator trained {row.generator_train_seconds:.1f} s "
+                     f"(peak {row.generator_peak_mb:.0f} MB) "
+                     f"on {row.generator_training_objects:.0f} real old objects, samples as many images in "
+                     f"{row.generator_sample_seconds:.1f} s and stores {row.generator_mb:.2f} MB of weights.")
+        if ctx.scale != "smoke":
+            measured["storage-vs-generator"] = float((cost["kept_mb"] / cost["generator_mb"]).max())
+    figures = [("mAP on old, new and all classes after task 2, per method", _plot(table))]
+    return Summary(table=table, measured=measured, notes=notes, figures=figures)
+
+
+def _plot(table: pd.DataFrame):
+    splits = sorted(table["split"].unique())
+    fig, axes = plt.subplots(1, len(splits), figsize=(4.2 * len(splits), 3.2), squeeze=False)
+    for ax, split in zip(axes[0], splits, strict=True):
+        rows = table[table["split"] == split].set_index("method")
+        methods = [m for m in METHODS if m in rows.index]
+        x = np.arange(3)
+        for k, method in enumerate(methods):
+            values = [rows.loc[method, c] for c in ("ap_old", "ap_new", "ap_all")]
+            ax.bar(x + (k - (len(methods) - 1) / 2) * 0.25, values, width=0.25, label=method)
+        before = rows["ap_old_before"].mean()
+        ax.axhline(before, color="gray", linestyle=":", linewidth=1, label="task 1 (old)")
+        ax.set_xticks(x, ["old", "new", "all"])
+        ax.set_title(f"split {split}", fontsize=9)
+        ax.set_ylabel("AP (%)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+COMMON = {"methods": list(METHODS), "cpu_threads": None}
+ARTIFACT = Artifact(
+    paper="egor",
+    name="incremental",
+    title="Class-incremental detection without old-class data: EGOR against fine-tuning and distillation",
+    claims=("old-gain-vs-finetune", "old-gain-vs-distill", "new-kept-vs-finetune", "all-gain-vs-distill",
+            "storage-vs-generator"),
+    scales={
+        "smoke": {**COMMON, "dataset": "digits-canvas", "n_classes": 10, "splits": [5], "n_train": 48, "n_val": 16,
+                  "canvas": 64, "digit_side": [16, 28], "detector": "small", "width": 8, "base_epochs": 1,
+                  "incremental_epochs": 1, "batch_size": 8, "lr": 0.01, "warmup": 2, "per_class": 1,
+                  "inversion": {"iterations": 2, "resolution": 32}, "inversion_batch": 5,
+                  "generator": {"side": 16, "channels": [8, 16], "layers": 1, "steps": 2, "batch_size": 4,
+                                "sample_steps": 2},
+                  "seeds": [0], "cpu_threads": 1},
+        "quick": {**COMMON, "dataset": "mnist-canvas", "n_classes": 10, "splits": [5], "n_train": 3000, "n_val": 500,
+                  "canvas": 96, "digit_side": [20, 40], "detector": "small", "width": 16, "base_epochs": 12,
+                  "incremental_epochs": 12, "batch_size": 16, "lr": 0.01, "warmup": 100, "per_class": 10,
+                  "inversion": {"iterations": 200, "resolution": 48}, "inversion_batch": 25,
+                  "generator": {"side": 32, "channels": [32, 64], "layers": 1, "steps": 600, "batch_size": 32,
+                                "sample_steps": 50},
+                  "seeds": [0]},
+        "full": {**COMMON, "dataset": "coco2017", "download": True, "n_classes": 80, "splits": [40, 50, 60, 70],
+                 "image_scale": [1333, 800], "flip": 0.5, "detector": "resnet50", "base_epochs": 12,
+                 "incremental_epochs": 12, "batch_size": 16, "lr": 0.01, "warmup": 500, "per_class": 10,
+                 "inversion": {}, "inversion_batch": 40,
+                 "generator": {"side": 64, "channels": [64, 128, 256], "layers": 2, "steps": 50000, "batch_size": 64,
+                               "sample_steps": 50},
+                 "seeds": [0]},
+    },
+    needs={
+        "smoke": "nothing: scikit-learn's bundled digits; no claim is judged.",
+        "quick": "the shared MNIST test files in REPRO_DATA_DIRS (offline); 4 units on 2 CPU cores.",
+        "full": "COCO 2017 (about 19 GB, downloaded and extracted on first use), torchvision's ImageNet ResNet-50 "
+                "weights, and a CUDA GPU: 4 splits x (12 + 3 x 12 epochs).",
+    },
+    units=units,
+    run_unit=run_unit,
+    summarize=summarize,
+)
+
+if __name__ == "__main__":
+    from reproduce.harness.cli import script_main
+
+    raise SystemExit(script_main(ARTIFACT))

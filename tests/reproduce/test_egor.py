@@ -1,0 +1,107 @@
+"""The EGOR artifact: units, the full-scale path on COCO's real format, the claims' measurements, clear failures."""
+
+import shutil
+
+import pytest
+import torch
+
+import reproduce.egor.runs as runs
+from methods.detection.detector import ResNet50
+from reproduce.egor import incremental
+from reproduce.egor.data import digit_canvas_sets
+from reproduce.harness.artifact import Context
+from reproduce.harness.data.images import shared_image_set
+from reproduce.harness.device import describe_cpu
+from reproduce.harness.errors import ReproError
+from reproduce.harness.records import Record, metric
+
+
+def _context(scale, **overrides):
+    return Context(scale, {**incremental.ARTIFACT.scales[scale], **overrides}, 0, describe_cpu("test"))
+
+
+def test_units_are_generation_then_each_method_per_split_and_seed():
+    ids = [u.id for u in incremental.units(_context("full"))]
+    assert ids[:4] == ["40+40-generation-s0", "40+40-finetune-s0", "40+40-distill-s0", "40+40-egor-s0"]
+    assert len(ids) == 4 * 4 and ids[-1] == "70+10-egor-s0"
+
+
+def test_digit_canvases_are_coco_records_with_boxes_inside_the_canvas():
+    train, val = digit_canvas_sets("digits-canvas", 20, 5, 64, seed=0, side=(16, 28))
+    assert len(train.coco["images"]) == 20 and len(val.coco["images"]) == 5
+    for record in train.coco["images"]:
+        image = train.image(record)
+        assert image.shape == (3, 64, 64) and 0 <= float(image.min()) and float(image.max()) <= 1
+        boxes, labels = train.targets(record)
+        assert ((boxes >= 0) & (boxes <= 64)).all() and ((labels >= 0) & (labels < 10)).all()
+    assert {a["category_id"] for a in train.coco["annotations"]} <= set(range(1, 11))
+
+
+def _record(method, ap_old, ap_new, ap_all, split=5):
+    metrics = {name: metric(value, "AP") for name, value in (
+        ("ap_old", ap_old), ("ap50_old", ap_old), ("ap_new", ap_new), ("ap50_new", ap_new), ("ap_all", ap_all),
+        ("ap50_all", ap_all), ("ap_old_before", 40.0))}
+    metrics.update(train_seconds=metric(1.0, "s"), peak_memory_mb=metric(10.0, "MB"))
+    return Record(paper="egor", artifact="incremental", unit=f"{method}", scale="quick", status="ok", config={},
+                  seed=0, params={"n_old": split, "method": method, "seed": 0}, metrics=metrics,
+                  data={"new_category_ids": list(range(split + 1, 11))})
+
+
+def test_summary_measures_each_claim():
+    generation = Record(paper="egor", artifact="incremental", unit="gen", scale="quick", status="ok", config={},
+                        seed=0, params={"n_old": 5, "method": "generation", "seed": 0},
+                        metrics={k: metric(v) for k, v in dict(
+                            kept_mb=0.5, generator_mb=2.0, generated_images=50, inversion_seconds=3.0,
+                            inversion_peak_mb=10.0, generator_train_seconds=9.0, generator_peak_mb=30.0,
+                            generator_sample_seconds=1.0, generator_training_objects=100).items()},
+                        data={"new_category_ids": [6, 7, 8, 9, 10]})
+    records = [_record("finetune", 1.0, 30.0, 15.5), _record("distill", 10.0, 24.0, 17.0),
+               _record("egor", 14.0, 27.0, 20.5), generation]
+    summary = incremental.summarize(records, _context("quick"))
+    assert summary.measured == pytest.approx({"old-gain-vs-finetune": 13.0, "old-gain-vs-distill": 4.0,
+                                              "new-kept-vs-finetune": 0.9, "all-gain-vs-distill": 3.5,
+                                              "storage-vs-generator": 0.25})
+    assert len(summary.table) == 3 and summary.figures
+
+
+@pytest.fixture
+def coco_layout(tmp_path, monkeypatch):
+    """COCO 2017's real layout (the shared tiny subset: real images and instances files) as <dir>/coco2017."""
+    try:
+        source = shared_image_set("coco2017_tiny")
+    except ReproError as error:
+        pytest.skip(f"the shared COCO subset is not available: {error}")
+    shutil.copytree(source, tmp_path / "data" / "coco2017")
+    monkeypatch.setenv("REPRO_DATA_DIRS", str(tmp_path / "data"))
+    monkeypatch.setenv("REPRO_CACHE", str(tmp_path / "cache"))
+    weights = tmp_path / "resnet50-0676ba61.pth"
+    torch.save({**ResNet50().state_dict(), "fc.weight": torch.zeros(1000, 2048), "fc.bias": torch.zeros(1000)}, weights)
+    monkeypatch.setattr(runs, "fetch", lambda name, download=True: {weights.name: weights})
+    return tmp_path
+
+
+FULL_OVERRIDES = {"splits": [40], "image_scale": [96, 64], "base_epochs": 1, "incremental_epochs": 1, "batch_size": 8,
+                  "warmup": 2, "per_class": 1, "inversion": {"iterations": 1, "resolution": 64}, "inversion_batch": 40,
+                  "generator": {"side": 16, "channels": [8, 16], "layers": 1, "steps": 1, "batch_size": 8,
+                                "sample_steps": 1}, "download": False}
+
+
+@pytest.mark.slow
+def test_full_scale_units_run_on_coco_in_its_real_layout(coco_layout):
+    ctx = _context("full", **FULL_OVERRIDES)
+    outcomes = {u.params["method"]: incremental.run_unit(u, ctx) for u in incremental.units(ctx)}
+    egor = outcomes["egor"]
+    old = egor.data["old_category_ids"]
+    assert len(old) == 40 and max(old) == 44 and 12 not in old  # COCO's first 40 ids (1-44, with gaps)
+    assert egor.data["task2_images"] > 0 and egor.data["generated_objects"] == 40
+    for method in ("finetune", "distill", "egor"):
+        assert 0.0 <= outcomes[method].metrics["ap_all"]["value"] <= 100.0
+    assert outcomes["generation"].metrics["generated_images"]["value"] == 40
+
+
+def test_a_diverging_loss_is_one_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("REPRO_CACHE", str(tmp_path))
+    ctx = _context("smoke", lr=1e12, warmup=1)
+    unit = incremental.units(ctx)[1]
+    with pytest.raises(runs.TrainingDivergedError, match="diverged at iteration"):
+        incremental.run_unit(unit, ctx)
