@@ -105,6 +105,9 @@ class Artifact:
         on the command line overrides the config key of the same (dest) name.
     fetch : callable(Context) -> list[str], optional
         Pre-downloads what a scale needs; returns a line per item for ``repro fetch``.
+    unhashed_keys : tuple of str
+        Config keys that change how units run but not what they measure (``keep_matrices``):
+        left out of the config hash, so giving them or not never splits a sweep in two.
     """
 
     paper: str
@@ -118,6 +121,7 @@ class Artifact:
     claims: tuple[str, ...] = ()
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
     fetch: Callable[[Context], list[str]] | None = None
+    unhashed_keys: tuple[str, ...] = ()
 
     def __post_init__(self):
         unknown = set(self.scales) - set(SCALES)

@@ -3,6 +3,7 @@
     repro list                       artifacts, their claims, what each scale needs
     repro run TARGET [--scale ...]   run an artifact (paper/name), a paper, or all
     repro report                     build reports/index.html from results/
+    repro compare RESULTS_A RESULTS_B  per-unit ratios B / A of each metric, two commits or machines
     repro fetch TARGET --scale full  download what a scale needs, ahead of time
     repro env                        the device and environment a record would store
 
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from reproduce.harness.artifact import SCALES, Artifact, Context
 from reproduce.harness.errors import ReproError
+from reproduce.harness.executors import EXECUTORS, SUBMITIT_DEFAULTS
 
 EXIT_FAILED_UNITS, EXIT_ERROR = 1, 2
 
@@ -35,6 +37,48 @@ def _common_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("results"), help="where records go (default results/)")
     parser.add_argument("--force", action="store_true", help="rerun units already recorded with this config")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    where = parser.add_argument_group("where units run (records are one file per unit, so runs merge and resume)")
+    where.add_argument("--executor", choices=EXECUTORS, default="inline",
+                       help="inline: one unit after another in this process (default); local: worker processes "
+                            "on this machine, one per GPU of the run's model or --workers on the CPU; submitit: "
+                            "a job array through submitit (Slurm where sbatch exists, else submitit's local executor)")
+    where.add_argument("--workers", type=int, metavar="N",
+                       help="with --executor local: units at once (default: one per GPU, or the CPU cores; "
+                            "CPU workers share the cores, so timings of units that overlap are slower)")
+    where.add_argument("--shard", type=_shard, metavar="I/N",
+                       help="run only the I-th of N disjoint parts of the sweep (1 <= I <= N); a unit's part "
+                            "depends on its id alone, so N runs on N machines cover every unit exactly once")
+    where.add_argument("--submitit-cluster", choices=("slurm", "local", "debug"),
+                       help="with --executor submitit: the backend (default: submitit's choice)")
+    where.add_argument("--submitit-folder", type=Path, metavar="DIR",
+                       help="with --executor submitit: job pickles and logs (default: OUT/.submitit)")
+    where.add_argument("--submitit-param", action="append", default=[], metavar="KEY=VALUE",
+                       help="with --executor submitit: a parameter of submitit's AutoExecutor, repeatable "
+                            "(timeout_min=120, gpus_per_node=1, slurm_partition=gpu, ...; timeout_min defaults to "
+                            f"{SUBMITIT_DEFAULTS['timeout_min']})")
+
+
+def _shard(text: str):
+    from reproduce.harness.runner import Shard
+
+    try:
+        return Shard.parse(text)
+    except ReproError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _executor(args: argparse.Namespace, device):
+    """The executor ``--executor`` and its options name, for ``device``."""
+    from reproduce.harness import executors
+
+    if args.executor == "local":
+        return executors.local_executor(device.kind, device.name, args.workers)
+    if args.executor == "submitit":
+        folder = args.submitit_folder or Path(args.out) / ".submitit"
+        return executors.SubmititExecutor(folder=folder, cluster=args.submitit_cluster,
+                                          parameters=executors.parse_parameters(args.submitit_param),
+                                          announce=lambda line: print(line, file=sys.stderr))
+    return executors.InlineExecutor()
 
 
 def _artifact_options(parser: argparse.ArgumentParser, artifact: Artifact) -> None:
@@ -55,15 +99,18 @@ def _run(artifacts: list[Artifact], args: argparse.Namespace) -> int:
 
     device = select_device(args.device)
     print(f"device: {device.tag} ({device.name}); {device.reason}", file=sys.stderr)
+    executor = _executor(args, device)
     status = 0
     for artifact in artifacts:
         if args.scale not in artifact.scales:
             print(f"{artifact.id}: no {args.scale} scale, skipped", file=sys.stderr)
             continue
         result = run_artifact(artifact, args.scale, device, seed=args.seed, out=args.out, force=args.force,
-                              overrides=_overrides(args, artifact), progress=args.progress)
+                              overrides=_overrides(args, artifact), progress=args.progress,
+                              executor=executor, shard=args.shard)
         print(format_run(result))
-        status = max(status, EXIT_FAILED_UNITS if any(r.status == "failed" for r in result.records) else 0)
+        failed = any(r.status == "failed" and r.unit in result.share for r in result.records)
+        status = max(status, EXIT_FAILED_UNITS if failed else 0)
     return status
 
 
@@ -101,6 +148,16 @@ def _env(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare(args: argparse.Namespace) -> int:
+    from reproduce.harness.compare import compare_results, format_comparison, plot_comparison
+
+    comparison = compare_results(args.results_a, args.results_b, metric=args.metric, target=args.target)
+    print(format_comparison(comparison, top=args.top))
+    if args.plot is not None:
+        print(f"plot: {plot_comparison(comparison, args.plot)}")
+    return 0
+
+
 def _report(args: argparse.Namespace) -> int:
     from reproduce.harness.report import build_report
 
@@ -123,6 +180,17 @@ def build_parser(artifact: Artifact | None = None) -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="build reports/index.html from results/")
     report.add_argument("--results", type=Path, default=Path("results"), help="records folder (default results/)")
     report.add_argument("--reports", type=Path, default=Path("reports"), help="output folder (default reports/)")
+    compare = commands.add_parser(
+        "compare", help="per-unit ratios B / A of each metric between two results folders",
+        description="Match the ok records of two results folders (two commits, two machines) by paper, artifact, "
+                    "scale and unit, and print per metric the geometric mean of the ratios B / A and the units "
+                    "furthest from 1 in either direction.")
+    compare.add_argument("results_a", type=Path, metavar="RESULTS_A", help="the reference results folder")
+    compare.add_argument("results_b", type=Path, metavar="RESULTS_B", help="the results folder compared with it")
+    compare.add_argument("--metric", help="only this metric (default: every numeric metric both records have)")
+    compare.add_argument("--target", metavar="TARGET", help="only an artifact (paper/name) or a paper")
+    compare.add_argument("--top", type=int, default=5, help="extreme units shown per metric (default 5)")
+    compare.add_argument("--plot", type=Path, metavar="OUT.png", help="also plot the ratios into this PNG")
     fetch = commands.add_parser("fetch", help="download what a scale needs, ahead of time")
     fetch.add_argument("target", help="paper/name, a paper, or all")
     fetch.add_argument("--scale", choices=SCALES, default="full", help="scale to fetch for (default full)")
@@ -168,6 +236,8 @@ def _dispatch(argv: list[str]) -> int:
         return _fetch(select(args.target, artifacts), args)
     if args.command == "env":
         return _env(args)
+    if args.command == "compare":
+        return _compare(args)
     return _report(args)
 
 

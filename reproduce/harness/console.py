@@ -43,6 +43,9 @@ def format_run(result) -> str:
         f"units: {status.get('ok', 0)} ok, {status.get('failed', 0)} failed, {status.get('skipped', 0)} skipped "
         f"(ran {counts['ran']}, reused {counts['reused']} from earlier runs)",
     ]
+    if result.shard is not None:
+        lines.append(f"shard {result.shard}: {len(result.share)} of {result.total_units} units; the records above "
+                     "and below include the other shards' already in this results folder")
     if result.summary is not None:
         lines += ["", format_table(result.summary.table)]
         lines += [f"note: {n}" for n in result.summary.notes]

@@ -1,5 +1,10 @@
 """Runs an artifact's units at one scale, records each, and summarises the run.
 
+Units run where the executor puts them (:mod:`reproduce.harness.executors`: this
+process by default, local worker processes, or submitit jobs); ``--shard I/N`` keeps this
+run to one of N disjoint parts of the sweep (:class:`Shard`). Records are one file per
+unit whoever writes them, so shards and jobs merge in one results folder.
+
 The summary table of each run is also written as CSV beside its records
 (``summary.<confighash>.csv``), one row per unit where the artifact's table has one.
 
@@ -12,8 +17,11 @@ whole and nothing is half-written.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import importlib
 import pkgutil
+import re
 import sys
 import time
 import traceback
@@ -24,10 +32,11 @@ from pathlib import Path
 from tqdm import tqdm
 
 from reproduce.harness import claims as claims_mod
-from reproduce.harness.artifact import Artifact, Context, SkipUnit, Summary
+from reproduce.harness.artifact import Artifact, Context, SkipUnit, Summary, Unit
 from reproduce.harness.device import Device
 from reproduce.harness.environment import environment
 from reproduce.harness.errors import ReproError
+from reproduce.harness.executors import Executor, InlineExecutor
 from reproduce.harness.paths import atomic_write_text
 from reproduce.harness.records import Record, config_hash, find_record, latest_config, load_records, write_record
 
@@ -69,14 +78,97 @@ def resolve_config(artifact: Artifact, scale: str, overrides: dict | None = None
 
 
 def run_identity(artifact: Artifact, ctx: Context) -> dict:
-    """Everything that makes two runs' results differ; its hash names the records."""
-    return {"artifact": artifact.id, "scale": ctx.scale, "config": ctx.config, "seed": ctx.seed,
+    """Everything that makes two runs' results differ; its hash names the records.
+
+    Config keys in ``artifact.unhashed_keys`` (how units run, not what they measure, such
+    as ``keep_matrices``) are left out, so they never split one sweep into two configs.
+    """
+    config = {key: value for key, value in ctx.config.items() if key not in artifact.unhashed_keys}
+    return {"artifact": artifact.id, "scale": ctx.scale, "config": config, "seed": ctx.seed,
             "device": {"kind": ctx.device.kind, "name": ctx.device.name}}
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One of ``count`` disjoint parts of a sweep: ``--shard index/count``, ``index`` from 1.
+
+    A unit belongs to shard ``1 + (sha256(unit id) mod count)``. That depends on the unit's
+    id alone, so shards worked out on different machines (even from SuiteSparse indexes of
+    different dates) never overlap and together cover every unit.
+    """
+
+    index: int
+    count: int
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        """``"I/N"`` as a Shard; ReproError unless ``1 <= I <= N``."""
+        match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+        if not match or not 1 <= int(match[1]) <= int(match[2]):
+            raise ReproError(f"--shard takes I/N with 1 <= I <= N (for example 2/4), not {text!r}")
+        return cls(int(match[1]), int(match[2]))
+
+    def holds(self, unit_id: str) -> bool:
+        """Whether the unit named ``unit_id`` belongs to this shard."""
+        digest = hashlib.sha256(unit_id.encode()).digest()
+        return int.from_bytes(digest[:8], "big") % self.count == self.index - 1
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+@dataclass(frozen=True)
+class UnitTask:
+    """Runs one unit of a run and writes its record: what an executor sends to a worker or a job.
+
+    Picklable (the artifact's functions are module-level), so it runs the same in this
+    process, in a spawned worker and in a submitit job.
+    """
+
+    artifact: Artifact
+    context: Context
+    identity: dict
+    config_hash: str
+    out: Path
+    begun: str
+
+    def __call__(self, unit: Unit) -> str:
+        """Run ``unit``, write its record atomically, return its status."""
+        record = _run_unit(self.artifact, unit, self.context, self.identity, self.config_hash)
+        write_record(self.out, record)
+        return record.status
+
+    def lost(self, unit: Unit, reason: str) -> str:
+        """Record ``unit`` as failed: the process or job running it ended without returning.
+
+        A record the unit wrote itself since this run began (a job that died after writing
+        it) is kept as it is; otherwise a failed record with ``reason`` is written, so the
+        unit is neither lost nor taken as done, and the next run retries it.
+        """
+        art = self.artifact
+        found = find_record(self.out, art.paper, art.name, self.context.scale, unit.id, self.config_hash)
+        if found is not None and found.started >= self.begun:
+            return found.status
+        fields = _record_fields(art, unit, self.context, self.identity, self.config_hash)
+        write_record(self.out, Record(status="failed", error=reason, **fields))
+        return "failed"
+
+    def on_device(self, index: int) -> UnitTask:
+        """The same task on CUDA device ``index`` (a local worker bound to one GPU of several)."""
+        from reproduce.harness.device import describe_cuda
+
+        device = describe_cuda(index, f"{self.context.device.reason}; a local worker bound to cuda:{index}")
+        return dataclasses.replace(self, context=dataclasses.replace(self.context, device=device))
 
 
 @dataclass
 class RunResult:
-    """A finished run: its records (this config only), their summary and verdicts."""
+    """A finished run: its records (this config only), their summary and verdicts.
+
+    ``records`` hold every unit of the sweep recorded under this config, including other
+    shards' when they share the results folder; ``share`` are the ids of the units this
+    run was responsible for (all of them without ``shard``).
+    """
 
     artifact: Artifact
     context: Context
@@ -84,11 +176,19 @@ class RunResult:
     summary: Summary | None
     verdicts: list[claims_mod.Verdict]
     counts: dict[str, int]
+    shard: Shard | None = None
+    share: frozenset[str] = frozenset()
+    total_units: int = 0
 
 
 def run_artifact(artifact: Artifact, scale: str, device: Device, *, seed: int = 0, out: Path = Path("results"),
-                 force: bool = False, overrides: dict | None = None, progress: bool = True) -> RunResult:
-    """Run every unit of ``artifact`` at ``scale`` on ``device``; see the module docstring."""
+                 force: bool = False, overrides: dict | None = None, progress: bool = True,
+                 executor: Executor | None = None, shard: Shard | None = None) -> RunResult:
+    """Run the units of ``artifact`` at ``scale`` on ``device``; see the module docstring.
+
+    ``executor`` runs the units still to do (default: :class:`InlineExecutor`, one after
+    another in this process); ``shard`` keeps the run to that part of the sweep.
+    """
     ctx = Context(scale=scale, config=resolve_config(artifact, scale, overrides), seed=seed, device=device)
     identity = run_identity(artifact, ctx)
     chash = config_hash(identity)
@@ -96,21 +196,25 @@ def run_artifact(artifact: Artifact, scale: str, device: Device, *, seed: int = 
     ids = [u.id for u in units]
     if len(ids) != len(set(ids)):
         raise ReproError(f"{artifact.id}: unit ids are not unique")
+    share = [unit for unit in units if shard is None or shard.holds(unit.id)]
     _remove_stale_temporaries(out, artifact, scale)
     counts = {"ran": 0, "reused": 0, "failed": 0, "skipped": 0}
-    bar = tqdm(units, desc=artifact.id, unit="unit", disable=not progress, file=sys.stderr, leave=False)
-    for unit in bar:
-        bar.set_postfix_str(unit.id, refresh=False)
+    todo = []
+    for unit in share:
         done = find_record(out, artifact.paper, artifact.name, scale, unit.id, chash)
         if done is not None and done.status in ("ok", "skipped") and not force:
             counts["reused"] += 1
-            continue
-        record = _run_unit(artifact, unit, ctx, identity, chash)
-        write_record(out, record)
-        counts["ran"] += 1
-        counts["failed"] += record.status == "failed"
-        counts["skipped"] += record.status == "skipped"
-    bar.close()
+        else:
+            todo.append(unit)
+    task = UnitTask(artifact, ctx, identity, chash, Path(out), _now())
+    with tqdm(total=len(todo), desc=artifact.id, unit="unit", disable=not progress, file=sys.stderr,
+              leave=False) as bar:
+        for unit, status in (executor or InlineExecutor()).run(task, todo):
+            bar.update(1)
+            bar.set_postfix_str(unit.id, refresh=False)
+            counts["ran"] += 1
+            counts["failed"] += status == "failed"
+            counts["skipped"] += status == "skipped"
     records = [r for r in load_records(out, artifact.paper, artifact.name, scale)
                if r.config_hash == chash and r.unit in set(ids)]
     summary, verdicts = judge_records(artifact, records, ctx)
@@ -118,7 +222,8 @@ def run_artifact(artifact: Artifact, scale: str, device: Device, *, seed: int = 
         table_path = Path(out) / artifact.paper / artifact.name / scale / f"summary.{chash}.csv"
         atomic_write_text(table_path, summary.table.to_csv(index=False))
     _release_figures(summary)
-    return RunResult(artifact, ctx, records, summary, verdicts, counts)
+    return RunResult(artifact, ctx, records, summary, verdicts, counts, shard=shard,
+                     share=frozenset(unit.id for unit in share), total_units=len(units))
 
 
 def _remove_stale_temporaries(out: Path, artifact: Artifact, scale: str) -> None:
@@ -131,12 +236,21 @@ def _remove_stale_temporaries(out: Path, artifact: Artifact, scale: str) -> None
             stale.unlink(missing_ok=True)
 
 
-def _run_unit(artifact: Artifact, unit, ctx: Context, identity: dict, chash: str) -> Record:
-    started = datetime.now(UTC).isoformat(timespec="seconds")
+def _now() -> str:
+    """The current UTC time as records store it (ISO 8601, seconds)."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _record_fields(artifact: Artifact, unit: Unit, ctx: Context, identity: dict, chash: str) -> dict:
+    """The fields every record of ``unit`` carries, whatever its outcome."""
+    return dict(paper=artifact.paper, artifact=artifact.name, unit=unit.id, scale=ctx.scale,
+                config=identity, config_hash=chash, seed=ctx.seed, params=unit.params,
+                device=ctx.device.to_json(), environment=environment(), started=_now())
+
+
+def _run_unit(artifact: Artifact, unit: Unit, ctx: Context, identity: dict, chash: str) -> Record:
     clock = time.perf_counter()
-    fields = dict(paper=artifact.paper, artifact=artifact.name, unit=unit.id, scale=ctx.scale,
-                  config=identity, config_hash=chash, seed=ctx.seed, params=unit.params,
-                  device=ctx.device.to_json(), environment=environment(), started=started)
+    fields = _record_fields(artifact, unit, ctx, identity, chash)
     try:
         outcome = artifact.run_unit(unit, ctx)
     except SkipUnit as skip:
