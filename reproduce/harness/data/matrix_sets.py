@@ -9,6 +9,14 @@ A scale's config names its set with three keys, any of which may be empty:
 
 The command-line options ``--matrices Group/Name ...`` and ``--matrix-dir DIR`` (config
 keys ``matrices`` and ``matrix_dir``) replace the scale's set when given.
+
+``--matrices all`` walks the whole collection's index
+(:func:`reproduce.harness.data.suitesparse.collection_index`), in id order, narrowed by
+``--min-nnz``, ``--max-nnz`` and ``--max-rows``. Each unit's params carry the matrix's
+index entry (id, rows, cols, nnz, kind). A matrix that the walk has to download is
+fetched just before its unit reads it and deleted as soon as it is read (its provenance
+says so), unless ``--keep-matrices`` keeps it in the cache: the whole collection is about
+100 GB compressed. ``keep_matrices`` is left out of the config hash (it changes no result).
 """
 
 from __future__ import annotations
@@ -22,11 +30,22 @@ from reproduce.harness.artifact import Context, Unit
 from reproduce.harness.data import suitesparse, synthetic
 from reproduce.harness.errors import DataError
 
+ALL = "all"
+SIZE_FILTERS = ("min_nnz", "max_nnz", "max_rows")
+INDEX_FIELDS = ("id", "rows", "cols", "nnz", "kind")
+
 MATRIX_OPTIONS = {
     "--matrices": dict(nargs="+", metavar="GROUP/NAME",
-                       help="run on these SuiteSparse matrices instead of the scale's set (downloaded if needed)"),
+                       help="run on these SuiteSparse matrices instead of the scale's set (downloaded if needed); "
+                            "'all' walks the whole collection's index (see --max-nnz, --keep-matrices)"),
     "--matrix-dir": dict(type=Path, metavar="DIR",
                          help="run on every .mtx file in DIR instead of the scale's set"),
+    "--min-nnz": dict(type=int, metavar="N", help="with --matrices all: only matrices with at least N nonzeros"),
+    "--max-nnz": dict(type=int, metavar="N", help="with --matrices all: only matrices with at most N nonzeros"),
+    "--max-rows": dict(type=int, metavar="N", help="with --matrices all: only matrices with at most N rows"),
+    "--keep-matrices": dict(action="store_true", default=None,
+                            help="with --matrices all: keep each downloaded matrix in the cache (by default it is "
+                                 "deleted once its unit has read it)"),
 }
 
 
@@ -34,9 +53,32 @@ def _unit_id(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "__", name)
 
 
+def walks_collection(config: dict) -> bool:
+    """Whether ``config`` asks for the whole collection (``--matrices all``)."""
+    return ALL in (config.get("matrices") or [])
+
+
+def _collection_units(config: dict) -> list[Unit]:
+    """One unit per matrix of the collection's index that passes the size filters."""
+    if config["matrices"] != [ALL]:
+        raise DataError(f"--matrices {ALL} stands alone; drop the other names or run them separately")
+    filters = {key: config.get(key) for key in SIZE_FILTERS}
+    entries = suitesparse.collection_index(**filters)
+    if not entries:
+        given = ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in filters.items() if v is not None)
+        raise DataError(f"no matrix of the SuiteSparse index passes {given or 'the filters'}; widen them")
+    return [Unit(_unit_id(e["name"]), {"matrix": e["name"], "index": {k: e[k] for k in INDEX_FIELDS}})
+            for e in entries]
+
+
 def matrix_units(ctx: Context) -> list[Unit]:
     """The units of the matrix set that ``ctx.config`` names (see the module docstring)."""
     config = ctx.config
+    if not walks_collection(config) and any(config.get(key) is not None for key in SIZE_FILTERS):
+        raise DataError("--min-nnz, --max-nnz and --max-rows filter the collection's index: use them with "
+                        f"--matrices {ALL}")
+    if walks_collection(config):
+        return _collection_units(config)
     if config.get("matrices") or config.get("matrix_dir"):
         named, local, generated = list(config.get("matrices") or []), False, []
         directory = config.get("matrix_dir")
@@ -63,7 +105,11 @@ def load_unit_matrix(unit: Unit, ctx: Context) -> tuple[sp.csr_matrix, dict]:
     params = unit.params
     if "matrix" in params:
         matrix, source = suitesparse.load_matrix(params["matrix"])
-        return matrix, source.provenance()
+        provenance = source.provenance()
+        if source.source == "download" and walks_collection(ctx.config) and not ctx.config.get("keep_matrices"):
+            suitesparse.remove_downloaded(params["matrix"])
+            provenance["deleted_after_use"] = True
+        return matrix, provenance
     if "file" in params:
         matrix, source = suitesparse.load_matrix_file(Path(params["file"]))
         return matrix, source.provenance()
@@ -79,4 +125,5 @@ def fetch_named(ctx: Context) -> list[str]:
 
 
 # The parts of an Artifact that every sweep over a matrix set shares: Artifact(..., **MATRIX_SWEEP).
-MATRIX_SWEEP = {"units": matrix_units, "options": MATRIX_OPTIONS, "fetch": fetch_named}
+MATRIX_SWEEP = {"units": matrix_units, "options": MATRIX_OPTIONS, "fetch": fetch_named,
+                "unhashed_keys": ("keep_matrices",)}

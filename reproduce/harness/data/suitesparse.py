@@ -10,6 +10,13 @@ Search order for a matrix ``Group/Name``:
    where ``<base>`` is ``$REPRO_SUITESPARSE_URL`` or the collection's own site. Only
    ``Name/Name.mtx`` is taken from the tarball, into the cache.
 
+The collection's index (every matrix with its size, for ``--matrices all``) is the
+collection's own ``files/ssstats.csv`` (:func:`collection_index`): from
+``$REPRO_SUITESPARSE_INDEX`` (a local file or an http(s) URL) when set, else from
+``<base>/files/ssstats.csv``, so one loopback mirror laid out like the collection's site
+serves both the index and the tarballs. A downloaded index is cached for
+:data:`INDEX_MAX_AGE_DAYS` days, as ssgetpy caches its own.
+
 The collection publishes no checksums, so no matrix file can be verified: its sha256 as
 found is recorded in the provenance with ``verified: false``. A download is written to a
 scratch folder and its tarball extracted by :mod:`reproduce.harness.data.archives` (every
@@ -17,12 +24,17 @@ member checked, the folder renamed into the cache only when complete), so an int
 or hostile download leaves nothing a later run would read.
 """
 
+import contextlib
+import csv
 import hashlib
 import importlib.util
 import logging
+import os
 import re
+import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -40,6 +52,13 @@ from reproduce.harness.paths import cache_dir, env_dirs, env_url
 COLLECTION_URL = "https://sparse.tamu.edu"
 MATRIX_DIRS_VARIABLE = "REPRO_MATRIX_DIRS"
 MIRROR_VARIABLE = "REPRO_SUITESPARSE_URL"
+INDEX_VARIABLE = "REPRO_SUITESPARSE_INDEX"
+INDEX_PATH = "files/ssstats.csv"
+INDEX_MAX_AGE_DAYS = 90
+# ssstats.csv, after its two header lines (the count of matrices, the date of the last
+# revision): one line per matrix in id order, these columns, then others we do not read.
+INDEX_COLUMNS = ("group", "name", "rows", "cols", "nnz", "isReal", "isBinary", "isND", "posdef", "psym", "nsym",
+                 "kind")
 NAME_PART = re.compile(r"[A-Za-z0-9_.-]+")
 MATRIX_SUFFIXES = (".mtx", ".mtx.gz")
 DOWNLOAD_TIMEOUT_S = 60
@@ -223,6 +242,105 @@ def search_collection(limit: int = SEARCH_LIMIT, **filters) -> list[dict]:
         ) from exc
 
 
+def collection_index(*, min_nnz: int | None = None, max_nnz: int | None = None,
+                     max_rows: int | None = None) -> list[dict]:
+    """Every matrix in the collection's index, in id order, optionally filtered by size.
+
+    The index is ``ssstats.csv`` (see the module docstring for where it comes from), read
+    here rather than through ssgetpy, whose import fetches the index from the collection
+    itself and so cannot be pointed at a mirror or a file.
+
+    Parameters
+    ----------
+    min_nnz, max_nnz : int, optional
+        Keep matrices with at least / at most this many nonzeros (as the index counts them:
+        the whole matrix, both triangles of a symmetric one).
+    max_rows : int, optional
+        Keep matrices with at most this many rows.
+
+    Returns
+    -------
+    list of dict
+        As :func:`search_collection` returns them: name (``Group/Name``), id, group, rows,
+        cols, nnz, dtype, is2d3d, isspd, psym, nsym, kind.
+
+    Raises
+    ------
+    DataError
+        If the index cannot be read or fetched, or is not in ssstats.csv's format.
+    """
+    path, label = _index_file()
+    entries = parse_index(path.read_text(encoding="utf-8", errors="replace"), label)
+    return [entry for entry in entries
+            if (min_nnz is None or entry["nnz"] >= min_nnz) and (max_nnz is None or entry["nnz"] <= max_nnz)
+            and (max_rows is None or entry["rows"] <= max_rows)]
+
+
+def parse_index(text: str, label: str = "ssstats.csv") -> list[dict]:
+    """The entries of an index in ssstats.csv's format (see :data:`INDEX_COLUMNS`).
+
+    Line 1 is the number of matrices and must match the lines that follow; line 2 the
+    date of the last revision; line ``k + 2`` the matrix with id ``k``. Entries whose
+    ``Group/Name`` could not name a file here are left out (none in the collection today).
+    """
+    lines = text.splitlines()
+    try:
+        declared = int(lines[0])
+        rows = list(csv.reader(lines[2:]))
+    except (IndexError, ValueError, csv.Error):
+        raise DataError(f"{label} is not a SuiteSparse index (ssstats.csv): its first line is not the number of "
+                        "matrices") from None
+    rows = [row for row in rows if row]
+    if len(rows) != declared:
+        raise DataError(f"{label} declares {declared} matrices but lists {len(rows)}; it is truncated or not "
+                        "ssstats.csv")
+    entries = []
+    for matrix_id, row in enumerate(rows, start=1):
+        try:
+            fields = dict(zip(INDEX_COLUMNS, row[: len(INDEX_COLUMNS)], strict=True))
+            entry = {"name": f"{fields['group']}/{fields['name']}", "id": matrix_id, "group": fields["group"],
+                     "rows": int(fields["rows"]), "cols": int(fields["cols"]), "nnz": int(fields["nnz"]),
+                     "dtype": "binary" if int(fields["isBinary"]) else ("real" if int(fields["isReal"]) else "complex"),
+                     "is2d3d": bool(int(fields["isND"])), "isspd": bool(int(fields["posdef"])),
+                     "psym": float(fields["psym"]), "nsym": float(fields["nsym"]), "kind": fields["kind"]}
+        except ValueError:
+            raise DataError(f"{label}, line {matrix_id + 2}: not an ssstats.csv row ({','.join(row)[:80]!r})") from None
+        if _is_matrix_name(entry["name"]):
+            entries.append(entry)
+    return entries
+
+
+def _index_file() -> tuple[Path, str]:
+    """The index as a local file (reading ``$REPRO_SUITESPARSE_INDEX`` or downloading it), and its label."""
+    value = os.environ.get(INDEX_VARIABLE, "").strip()
+    if value and "://" not in value:
+        path = Path(value).expanduser().resolve()
+        if not path.is_file():
+            raise DataError(f"{INDEX_VARIABLE} names {path}, which is not a file; point it at a copy of the "
+                            "collection's ssstats.csv, or unset it to download the index.")
+        return path, str(path)
+    url = env_url(INDEX_VARIABLE) or f"{env_url(MIRROR_VARIABLE) or COLLECTION_URL}/{INDEX_PATH}"
+    cached = cache_dir("suitesparse") / f"ssstats.{hashlib.sha256(url.encode()).hexdigest()[:12]}.csv"
+    if cached.is_file() and time.time() - cached.stat().st_mtime < INDEX_MAX_AGE_DAYS * 86400:
+        return cached, url
+    with tempfile.TemporaryDirectory(dir=cached.parent, prefix=".index-") as scratch:
+        fetched = _download(url, Path(scratch), "ssstats.csv", what="the SuiteSparse index",
+                            remedy=f"set {INDEX_VARIABLE} to a local copy of ssstats.csv, or {MIRROR_VARIABLE} "
+                                   "to a reachable mirror")
+        parse_index(fetched.read_text(encoding="utf-8", errors="replace"), url)
+        os.replace(fetched, cached)
+    return cached, url
+
+
+def remove_downloaded(name: str) -> None:
+    """Delete the cached file of matrix ``Group/Name`` (and its folder, and the group's when empty)."""
+    group, matrix_name = _split_name(name)
+    folder = _cache_path(group, matrix_name).parent
+    shutil.rmtree(folder, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        folder.parent.rmdir()
+
+
 def _search_record(matrix) -> dict:
     """The plain-data view of one ``ssgetpy`` matrix."""
     return {
@@ -351,17 +469,20 @@ def _download_into_cache(group: str, matrix_name: str, url: str, target: Path) -
 
 
 def _fetch(group: str, matrix_name: str, url: str, folder: Path) -> Path:
-    """Download ``url`` into ``folder`` with pooch; turn network failures into DataError."""
+    """Download the tarball of ``group/matrix_name`` from ``url`` into ``folder``."""
+    return _download(url, folder, "matrix.tar.gz", what=f"SuiteSparse matrix {group}/{matrix_name}",
+                     remedy=f"{_placement_hint(group, matrix_name)}, or set {MIRROR_VARIABLE} to a reachable mirror; "
+                            "the smoke scale runs without downloads")
+
+
+def _download(url: str, folder: Path, fname: str, *, what: str, remedy: str) -> Path:
+    """Download ``url`` into ``folder/fname`` with pooch; a network failure is a DataError naming ``what``."""
     downloader = pooch.HTTPDownloader(progressbar=_show_progress(), timeout=DOWNLOAD_TIMEOUT_S)
     try:
         with _quiet_pooch():
-            fetched = pooch.retrieve(url, known_hash=None, fname="matrix.tar.gz", path=folder, downloader=downloader)
+            fetched = pooch.retrieve(url, known_hash=None, fname=fname, path=folder, downloader=downloader)
     except (requests.RequestException, OSError) as exc:
-        raise DataError(
-            f"Cannot download SuiteSparse matrix {group}/{matrix_name} from {url} ({_failure_reason(exc)}); "
-            f"{_placement_hint(group, matrix_name)}, or set {MIRROR_VARIABLE} to a reachable mirror; "
-            "the smoke scale runs without downloads."
-        ) from exc
+        raise DataError(f"Cannot download {what} from {url} ({_failure_reason(exc)}); {remedy}.") from exc
     return Path(fetched)
 
 
