@@ -88,7 +88,7 @@ def _artifact_options(parser: argparse.ArgumentParser, artifact: Artifact) -> No
 
 
 def _overrides(args: argparse.Namespace, artifact: Artifact) -> dict:
-    names = [flag.lstrip("-").replace("-", "_") for flag in artifact.options]
+    names = [kwargs.get("dest", flag.lstrip("-").replace("-", "_")) for flag, kwargs in artifact.options.items()]
     return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
 
 

@@ -173,3 +173,14 @@ def test_collection_options_misused_are_one_line_errors(mirror, tmp_path, capsys
     assert "use them with --matrices all" in capsys.readouterr().err
     assert main([*base, "--matrices", "all", "--min-nnz", "10", "--max-nnz", "20"]) == 2
     assert "no matrix of the SuiteSparse index passes --min-nnz 10, --max-nnz 20" in capsys.readouterr().err
+
+
+def test_size_filters_keep_out_of_the_artifacts_own_config_keys():
+    from reproduce.harness.cli import _overrides, build_parser
+    from reproduce.hbp.preprocessing import ARTIFACT as PREPROCESSING
+
+    args = build_parser(PREPROCESSING).parse_args(["run", "hbp/preprocessing", "--matrices", "all", "--min-nnz", "5",
+                                                   "--max-rows", "9"])
+    overrides = _overrides(args, PREPROCESSING)
+    assert overrides == {"matrices": ["all"], "index_min_nnz": 5, "index_max_rows": 9}
+    assert PREPROCESSING.scales["quick"]["min_nnz"] == 2000, "hbp/preprocessing's own min_nnz is untouched"

@@ -31,7 +31,10 @@ from reproduce.harness.data import suitesparse, synthetic
 from reproduce.harness.errors import DataError
 
 ALL = "all"
-SIZE_FILTERS = ("min_nnz", "max_nnz", "max_rows")
+# --flag -> (config key, keyword of suitesparse.collection_index); the keys carry an
+# index_ prefix so they never meet an artifact's own (hbp/preprocessing's min_nnz).
+SIZE_FILTERS = {"--min-nnz": ("index_min_nnz", "min_nnz"), "--max-nnz": ("index_max_nnz", "max_nnz"),
+                "--max-rows": ("index_max_rows", "max_rows")}
 INDEX_FIELDS = ("id", "rows", "cols", "nnz", "kind")
 
 MATRIX_OPTIONS = {
@@ -40,9 +43,12 @@ MATRIX_OPTIONS = {
                             "'all' walks the whole collection's index (see --max-nnz, --keep-matrices)"),
     "--matrix-dir": dict(type=Path, metavar="DIR",
                          help="run on every .mtx file in DIR instead of the scale's set"),
-    "--min-nnz": dict(type=int, metavar="N", help="with --matrices all: only matrices with at least N nonzeros"),
-    "--max-nnz": dict(type=int, metavar="N", help="with --matrices all: only matrices with at most N nonzeros"),
-    "--max-rows": dict(type=int, metavar="N", help="with --matrices all: only matrices with at most N rows"),
+    "--min-nnz": dict(type=int, metavar="N", dest=SIZE_FILTERS["--min-nnz"][0],
+                      help="with --matrices all: only matrices with at least N nonzeros"),
+    "--max-nnz": dict(type=int, metavar="N", dest=SIZE_FILTERS["--max-nnz"][0],
+                      help="with --matrices all: only matrices with at most N nonzeros"),
+    "--max-rows": dict(type=int, metavar="N", dest=SIZE_FILTERS["--max-rows"][0],
+                       help="with --matrices all: only matrices with at most N rows"),
     "--keep-matrices": dict(action="store_true", default=None,
                             help="with --matrices all: keep each downloaded matrix in the cache (by default it is "
                                  "deleted once its unit has read it)"),
@@ -62,10 +68,10 @@ def _collection_units(config: dict) -> list[Unit]:
     """One unit per matrix of the collection's index that passes the size filters."""
     if config["matrices"] != [ALL]:
         raise DataError(f"--matrices {ALL} stands alone; drop the other names or run them separately")
-    filters = {key: config.get(key) for key in SIZE_FILTERS}
-    entries = suitesparse.collection_index(**filters)
+    entries = suitesparse.collection_index(**{keyword: config.get(key) for key, keyword in SIZE_FILTERS.values()})
     if not entries:
-        given = ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in filters.items() if v is not None)
+        given = ", ".join(f"{flag} {config[key]}" for flag, (key, _) in SIZE_FILTERS.items()
+                          if config.get(key) is not None)
         raise DataError(f"no matrix of the SuiteSparse index passes {given or 'the filters'}; widen them")
     return [Unit(_unit_id(e["name"]), {"matrix": e["name"], "index": {k: e[k] for k in INDEX_FIELDS}})
             for e in entries]
@@ -74,7 +80,7 @@ def _collection_units(config: dict) -> list[Unit]:
 def matrix_units(ctx: Context) -> list[Unit]:
     """The units of the matrix set that ``ctx.config`` names (see the module docstring)."""
     config = ctx.config
-    if not walks_collection(config) and any(config.get(key) is not None for key in SIZE_FILTERS):
+    if not walks_collection(config) and any(config.get(key) is not None for key, _ in SIZE_FILTERS.values()):
         raise DataError("--min-nnz, --max-nnz and --max-rows filter the collection's index: use them with "
                         f"--matrices {ALL}")
     if walks_collection(config):
