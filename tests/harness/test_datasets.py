@@ -38,10 +38,12 @@ def cache_contents(dataset: str) -> list[str]:
 
 
 def test_registry_lists_the_papers_datasets_with_md5s():
-    assert DATASETS == ("mnist", "cifar10", "cifar100", "tiny_imagenet", "coco2017", "fid_inception")
+    assert DATASETS == ("mnist", "cifar10", "cifar100", "tiny_imagenet", "coco2017", "fid_inception",
+                        "resnet50_imagenet")
+    weights = {"fid_inception", "resnet50_imagenet"}  # torch.hub-style names: only a sha256 prefix is published
     for entry in REGISTRY.values():
         for remote in entry.files.values():
-            published = r"sha256:[0-9a-f]{8,64}" if entry.name == "fid_inception" else r"md5:[0-9a-f]{32}"
+            published = r"sha256:[0-9a-f]{8,64}" if entry.name in weights else r"md5:[0-9a-f]{32}"
             assert re.fullmatch(published, remote.known_hash), remote.name
             assert remote.urls and all(url.endswith("/" + remote.name) for url in remote.urls)
     assert set(REGISTRY["cifar10"].files) == {"cifar-10-binary.tar.gz", "cifar-10-python.tar.gz"}
