@@ -7,7 +7,10 @@ The scale's config picks them:
   FID/sFID/IS/precision against the shared MNIST test set: comparable between methods of one
   run, never with a paper's numbers;
 - ``dataset = "cifar10"``, ``features = "inception"`` (full): the FID Inception-v3 weights,
-  fetched with their checksum, against the CIFAR-10 test set.
+  fetched with their checksum, against the CIFAR-10 test set;
+- ``dataset = "folder"``, ``features = "inception"`` (full, for pretrained models of other
+  data, e.g. the LSUN-Bedrooms LDM-4): real images in class folders under
+  ``config["reference_folder"]`` are the reference set; there are no training images.
 
 Images are ``(N, C, side, side)`` floats in [-1, 1], the diffusion models' range.
 """
@@ -30,7 +33,7 @@ from methods.diffusion import (
     train_proxy,
 )
 from reproduce.harness.data.datasets import fetch
-from reproduce.harness.data.images import load_cifar, load_mnist, offline_mnist_train
+from reproduce.harness.data.images import load_cifar, load_image_folder, load_mnist, offline_mnist_train
 from reproduce.harness.errors import DataError
 from reproduce.harness.paths import cache_dir, cached_weights, config_key
 
@@ -46,17 +49,24 @@ def to_unit_range(images: np.ndarray, side: int) -> torch.Tensor:
 
 @dataclass
 class QualityData:
-    """Real images for the feature extractor: training images (and labels) and the reference set."""
+    """Real images for the feature extractor: training images (and labels; None for a reference
+    folder) and the reference set."""
 
-    train: torch.Tensor
-    train_labels: torch.Tensor
+    train: torch.Tensor | None
+    train_labels: torch.Tensor | None
     reference: torch.Tensor
     provenance: dict
 
 
 def quality_data(config: dict) -> QualityData:
-    """The real images of the scale: offline MNIST (quick/smoke) or CIFAR-10 (full)."""
+    """The real images of the scale: offline MNIST (quick/smoke), CIFAR-10 or a reference folder (full)."""
     side = config["side"]
+    if config["dataset"] == "folder":
+        if not config.get("reference_folder"):
+            raise DataError("dataset = folder needs reference_folder: a folder of real images in class folders")
+        test = load_image_folder(config["reference_folder"])
+        reference = to_unit_range(test.images[:config["reference_images"]], side)
+        return QualityData(None, None, reference, {"reference": test.provenance})
     if config["dataset"] == "mnist-offline":
         train, test = offline_mnist_train(), load_mnist("test", download=False)
     elif config["dataset"] == "cifar10":
@@ -64,7 +74,7 @@ def quality_data(config: dict) -> QualityData:
         train = load_cifar("cifar10", "train", download=download)
         test = load_cifar("cifar10", "test", download=download)
     else:
-        raise DataError(f"unknown dataset {config['dataset']!r}; choose mnist-offline or cifar10")
+        raise DataError(f"unknown dataset {config['dataset']!r}; choose mnist-offline, cifar10 or folder")
     reference = to_unit_range(test.images[:config["reference_images"]], side)
     return QualityData(to_unit_range(train.images, side), torch.from_numpy(train.labels), reference,
                        {"train": train.provenance, "reference": test.provenance})
@@ -77,6 +87,9 @@ def feature_extractor(config: dict, data: QualityData, device: torch.device):
         extractor = InceptionFeatures(num_classes=1008, fid_blocks=True)
         extractor.load_state_dict(torch.load(next(iter(weights.values())), map_location="cpu", weights_only=True))
         return extractor.to(device).eval(), "FID Inception-v3 (pt_inception-2015-12-05)"
+    if data.train is None:
+        raise DataError("proxy features are trained on the dataset's training images, and a reference folder has "
+                        "none; use features = inception")
     path = cache_dir("diffusion") / f"proxy-{config_key(config, ('side', 'proxy_epochs', 'dataset'))}.pt"
     extractor = ProxyClassifier(in_channels=data.train.shape[1], num_classes=int(data.train_labels.max()) + 1)
     cached_weights(extractor, path, lambda: train_proxy(extractor, data.train, data.train_labels,

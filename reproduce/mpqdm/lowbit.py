@@ -112,9 +112,8 @@ def _plot_samples(records: list[Record]):
     fig, axes = plt.subplots(1, max(len(shown), 1), figsize=(1.6 * max(len(shown), 1), 1.9), squeeze=False)
     for ax, record in zip(axes[0], shown, strict=False):
         grid = np.asarray(record.data["sample_grid"], dtype=np.uint8)
-        side = grid.shape[-1]
-        tiles = grid[:16].reshape(4, 4, side, side, *grid.shape[3:]).swapaxes(1, 2).reshape(4 * side, 4 * side,
-                                                                                             *grid.shape[3:])
+        side, colour = grid.shape[1], grid.shape[3:]  # (16, side, side) or (16, side, side, 3)
+        tiles = grid[:16].reshape(4, 4, side, side, *colour).swapaxes(1, 2).reshape(4 * side, 4 * side, *colour)
         ax.imshow(tiles, cmap="gray")
         ax.set_title(f"{record.params['bits']}\n{record.params['method']}", fontsize=7)
         ax.axis("off")
@@ -151,6 +150,15 @@ ARTIFACT = Artifact(
         "quick": "the offline MNIST digits and the shared MNIST test set in REPRO_DATA_DIRS; 13 units, ~15 min.",
         "full": "google/ddpm-cifar10-32 (hub or a local folder), CIFAR-10 and the FID Inception weights (downloaded "
                 "on first use) and a CUDA GPU.",
+    },
+    options={
+        "--pretrained": {"metavar": "PIPELINE", "help": "a diffusers pipeline or UNet (local folder or hub id): a "
+                         "pixel DDPM, or an unconditional latent diffusion pipeline (LDMPipeline: UNet2DModel + "
+                         "VQModel, e.g. the paper's LSUN-Bedrooms LDM-4 in diffusers format)"},
+        "--dataset": {"choices": ["mnist-offline", "cifar10", "folder"],
+                      "help": "the real images the samples are scored against"},
+        "--reference-folder": {"metavar": "DIR", "help": "with --dataset folder: real images in class folders"},
+        "--side": {"type": int, "help": "image side in pixels the reference images are resized to (the samples' side)"},
     },
     units=units,
     run_unit=run_mpqdm_unit,

@@ -18,12 +18,20 @@ Where the model and the quality features come from depends on the scale:
   comparable between methods of one run, never with the paper's numbers. Both are cached
   (keyed by their config) in the suite's cache folder, so only the first unit trains them
   (:mod:`reproduce.diffusion_quality` holds the data, the extractors and the scores).
-- full: a pretrained diffusers UNet and scheduler (``pretrained``: a local folder or a hub
-  id, e.g. ``google/ddpm-cifar10-32``), real FID/sFID/IS/precision with the FID Inception
-  weights (fetched with their checksum) against the CIFAR-10 test set.
+- full: a pretrained diffusers pipeline (``pretrained``: a local folder or a hub id), real
+  FID/sFID/IS/precision with the FID Inception weights (fetched with their checksum):
+  ``google/ddpm-cifar10-32`` against the CIFAR-10 test set by default, or an unconditional
+  latent diffusion pipeline (``LDMPipeline``: UNet2DModel + VQModel, such as the paper's
+  LSUN-Bedrooms LDM-4 converted to diffusers' format) against a folder of real images
+  (``dataset = "folder"``, ``reference_folder``). A latent model is quantized and distilled
+  in its latent space and its samples decoded by its autoencoder before scoring
+  (:class:`DiffusionModel`). The paper's class-conditional ImageNet LDM-4 (cross-attention
+  on a class embedding, classifier-free guidance) is not supported.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -62,28 +70,80 @@ def parse_bits(setting: str) -> tuple[int, int]:
         raise DataError(f"bit setting {setting!r} is not of the form W<bits>A<bits>") from None
 
 
-def fp_model(config: dict, data: QualityData, device: torch.device):
-    """The full-precision UNet (eval mode) and where it came from.
+@dataclass
+class DiffusionModel:
+    """The full-precision denoiser, the DDIM sampler it runs with, and a latent model's decoder.
 
-    ``config["pretrained"]`` loads a diffusers UNet2DModel (a local folder or a hub id);
+    ``decoder`` is the autoencoder of a latent diffusion pipeline (diffusers' ``VQModel`` of
+    an LDM, or an ``AutoencoderKL``), None for a pixel-space model: quantization and
+    distillation act on ``unet`` alone, in whatever space it denoises.
+    """
+
+    unet: torch.nn.Module
+    scheduler: object
+    decoder: torch.nn.Module | None
+    source: dict
+
+    @torch.no_grad()
+    def to_pixels(self, samples: torch.Tensor, batch_size: int) -> torch.Tensor:
+        """Images in [-1, 1] from the denoiser's samples: a latent model's are divided by the
+        autoencoder's ``scaling_factor`` and decoded, as diffusers' ``LDMPipeline`` does."""
+        if self.decoder is None:
+            return samples
+        scale = self.decoder.config.scaling_factor
+        return torch.cat([self.decoder.decode(samples[i:i + batch_size] / scale).sample
+                          for i in range(0, len(samples), batch_size)]).clamp(-1, 1)
+
+
+def _pretrained(name: str, config: dict) -> DiffusionModel:
+    """A diffusers pipeline (``model_index.json``: DDPM, or an unconditional LDM with its
+    autoencoder) or a bare UNet folder, from a local path or a hub id."""
+    from diffusers import DDIMScheduler, DiffusionPipeline, UNet2DModel
+
+    try:
+        pipeline = DiffusionPipeline.from_pretrained(name)
+    except (OSError, ValueError):
+        pipeline = None
+    if pipeline is None:
+        try:
+            unet = UNet2DModel.from_pretrained(name, subfolder=config.get("unet_subfolder"))
+        except (OSError, ValueError) as error:
+            raise DataError(f"cannot load the pretrained UNet {name!r} ({error}); give a local folder with its "
+                            "config.json and weights (or a diffusers pipeline folder), or go online") from None
+        return DiffusionModel(unet, ddim_scheduler(), None, {"source": name})
+    unet = getattr(pipeline, "unet", None)
+    if not isinstance(unet, UNet2DModel):
+        raise DataError(f"{name!r} is a {type(pipeline).__name__} whose denoiser is not an unconditional "
+                        "UNet2DModel; class- and text-conditional pipelines are not supported here")
+    decoder = getattr(pipeline, "vqvae", None) or getattr(pipeline, "vae", None)
+    source = {"source": name, "pipeline": type(pipeline).__name__}
+    if decoder is not None:
+        source["decoder"] = type(decoder).__name__
+    return DiffusionModel(unet, DDIMScheduler.from_config(pipeline.scheduler.config), decoder, source)
+
+
+def fp_model(config: dict, data: QualityData, device: torch.device) -> DiffusionModel:
+    """The full-precision model (eval mode) and where it came from.
+
+    ``config["pretrained"]`` loads a diffusers pipeline or UNet (a local folder or a hub id);
     otherwise a small DDPM is trained on ``data.train`` and cached by its config.
     """
     if config.get("pretrained"):
-        from diffusers import UNet2DModel
-
-        try:
-            unet = UNet2DModel.from_pretrained(config["pretrained"], subfolder=config.get("unet_subfolder"))
-        except (OSError, ValueError) as error:
-            raise DataError(f"cannot load the pretrained UNet {config['pretrained']!r} ({error}); give a local "
-                            "folder with its config.json and weights, or go online") from None
-        return unet.to(device).eval(), {"source": config["pretrained"]}
+        model = _pretrained(config["pretrained"], config)
+        model.unet.to(device).eval()
+        if model.decoder is not None:
+            model.decoder.to(device).eval()
+        return model
+    if data.train is None:
+        raise DataError("training a DDPM here needs the dataset's training images; give pretrained instead")
     fields = ("side", "unet", "train_steps", "train_batch", "train_lr", "dataset")
     path = cache_dir("mpqdm") / f"ddpm-{config_key(config, fields)}.pt"
     unet = tiny_unet(sample_size=config["side"], in_channels=data.train.shape[1], **config["unet"], seed=0)
     cached_weights(unet, path, lambda: train_ddpm(unet, ddpm_scheduler(), data.train, steps=config["train_steps"],
                                                   batch_size=config["train_batch"], lr=config["train_lr"],
                                                   generator=torch.Generator().manual_seed(0)))
-    return unet.to(device).eval(), {"source": f"trained here ({config['train_steps']} steps), cached at {path}"}
+    return DiffusionModel(unet.to(device).eval(), ddim_scheduler(), None,
+                          {"source": f"trained here ({config['train_steps']} steps), cached at {path}"})
 
 
 def quantize(method: str, unet, scheduler, w_bits: int, a_bits: int, config: dict, generator: torch.Generator):
@@ -109,6 +169,15 @@ def quantize(method: str, unet, scheduler, w_bits: int, a_bits: int, config: dic
     return model.eval(), omq, history
 
 
+def sample_grid(samples: torch.Tensor, n: int = 16, side: int = 64) -> list:
+    """The first ``n`` samples as 8-bit ``(n, s, s)`` (grayscale) or ``(n, s, s, 3)`` lists, at most ``side`` px."""
+    shown = samples[:n].float()
+    if shown.shape[-1] > side:
+        shown = torch.nn.functional.interpolate(shown, size=(side, side), mode="area")
+    pixels = shown.add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+    return (pixels.squeeze(-1) if pixels.shape[-1] == 1 else pixels).tolist()
+
+
 def run_mpqdm_unit(unit: Unit, ctx: Context) -> Outcome:
     """Quantize, sample and score one (bit setting, method); the record's metrics."""
     with torch_threads(ctx.device, ctx.config.get("cpu_threads")):
@@ -120,15 +189,16 @@ def _run(unit: Unit, ctx: Context) -> Outcome:
     w_bits, a_bits = parse_bits(unit.params["bits"])
     device = torch.device(ctx.device.tag if ctx.device.kind == "cuda" else "cpu")
     data = quality_data(config)
-    unet, model_source = fp_model(config, data, device)
+    fp = fp_model(config, data, device)
+    unet, scheduler = fp.unet, fp.scheduler
     extractor, features = feature_extractor(config, data, device)
     reference = extract(extractor, data.reference)
     generator = torch.Generator().manual_seed(int(ctx.rng(unit).integers(2**31)))
-    scheduler = ddim_scheduler()
     model, omq, history = quantize(method, unet, scheduler, w_bits, a_bits, config, generator)
     samples = ddim_sample(unet, scheduler, config["samples"], steps=config["sample_steps"], eta=0.0,
                           generator=torch.Generator().manual_seed(1), batch_size=config["sample_batch"],
                           model_fn=None if method == "fp" else temporal_model_fn(model))
+    samples = fp.to_pixels(samples, config["sample_batch"])
     quality = sample_quality(samples.cpu(), reference, extractor)
     size = effective_bits(model) if method != "fp" else None
     metrics = {name: metric(value, unit_name) for name, value, unit_name in (
@@ -138,9 +208,9 @@ def _run(unit: Unit, ctx: Context) -> Outcome:
     metrics["size_mb"] = metric(sum(p.numel() for p in unet.parameters()) * 4 / 2**20 if size is None
                                 else size.size_mb, "MB")
     return Outcome(metrics=metrics, data={
-        "features": features, "model": model_source, "samples": config["samples"], "provenance": data.provenance,
+        "features": features, "model": fp.source, "samples": config["samples"], "provenance": data.provenance,
         "bit_allocation": {} if size is None else bit_allocation(model),
         "omq_k": {name: result.k for name, result in omq.items()},
         "distill_loss": [round(h["loss"], 4) for h in history[::max(1, len(history) // 50)]],
-        "sample_grid": samples[:16].add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8).squeeze(1).tolist(),
+        "sample_grid": sample_grid(samples),
     })

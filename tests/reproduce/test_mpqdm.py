@@ -1,5 +1,6 @@
 """The MPQ-DM artifact: bit settings, its full-scale path on tiny fakes in the real formats, the claim's measurement."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -71,3 +72,48 @@ def test_a_missing_pretrained_model_is_one_clear_error(fake_full_data, tmp_path)
     config = {**lowbit.ARTIFACT.scales["full"], "pretrained": str(tmp_path / "nowhere")}
     with pytest.raises(DataError, match="cannot load the pretrained UNet"):
         runs.fp_model(config, None, torch.device("cpu"))
+
+
+@pytest.fixture
+def latent_pipeline(tmp_path, monkeypatch):
+    """A tiny unconditional LDM in diffusers' pipeline format (UNet2DModel on 3 x 8 x 8 latents, a VQModel
+    decoding them to 16 x 16 images), a reference folder of real-format PNGs, and stand-in Inception weights."""
+    from diffusers import DDIMScheduler, LDMPipeline, VQModel
+    from PIL import Image
+
+    unet = tiny_unet(sample_size=8, in_channels=3, block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=4)
+    vqvae = VQModel(in_channels=3, out_channels=3, latent_channels=3, block_out_channels=(8, 16), norm_num_groups=4,
+                    down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                    num_vq_embeddings=16)
+    LDMPipeline(vqvae=vqvae, unet=unet, scheduler=DDIMScheduler()).save_pretrained(tmp_path / "ldm")
+    rng = np.random.default_rng(0)
+    (tmp_path / "real" / "bedroom").mkdir(parents=True)
+    for k in range(6):
+        pixels = rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(tmp_path / "real" / "bedroom" / f"{k}.png")
+    weights = tmp_path / "pt_inception-2015-12-05-6726825d.pth"
+    torch.save(InceptionFeatures(num_classes=1008, fid_blocks=True).state_dict(), weights)
+    monkeypatch.setattr(diffusion_quality, "fetch", lambda name, download=True: {weights.name: weights})
+    return tmp_path
+
+
+def test_full_scale_quantizes_a_latent_diffusion_pipeline_and_decodes_its_samples(latent_pipeline):
+    config = {**lowbit.ARTIFACT.scales["full"], "pretrained": str(latent_pipeline / "ldm"), "dataset": "folder",
+              "reference_folder": str(latent_pipeline / "real"), "side": 16, "distill_epochs": 1, "sample_steps": 2,
+              "calib_samples": 2, "distill_batch": 2, "samples": 4, "sample_batch": 4, "reference_images": 6,
+              "lora_rank": 2}
+    ctx = Context("full", config, 0, describe_cpu("test"))
+    unit = next(u for u in lowbit.units(ctx) if u.params["method"] == "omq_trd" and u.params["bits"] == "W2A4")
+    outcome = runs.run_mpqdm_unit(unit, ctx)
+    assert outcome.data["model"] == {"source": str(latent_pipeline / "ldm"), "pipeline": "LDMPipeline",
+                                     "decoder": "VQModel"}
+    assert np.asarray(outcome.data["sample_grid"]).shape == (4, 16, 16, 3)  # decoded pixels, not 8 x 8 latents
+    assert 1.0 < outcome.metrics["weight_bits"]["value"] < 8.0 and np.isfinite(outcome.metrics["fid"]["value"])
+
+
+def test_proxy_features_need_training_images(latent_pipeline):
+    config = {**lowbit.ARTIFACT.scales["full"], "dataset": "folder", "features": "proxy",
+              "reference_folder": str(latent_pipeline / "real"), "side": 16, "reference_images": 6}
+    data = diffusion_quality.quality_data(config)
+    with pytest.raises(DataError, match="use features = inception"):
+        diffusion_quality.feature_extractor(config, data, torch.device("cpu"))
