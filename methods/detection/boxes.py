@@ -8,6 +8,7 @@ RoIAlign samples with ``aligned=True`` (pixel centres at half-integers).
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
 
@@ -73,18 +74,19 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torc
     """Greedy non-maximum suppression; indices ``(K,)`` of the kept boxes by decreasing score.
 
     A box is dropped when its IoU with a kept, higher-scoring box exceeds ``iou_threshold``.
+    The overlap matrix is computed on the boxes' device; the greedy pass runs over a host
+    copy of it, so a GPU tensor costs one transfer, not one synchronisation per box.
     """
     order = scores.argsort(descending=True)
     if order.numel() == 0:
         return order
-    overlaps = box_iou(boxes[order], boxes[order])
-    suppressed = torch.zeros(order.numel(), dtype=torch.bool, device=boxes.device)
+    overlapping = (box_iou(boxes[order], boxes[order]) > iou_threshold).cpu().numpy()
+    suppressed = np.zeros(order.numel(), dtype=bool)
     keep = []
     for i in range(order.numel()):
-        if suppressed[i]:
-            continue
-        keep.append(i)
-        suppressed |= overlaps[i] > iou_threshold
+        if not suppressed[i]:
+            keep.append(i)
+            suppressed |= overlapping[i]
     return order[torch.as_tensor(keep, dtype=torch.long, device=boxes.device)]
 
 

@@ -34,6 +34,22 @@ QFL_WEIGHT, DFL_WEIGHT, GIOU_WEIGHT = 1.0, 0.25, 2.0
 # ---------------------------------------------------------------- backbones
 
 
+class NormEvalBackbone(nn.Module):
+    """A backbone whose BatchNorm layers can stay in eval mode while it trains (``norm_eval``):
+    their running statistics are frozen, their affine weights still learn (MMDetection's
+    ``norm_eval=True``)."""
+
+    norm_eval = False
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if mode and self.norm_eval:
+            for module in self.modules():
+                if isinstance(module, nn.BatchNorm2d):
+                    module.eval()
+        return self
+
+
 class Bottleneck(nn.Module):
     """ResNet v1.5 bottleneck (stride on the 3x3 conv), torchvision's parameter names."""
 
@@ -61,7 +77,7 @@ class Bottleneck(nn.Module):
         return self.relu(self.bn3(self.conv3(out)) + identity)
 
 
-class ResNet50(nn.Module):
+class ResNet50(NormEvalBackbone):
     """ResNet-50 returning C3, C4, C5 (strides 8, 16, 32; 512, 1024, 2048 channels).
 
     Parameter names match torchvision's ``resnet50`` so its ImageNet state dict loads
@@ -90,14 +106,6 @@ class ResNet50(nn.Module):
         for module in frozen:
             module.requires_grad_(False)
 
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if mode and self.norm_eval:
-            for module in self.modules():
-                if isinstance(module, nn.BatchNorm2d):
-                    module.eval()
-        return self
-
     def forward(self, x):
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         c3 = self.layer2(self.layer1(x))
@@ -110,12 +118,13 @@ def conv_bn_relu(in_channels: int, out_channels: int, stride: int = 1) -> nn.Seq
                          nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
 
 
-class SmallBackbone(nn.Module):
+class SmallBackbone(NormEvalBackbone):
     """A small plain CNN for CPU runs: stem at stride 2, then stages at strides 4, 8, 16, 32.
 
     Each stage is two 3x3 conv-BN-ReLU layers (the first strided); returns C3, C4, C5 with
-    ``2w, 4w, 8w`` channels for base width ``w``. Its BatchNorm layers train (no ImageNet
-    statistics to keep), and are what detector inversion matches.
+    ``2w, 4w, 8w`` channels for base width ``w``. Its BatchNorm statistics train with the
+    first task (there are no ImageNet statistics to keep; set ``norm_eval`` to freeze them
+    afterwards), and are what detector inversion matches.
     """
 
     def __init__(self, width: int = 16):
@@ -391,20 +400,23 @@ def decode_boxes(output: DetectorOutput, reg_max: int) -> torch.Tensor:
 @torch.no_grad()
 def predict(output: DetectorOutput, reg_max: int, score_threshold: float = 0.05, iou_threshold: float = 0.6,
             max_detections: int = 100, pre_nms: int = 1000) -> list[Detections]:
-    """GFL's inference: per level the ``pre_nms`` best anchors, scores above the threshold,
-    class-aware NMS, the ``max_detections`` best boxes per image."""
+    """GFL's inference (MMDetection's ``filter_scores_and_topk``): per level, the (anchor, class)
+    pairs scoring above the threshold, at most ``pre_nms`` of them by score; then class-aware
+    NMS over all levels and the ``max_detections`` best boxes per image."""
     boxes = decode_boxes(output, reg_max)
     scores = output.cls_logits.sigmoid()
+    n_classes = scores.shape[-1]
     results = []
     for image in range(scores.shape[0]):
-        keep_anchors, start = [], 0
+        anchor_ids, labels, start = [], [], 0
         for size in output.anchors.level_sizes:
-            level_best = scores[image, start:start + size].max(dim=1).values
-            keep_anchors.append(level_best.topk(min(pre_nms, size)).indices + start)
+            level = scores[image, start:start + size].reshape(-1)
+            candidates = (level > score_threshold).nonzero().flatten()
+            candidates = candidates[level[candidates].topk(min(pre_nms, candidates.numel())).indices]
+            anchor_ids.append(candidates // n_classes + start)
+            labels.append(candidates % n_classes)
             start += size
-        anchor_index = torch.cat(keep_anchors)
-        anchor_ids, labels = (scores[image, anchor_index] > score_threshold).nonzero(as_tuple=True)
-        anchor_ids = anchor_index[anchor_ids]
+        anchor_ids, labels = torch.cat(anchor_ids), torch.cat(labels)
         candidate_boxes, candidate_scores = boxes[image, anchor_ids], scores[image, anchor_ids, labels]
         keep = batched_nms(candidate_boxes, candidate_scores, labels, iou_threshold)[:max_detections]
         results.append(Detections(candidate_boxes[keep], candidate_scores[keep], labels[keep]))

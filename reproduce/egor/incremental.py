@@ -150,7 +150,22 @@ def _generation_cost(base, split, config: dict, seed: int, device, data: dict) -
         "generator_training_objects": metric(len(crops)),
     }
     data["inversion_cost"] = "measured when the objects were generated (they are cached with the task-1 detector)"
+    data["inverted_examples"] = _examples(objects)
     return Outcome(metrics=metrics, data=data)
+
+
+def _examples(objects, per_class: int = 1, classes: int = 8, side: int = 64) -> list[dict]:
+    """A few inverted images (one per old class, at most ``side`` px) as 8-bit lists, with box and label."""
+    examples = []
+    for label in range(min(classes, int(objects.labels.max()) + 1)):
+        for index in (objects.labels == label).nonzero().flatten()[:per_class].tolist():
+            image, box = objects.images[index], objects.boxes[index]
+            scale = min(1.0, side / image.shape[-1])
+            if scale < 1:
+                image = F.interpolate(image[None], scale_factor=scale, mode="bilinear", align_corners=False)[0]
+            examples.append({"label": label, "box": [round(float(v) * scale, 1) for v in box],
+                             "pixels": image.mul(255).round().to(torch.uint8).permute(1, 2, 0).tolist()})
+    return examples
 
 
 def aggregate(records: list[Record]) -> pd.DataFrame:
@@ -215,7 +230,24 @@ def summarize(records: list[Record], ctx: Context) -> Summary:
         if ctx.scale != "smoke":
             measured["storage-vs-generator"] = float((cost["kept_mb"] / cost["generator_mb"]).max())
     figures = [("mAP on old, new and all classes after task 2, per method", _plot(table))]
+    examples = [r.data["inverted_examples"] for r in records
+                if r.params["method"] == "generation" and r.data.get("inverted_examples")]
+    if examples:
+        figures.append(("Objects inverted from the task-1 detector (one per old class; red: the target box)",
+                        _plot_examples(examples[0])))
     return Summary(table=table, measured=measured, notes=notes, figures=figures)
+
+
+def _plot_examples(examples: list[dict]):
+    fig, axes = plt.subplots(1, len(examples), figsize=(1.3 * len(examples), 1.5), squeeze=False)
+    for ax, example in zip(axes[0], examples, strict=True):
+        ax.imshow(np.asarray(example["pixels"], dtype=np.uint8))
+        x1, y1, x2, y2 = example["box"]
+        ax.add_patch(plt.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color="red", linewidth=1))
+        ax.set_title(f"class {example['label']}", fontsize=7)
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
 
 
 def _plot(table: pd.DataFrame):
@@ -257,7 +289,7 @@ ARTIFACT = Artifact(
                   "canvas": 96, "digit_side": [20, 40], "detector": "small", "width": 16, "base_epochs": 12,
                   "incremental_epochs": 12, "batch_size": 16, "lr": 0.01, "warmup": 100, "per_class": 10,
                   "inversion": {"iterations": 200, "resolution": 48}, "inversion_batch": 25,
-                  "generator": {"side": 32, "channels": [32, 64], "layers": 1, "steps": 600, "batch_size": 32,
+                  "generator": {"side": 32, "channels": [32, 64], "layers": 1, "steps": 150, "batch_size": 16,
                                 "sample_steps": 50},
                   "seeds": [0]},
         "full": {**COMMON, "dataset": "coco2017", "download": True, "n_classes": 80, "splits": [40, 50, 60, 70],

@@ -280,9 +280,15 @@ def evaluate(model: GFLDetector, val: DetectionSet, category_ids: list[int], con
 
 def incremental_detector(method: str, base: GFLDetector, split: Split, config: dict, seed: int,
                          objects: GeneratedObjects | None) -> tuple[GFLDetector, list[float]]:
-    """Train the expanded detector on task 2 with ``method``; returns it and the loss per iteration."""
+    """Train the expanded detector on task 2 with ``method``; returns it and the loss per iteration.
+
+    The backbone's BatchNorm statistics are frozen during task 2 for every method, as the
+    paper's (``norm_eval``; its ResNet-50 keeps ImageNet's); the small CPU backbone learned
+    its statistics in task 1.
+    """
     torch.manual_seed(seed)
     model = expand_classes(base, len(split.new_ids))
+    model.backbone.norm_eval = True  # BatchNorm statistics stay those of task 1, as the paper's frozen BN do
     old = None if method == "finetune" else base.eval()
     generator = torch.Generator().manual_seed(seed + 1)
     crops = objects.crops(generator) if method == "egor" else None
