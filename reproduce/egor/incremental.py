@@ -306,6 +306,12 @@ ARTIFACT = Artifact(
         "full": "COCO 2017 (about 19 GB, downloaded and extracted on first use), torchvision's ImageNet ResNet-50 "
                 "weights, and a CUDA GPU: 4 splits x (12 + 3 x 12 epochs).",
     },
+    options={
+        "--splits": {"type": int, "nargs": "+", "metavar": "N_OLD",
+                     "help": "class splits by their number of old classes (COCO: 40 50 60 70; digits: 1-9)"},
+        "--methods": {"nargs": "+", "choices": list(METHODS), "help": "the incremental methods to train"},
+        "--seeds": {"type": int, "nargs": "+", "help": "seeds of the task-1 detector and of each method"},
+    },
     units=units,
     run_unit=run_unit,
     summarize=summarize,

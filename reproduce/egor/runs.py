@@ -143,8 +143,9 @@ def train(model: GFLDetector, dataset: DetectionSet, config: dict, epochs: int, 
         for images, targets, replayed, _ in loss_fn.batches(generator):
             losses = loss_fn(images.to(device), _to(targets, device), [r.to(device) for r in replayed])
             if not is_finite(losses):
-                raise TrainingDivergedError(f"{stage}: the loss diverged at iteration {len(history)} "
-                                       f"({ {k: float(v.detach()) for k, v in losses.items()} }); lower the learning rate")
+                values = {k: float(v.detach()) for k, v in losses.items()}
+                raise TrainingDivergedError(f"{stage}: the loss diverged at iteration {len(history)} ({values}); "
+                                            "lower the learning rate")
             loss = sum(losses.values())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
