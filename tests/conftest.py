@@ -12,11 +12,12 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 def _data_dir(variable: str, fallback: Path) -> Path | None:
-    """The first existing folder of ``$variable``, else ``fallback`` if it exists."""
+    """The first existing folder of ``$variable``, else ``fallback`` if it exists; resolved (links
+    followed), as the harness resolves the folders it is given."""
     for entry in os.environ.get(variable, "").split(os.pathsep):
         if entry and Path(entry).is_dir():
-            return Path(entry)
-    return fallback if fallback.is_dir() else None
+            return Path(entry).resolve()
+    return fallback.resolve() if fallback.is_dir() else None
 
 
 @pytest.fixture(scope="session")
