@@ -38,6 +38,7 @@ import torch.nn.functional as F  # noqa: E402, N812
 
 from methods.detection import METHODS  # noqa: E402
 from methods.diffusion import ddim_sample, ddim_scheduler, ddpm_scheduler, tiny_unet, train_ddpm  # noqa: E402
+from reproduce.egor.data import coco_root  # noqa: E402
 from reproduce.egor.runs import (  # noqa: E402
     base_detector,
     evaluate,
@@ -46,6 +47,7 @@ from reproduce.egor.runs import (  # noqa: E402
     load_split,
 )
 from reproduce.harness.artifact import Artifact, Context, Outcome, Summary, Unit  # noqa: E402
+from reproduce.harness.data import datasets  # noqa: E402
 from reproduce.harness.device import torch_threads  # noqa: E402
 from reproduce.harness.memory import PeakMemory  # noqa: E402
 from reproduce.harness.records import Record, metric  # noqa: E402
@@ -270,6 +272,14 @@ def _plot(table: pd.DataFrame):
     return fig
 
 
+def fetch(ctx: Context) -> list[str]:
+    """Download and extract what the scale needs: COCO 2017 and the ImageNet ResNet-50 at full scale."""
+    if ctx.config["dataset"] != "coco2017":
+        return [f"nothing to download at {ctx.scale} scale ({ctx.config['dataset']} ships offline)"]
+    lines = [f"COCO 2017: {coco_root(download=True)}"]
+    return lines + [f"{name}: {path}" for name, path in datasets.fetch("resnet50_imagenet").items()]
+
+
 COMMON = {"methods": list(METHODS), "cpu_threads": None}
 ARTIFACT = Artifact(
     paper="egor",
@@ -315,6 +325,7 @@ ARTIFACT = Artifact(
     units=units,
     run_unit=run_unit,
     summarize=summarize,
+    fetch=fetch,
 )
 
 if __name__ == "__main__":

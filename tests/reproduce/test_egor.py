@@ -105,3 +105,31 @@ def test_a_diverging_loss_is_one_clear_error(tmp_path, monkeypatch):
     unit = incremental.units(ctx)[1]
     with pytest.raises(runs.TrainingDivergedError, match="diverged at iteration"):
         incremental.run_unit(unit, ctx)
+
+
+def test_coco_zips_in_the_official_layout_are_extracted_into_the_cache(tmp_path, monkeypatch):
+    """annotations_trainval2017.zip, train2017.zip and val2017.zip, built from the shared subset's real files."""
+    import zipfile
+
+    import reproduce.egor.data as data
+
+    try:
+        source = shared_image_set("coco2017_tiny")
+    except ReproError as error:
+        pytest.skip(f"the shared COCO subset is not available: {error}")
+    zips = {}
+    for name, folder in (("annotations_trainval2017.zip", "annotations"), ("train2017.zip", "train2017"),
+                         ("val2017.zip", "val2017")):
+        zips[name] = tmp_path / name
+        with zipfile.ZipFile(zips[name], "w") as archive:
+            for file in sorted((source / folder).iterdir())[:6 if folder != "annotations" else None]:
+                archive.write(file, f"{folder}/{file.name}")
+    monkeypatch.setenv("REPRO_DATA_DIRS", str(tmp_path / "empty"))
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv("REPRO_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(data, "fetch", lambda name, files, download: {f: zips[f] for f in files})
+    root = data.coco_root(download=True)
+    assert root == tmp_path / "cache" / "datasets" / "coco2017" / "extracted"
+    assert (root / "annotations" / "instances_val2017.json").is_file() and len(list((root / "val2017").iterdir())) == 6
+    monkeypatch.setattr(data, "fetch", lambda *a, **k: pytest.fail("a complete extraction is reused"))
+    assert data.coco_root(download=False) == root
