@@ -65,7 +65,6 @@ with numba; only the middle one differs between orderings, so their comparison i
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -73,7 +72,7 @@ import numpy as np
 import scipy.sparse as sp
 from numba import njit, prange
 
-from methods.spmv.partition import INT32_LIMIT, canonical_csr, offsets, split_blocks
+from methods.spmv.partition import INT32_LIMIT, BlockLayout, canonical_csr, offsets, split_blocks
 from methods.spmv.regu2d import GROUP_OVERHEAD, sort_and_group
 
 WARP_SIZE = 32
@@ -82,7 +81,7 @@ _HASH, _SORT, _DP = range(3)
 
 
 @dataclass(frozen=True, eq=False)
-class HBPMatrix:
+class HBPMatrix(BlockLayout):
     """A sparse matrix in the HBP layout (see the module docstring for each array).
 
     Attributes
@@ -120,33 +119,9 @@ class HBPMatrix:
         return self.values.shape[0]
 
     @property
-    def n_blocks(self) -> int:
-        """Stored (non-empty) 2D blocks."""
-        return self.block_row.shape[0]
-
-    @property
     def n_groups(self) -> int:
         """Warp groups over all blocks."""
         return self.group_slot_ptr.shape[0] - 1
-
-    @property
-    def n_slots(self) -> int:
-        """Slots, i.e. (row, block) pairs with at least one nonzero: the size of ``partial``."""
-        return self.slot_row.shape[0]
-
-    @property
-    def dtype(self) -> np.dtype:
-        """The values' dtype, in which the SpMV also accumulates."""
-        return self.values.dtype
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        """The layout's arrays by field name, in declaration order."""
-        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)
-                if isinstance(getattr(self, field.name), np.ndarray)}
-
-    def nbytes(self) -> int:
-        """Bytes of the stored format: every array above, the merge structure included."""
-        return sum(array.nbytes for array in self.arrays().values())
 
     def workspace_nbytes(self) -> int:
         """Bytes of the SpMV workspace ``partial`` (n_slots values), not part of the format."""

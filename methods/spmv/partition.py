@@ -11,11 +11,43 @@ in what they do after it (hbp.md section 8: "implement every baseline with the s
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import scipy.sparse as sp
 from numba import njit, prange
 
 INT32_LIMIT = np.iinfo(np.int32).max
+
+
+class BlockLayout:
+    """What the 2D-partitioned layouts (HBP, Regu2D) share, for a frozen dataclass whose array
+    fields include ``block_col`` (one entry per stored block), ``slot_row`` (one per
+    (row, block) pair with a nonzero) and ``values``."""
+
+    @property
+    def n_blocks(self) -> int:
+        """Stored (non-empty) 2D blocks."""
+        return self.block_col.shape[0]
+
+    @property
+    def n_slots(self) -> int:
+        """Slots, i.e. (row, block) pairs with at least one nonzero."""
+        return self.slot_row.shape[0]
+
+    @property
+    def dtype(self) -> np.dtype:
+        """The values' dtype, in which the SpMV also accumulates."""
+        return self.values.dtype
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The layout's arrays by field name, in declaration order."""
+        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)
+                if isinstance(getattr(self, field.name), np.ndarray)}
+
+    def nbytes(self) -> int:
+        """Bytes of the stored format: every array field (padding and merge structures included)."""
+        return sum(array.nbytes for array in self.arrays().values())
 
 
 def canonical_csr(csr, dtype, format_name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int]]:

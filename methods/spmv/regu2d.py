@@ -76,7 +76,6 @@ Preprocessing (:func:`preprocess_timed`) has HBP's three phases: ``split`` (the 
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -84,7 +83,7 @@ import numpy as np
 import scipy.sparse as sp
 from numba import njit, prange, uint64
 
-from methods.spmv.partition import INT32_LIMIT, canonical_csr, offsets, split_blocks
+from methods.spmv.partition import INT32_LIMIT, BlockLayout, canonical_csr, offsets, split_blocks
 
 GROUP_OVERHEAD = 32
 MAX_GROUP_SIZE = 32
@@ -207,7 +206,7 @@ def adaptive_block_width(ncols: int, itemsize: int, x_slice_bytes: int = X_SLICE
 
 
 @dataclass(frozen=True, eq=False)
-class Regu2DMatrix:
+class Regu2DMatrix(BlockLayout):
     """A sparse matrix in the Regu2D-style layout (see the module docstring for each array).
 
     Attributes
@@ -246,18 +245,8 @@ class Regu2DMatrix:
         return self.panel_block_ptr.shape[0] - 1
 
     @property
-    def n_blocks(self) -> int:
-        """Stored (non-empty) 2D blocks."""
-        return self.block_col.shape[0]
-
-    @property
     def n_slices(self) -> int:
         return self.slice_slot_ptr.shape[0] - 1
-
-    @property
-    def n_slots(self) -> int:
-        """(row, block) pairs with at least one nonzero."""
-        return self.slot_row.shape[0]
 
     @property
     def n_stored(self) -> int:
@@ -268,20 +257,6 @@ class Regu2DMatrix:
     def padding_fraction(self) -> float:
         """Share of the stored entries that are padding (0 for an empty matrix)."""
         return 1.0 - self.nnz / self.n_stored if self.n_stored else 0.0
-
-    @property
-    def dtype(self) -> np.dtype:
-        """The values' dtype, in which the SpMV also accumulates."""
-        return self.values.dtype
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        """The layout's arrays by field name, in declaration order."""
-        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)
-                if isinstance(getattr(self, field.name), np.ndarray)}
-
-    def nbytes(self) -> int:
-        """Bytes of the stored format: every array, padding included."""
-        return sum(array.nbytes for array in self.arrays().values())
 
     def bytes_per_nonzero(self) -> float:
         """``nbytes()`` per nonzero (CSR with int32 indices: 12 + 4 (nrows+1) / nnz in fp64); NaN if nnz is 0."""
