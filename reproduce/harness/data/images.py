@@ -345,16 +345,22 @@ def read_cifar_archive(
     names_member = f"{layout.folder}/{names_file}"
     members = read_members(path, {*batches, names_member})
     parts = [_cifar_records(members[batch], layout.label_bytes, coarse, f"{path}:{batch}") for batch in batches]
-    labels = np.concatenate([part[1] for part in parts])
     classes = _class_names(members[names_member], class_count, names_member)
-    if labels.max() >= len(classes):
+    return _cifar_set(path, parts, classes, f"{name.upper()} binary version", split, batches, coarse)
+
+
+def _cifar_set(path: Path, parts: list[tuple[np.ndarray, np.ndarray]], classes: list[str], version: str, split: str,
+               batches: list[str], coarse: bool) -> ImageSet:
+    """The batches' ``(images, labels)`` concatenated in order, labels checked against ``classes``."""
+    labels = np.concatenate([part[1] for part in parts])
+    if labels.min() < 0 or labels.max() >= len(classes):
         raise DataError(f"{path} has labels beyond its {len(classes)} classes; replace it with the official archive.")
     return ImageSet(
         np.concatenate([part[0] for part in parts]),
         labels,
         classes,
         _provenance(
-            f"{name.upper()} binary version (Krizhevsky, 2009)",
+            f"{version} (Krizhevsky, 2009)",
             [path],
             f"{split} split from members {', '.join(batches)}" + (", coarse labels" if coarse else ""),
         ),
@@ -414,19 +420,7 @@ def read_cifar_python_archive(
     names = meta.get(names_key) if isinstance(meta, dict) else None
     if not isinstance(names, list) or not all(isinstance(class_name, str) for class_name in names):
         raise DataError(f"{path}:{meta_member} lacks the class names {names_key!r}; replace the archive.")
-    labels = np.concatenate([part[1] for part in parts])
-    if labels.min() < 0 or labels.max() >= len(names):
-        raise DataError(f"{path} has labels beyond its {len(names)} classes; replace it with the official archive.")
-    return ImageSet(
-        np.concatenate([part[0] for part in parts]),
-        labels,
-        names,
-        _provenance(
-            f"{name.upper()} python version (Krizhevsky, 2009)",
-            [path],
-            f"{split} split from members {', '.join(batches)}" + (", coarse labels" if coarse else ""),
-        ),
-    )
+    return _cifar_set(path, parts, names, f"{name.upper()} python version", split, batches, coarse)
 
 
 def load_cifar(name: str = "cifar10", split: str = "train", *, coarse: bool = False, download: bool = True) -> ImageSet:
