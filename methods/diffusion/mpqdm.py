@@ -38,8 +38,11 @@ Choices of ours where the sheet is silent or does not fit this suite:
   had their graph freed by that step's backward, and their parameters have since changed; the
   window's gradient therefore flows through the current step's features only (the earlier ones are
   kept as constants). The trainer detaches the history after each step.
-- The models here are unconditional (e.g. an MNIST DDPM), so there is no classifier-free guidance;
-  the public code trains with CFG 3.0 on class-conditional LDM-4.
+- Conditional models (the class-conditional LDM-4 with classifier-free guidance,
+  :class:`~methods.diffusion.conditional.ClassConditionalUNet`) take their condition as batch-aligned
+  keyword tensors (:data:`~methods.diffusion.sampling.Condition`): the calibration inputs keep the
+  condition they were collected under, and the trainer draws one per epoch (the public code: 4
+  random classes x 4 samples, CFG 3.0), which the full-precision and quantized models share.
 - LoRA learning rate per layer: the mean per-channel weight step size (the ``delta`` each channel
   uses) / 2500; the public code sums the three masked quantizers' ``delta`` (placeholders included)
   and divides by ``C_out``.
@@ -55,6 +58,7 @@ from torch import nn
 from torch.nn import functional as F  # noqa: N812 - torch's convention
 
 from methods.diffusion.quant import (
+    CalibrationBatch,
     QuantLayer,
     calibrate,
     fake_quantize,
@@ -63,7 +67,13 @@ from methods.diffusion.quant import (
     quantize_model,
     set_step,
 )
-from methods.diffusion.sampling import ddim_trajectory, run_trajectory
+from methods.diffusion.sampling import (
+    Condition,
+    cat_conditions,
+    ddim_trajectory,
+    predict_eps,
+    run_trajectory,
+)
 
 # ---------------------------------------------------------------------------------------------
 # OMQ
@@ -246,7 +256,7 @@ def omq_allocate(layer: QuantLayer, calib_inputs: torch.Tensor, bits: int | None
 
 
 @torch.no_grad()
-def apply_omq(model: nn.Module, x: torch.Tensor, t: torch.Tensor, *,
+def apply_omq(model: nn.Module, x: torch.Tensor, t: torch.Tensor, condition: Condition | None = None, *,
               k_choices: Callable[[int], Sequence[int]] | None = None,
               weight_method: str = "mse") -> dict[str, OMQResult]:
     """Run OMQ on every inner (non-boundary) quantized layer of ``model``.
@@ -258,10 +268,12 @@ def apply_omq(model: nn.Module, x: torch.Tensor, t: torch.Tensor, *,
     Parameters
     ----------
     model : nn.Module
-        Output of :func:`~methods.diffusion.quant.quantize_model`, called as ``model(x, t)``.
+        Output of :func:`~methods.diffusion.quant.quantize_model`, called as ``model(x, t, **condition)``.
     x, t : Tensor
         Calibration batch ``(B, C, H, W)`` and its timesteps ``(B,)`` (the public code uses 32
         samples across time steps).
+    condition : Condition, optional
+        The batch's condition (a conditional model's).
     k_choices : callable, optional
         ``C_out -> list of k`` (default :func:`default_k_choices`).
 
@@ -285,7 +297,7 @@ def apply_omq(model: nn.Module, x: torch.Tensor, t: torch.Tensor, *,
 
         handles.append(layer.register_forward_pre_hook(hook))
     try:
-        model(x, t)
+        predict_eps(model, x, t, condition)
     finally:
         for handle in handles:
             handle.remove()
@@ -406,16 +418,12 @@ class _OutputTap:
 
 
 # ---------------------------------------------------------------------------------------------
-# DDIM trajectories (unconditional UNets called as unet(x, t).sample)
+# DDIM trajectories (UNets called as unet(x, t, **condition))
 # ---------------------------------------------------------------------------------------------
 
-def _eps(unet: nn.Module, x: torch.Tensor, t) -> torch.Tensor:
-    out = unet(x, t)
-    return out.sample if hasattr(out, "sample") else out
-
-
 def collect_calibration_inputs(fp_unet: nn.Module, scheduler, noise: torch.Tensor, n_steps: int, *,
-                               eta: float = 1.0, generator: torch.Generator | None = None):
+                               eta: float = 1.0, generator: torch.Generator | None = None,
+                               condition: Condition | None = None) -> list[CalibrationBatch]:
     """Calibration inputs ``(x_t, t, step)`` along a full-precision DDIM trajectory.
 
     The public code records a 250-step, ``eta = 1`` trajectory; here the trajectory uses the
@@ -434,18 +442,22 @@ def collect_calibration_inputs(fp_unet: nn.Module, scheduler, noise: torch.Tenso
         DDIM stochasticity (1.0 as in the public code's calibration run).
     generator : torch.Generator, optional
         For the DDIM noise when ``eta > 0``.
+    condition : Condition, optional
+        A conditional model's condition for the B samples (the public code: random classes, CFG 1.5).
 
     Returns
     -------
-    list of (Tensor, Tensor, int)
-        ``(x_t (B, C, H, W), t (B,) long, step)`` for ``step = 0 .. n_steps - 1``.
+    list of CalibrationBatch
+        ``(x_t (B, C, H, W), t (B,) long, step, condition)`` for ``step = 0 .. n_steps - 1``.
     """
     inputs = []
 
     def record(step: int, t: int, x: torch.Tensor) -> None:
-        inputs.append((x.clone(), torch.full((x.shape[0],), t, dtype=torch.long, device=x.device), step))
+        timesteps = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
+        inputs.append(CalibrationBatch(x.clone(), timesteps, step, condition))
 
-    run_trajectory(ddim_trajectory(fp_unet, scheduler, noise, steps=n_steps, eta=eta, generator=generator), record)
+    run_trajectory(ddim_trajectory(fp_unet, scheduler, noise, steps=n_steps, eta=eta, generator=generator,
+                                   condition=condition), record)
     return inputs
 
 
@@ -471,7 +483,7 @@ PRESETS = {
 
 
 def prepare_quantized(fp_unet: nn.Module, preset: MethodPreset | str, w_bits: int, a_bits: int, n_steps: int,
-                      calib: Sequence[tuple[torch.Tensor, torch.Tensor, int]], *, lora_rank: int = 32,
+                      calib: Sequence[CalibrationBatch | tuple], *, lora_rank: int = 32,
                       omq_samples: int = 32, k_choices: Callable[[int], Sequence[int]] | None = None,
                       generator: torch.Generator | None = None, weight_method: str = "mse",
                       act_method: str = "mse") -> tuple[nn.Module, dict[str, OMQResult]]:
@@ -485,7 +497,7 @@ def prepare_quantized(fp_unet: nn.Module, preset: MethodPreset | str, w_bits: in
         A :data:`PRESETS` entry or its name.
     w_bits, a_bits, n_steps, lora_rank : int
         See :func:`~methods.diffusion.quant.quantize_model`.
-    calib : sequence of (x_t, t, step)
+    calib : sequence of CalibrationBatch
         E.g. from :func:`collect_calibration_inputs`.
     omq_samples : int
         OMQ runs on this many calibration samples, evenly spaced over all of ``calib``.
@@ -504,10 +516,13 @@ def prepare_quantized(fp_unet: nn.Module, preset: MethodPreset | str, w_bits: in
     model = quantize_model(fp_unet, w_bits, a_bits, n_steps, lora_rank=lora_rank, generator=generator)
     results: dict[str, OMQResult] = {}
     if preset.omq:
-        x = torch.cat([c[0] for c in calib])
-        t = torch.cat([c[1].expand(c[0].shape[0]) if c[1].dim() == 0 else c[1] for c in calib])
+        batches = [CalibrationBatch(*c) for c in calib]
+        x = torch.cat([b.x for b in batches])
+        t = torch.cat([b.t.expand(b.x.shape[0]) if b.t.dim() == 0 else b.t for b in batches])
+        condition = cat_conditions([b.condition for b in batches])
         index = torch.linspace(0, x.shape[0] - 1, min(omq_samples, x.shape[0])).round().long()
-        results = apply_omq(model, x[index], t[index], k_choices=k_choices, weight_method=weight_method)
+        chosen = None if condition is None else {key: value[index] for key, value in condition.items()}
+        results = apply_omq(model, x[index], t[index], chosen, k_choices=k_choices, weight_method=weight_method)
     calibrate(model, calib, weight_method=weight_method, act_method=act_method)
     return model, results
 
@@ -579,8 +594,9 @@ class MPQDMTrainer:
         """All tensors the optimizer updates."""
         return [p for group in self.optimizer.param_groups for p in group["params"]]
 
-    def distill_step(self, x: torch.Tensor, t, step: int) -> tuple[dict[str, float], torch.Tensor]:
-        """One update at DDIM iteration ``step`` on ``x_t`` ``(B, C, H, W)``.
+    def distill_step(self, x: torch.Tensor, t, step: int,
+                     condition: Condition | None = None) -> tuple[dict[str, float], torch.Tensor]:
+        """One update at DDIM iteration ``step`` on ``x_t`` ``(B, C, H, W)`` under ``condition``.
 
         Returns
         -------
@@ -591,8 +607,8 @@ class MPQDMTrainer:
         set_step(self.q, step)
         self.optimizer.zero_grad(set_to_none=True)
         with torch.no_grad():
-            eps_fp = _eps(self.fp, x, t)
-        eps_q = _eps(self.q, x, t)
+            eps_fp = predict_eps(self.fp, x, t, condition)
+        eps_q = predict_eps(self.q, x, t, condition)
         mse = F.mse_loss(eps_q, eps_fp, reduction="sum")
         loss, trd = mse, None
         if self.relation is not None:
@@ -611,7 +627,8 @@ class MPQDMTrainer:
         return record, eps_fp
 
     def train(self, epochs: int, batch_size: int, sample_shape: Sequence[int], *,
-              generator: torch.Generator | None = None) -> list[dict[str, float]]:
+              generator: torch.Generator | None = None,
+              conditions: Callable[[int, torch.Generator | None], Condition] | None = None) -> list[dict[str, float]]:
         """Run ``epochs`` trajectories of ``n_steps`` updates each from ``x_T ~ N(0, I)``.
 
         Parameters
@@ -620,7 +637,10 @@ class MPQDMTrainer:
         sample_shape : sequence of int
             ``(C, H, W)`` of one sample.
         generator : torch.Generator, optional
-            Draws each epoch's ``x_T`` (the only randomness; ``eta = 0``).
+            Draws each epoch's ``x_T`` (and condition; ``eta = 0``).
+        conditions : callable, optional
+            ``conditions(batch_size, generator) -> Condition``: a conditional model's condition for
+            each epoch's trajectory, drawn after its ``x_T``.
 
         Returns
         -------
@@ -632,12 +652,16 @@ class MPQDMTrainer:
         device = next(iter(self.trainable_parameters())).device
         history = []
         for epoch in range(epochs):
-            x = torch.randn((batch_size, *sample_shape), generator=generator, device=device)
+            # Drawn where the generator lives (a CPU generator gives the same x_T on any device).
+            x = torch.randn((batch_size, *sample_shape), generator=generator,
+                            device=None if generator is None else generator.device).to(device)
+            condition = None if conditions is None else {
+                key: value.to(device) for key, value in conditions(batch_size, generator).items()}
             self.scheduler.set_timesteps(self.n_steps)
             if self.relation is not None:
                 self.relation.reset()
             for step, t in enumerate(self.scheduler.timesteps):
-                record, eps_fp = self.distill_step(x, t, step)
+                record, eps_fp = self.distill_step(x, t, step, condition)
                 history.append({"epoch": epoch, "step": step, "timestep": int(t), **record})
                 x = self.scheduler.step(eps_fp, t, x, eta=0.0).prev_sample
         return history

@@ -47,10 +47,13 @@ import copy
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import nn
 from torch.nn import functional as F  # noqa: N812 - torch's convention
+
+from methods.diffusion.sampling import Condition, cat_conditions, predict_eps
 
 # Name components of modules kept in full precision: diffusers' names first, then the LDM names
 # the public code matches (``skip`` -> ``skip_connection``, ``op`` -> the downsampling conv).
@@ -540,16 +543,15 @@ def set_step(model: nn.Module, step: int) -> None:
 
 
 def temporal_model_fn(model: nn.Module):
-    """Noise predictor ``(x_t, t, step_index) -> model(x_t, t).sample`` that first selects the step.
+    """Noise predictor ``(x_t, t, step_index, condition) -> eps`` that first selects the step.
 
     For samplers that pass the DDIM iteration index (e.g. ``methods.diffusion.sampling``'s
     ``model_fn``); the step must be the index of the quantizers' ``n_steps`` grid.
     """
 
-    def predict(x: torch.Tensor, t, step_index: int) -> torch.Tensor:
+    def predict(x: torch.Tensor, t, step_index: int, condition: Condition | None = None) -> torch.Tensor:
         set_step(model, step_index)
-        out = model(x, t)
-        return out.sample if hasattr(out, "sample") else out
+        return predict_eps(model, x, t, condition)
 
     return predict
 
@@ -560,13 +562,27 @@ def set_quant_state(model: nn.Module, weights: bool = True, acts: bool = True) -
         layer.quantize_weights, layer.quantize_acts = weights, acts
 
 
+class CalibrationBatch(NamedTuple):
+    """Inputs of one calibration forward at DDIM iteration ``step``.
+
+    ``x`` is x_t (B, C, H, W), ``t`` the timesteps (B,) or a scalar, ``condition`` a conditional
+    model's :data:`~methods.diffusion.sampling.Condition` for the B samples (None: unconditional).
+    Plain ``(x, t, step)`` tuples are read as unconditional batches.
+    """
+
+    x: torch.Tensor
+    t: torch.Tensor
+    step: int
+    condition: Condition | None = None
+
+
 def _timesteps(t, batch: int) -> torch.Tensor:
     t = torch.as_tensor(t)
     return t.expand(batch) if t.dim() == 0 else t
 
 
 @torch.no_grad()
-def calibrate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor, int]], *,
+def calibrate(model: nn.Module, batches: Iterable[CalibrationBatch | tuple], *,
               weight_method: str = "mse", act_method: str = "mse", max_elements: int | None = 2**14) -> list[int]:
     """Initialise all quantizer ranges of a quantized UNet.
 
@@ -579,9 +595,9 @@ def calibrate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tens
     Parameters
     ----------
     model : nn.Module
-        Output of :func:`quantize_model`, called as ``model(x_t, t)``.
-    batches : iterable of (Tensor, Tensor, int)
-        ``(x_t (B, C, H, W), t (B,) or scalar, step)`` with ``step`` the DDIM iteration index.
+        Output of :func:`quantize_model`, called as ``model(x_t, t, **condition)``.
+    batches : iterable of CalibrationBatch
+        ``(x_t (B, C, H, W), t (B,) or scalar, step[, condition])`` with ``step`` the DDIM iteration index.
     weight_method, act_method : {"mse", "max"}
         Range initialisation.
     max_elements : int, optional
@@ -595,17 +611,18 @@ def calibrate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tens
     layers = [layer for _, layer in quant_layers(model)]
     for layer in layers:
         layer.weight_quantizer.initialize(layer.smoothed_weight().detach(), weight_method)
-    by_step: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
-    for x, t, step in batches:
-        by_step.setdefault(int(step), []).append((x, _timesteps(t, x.shape[0])))
+    by_step: dict[int, list[CalibrationBatch]] = {}
+    for batch in (CalibrationBatch(*b) for b in batches):
+        by_step.setdefault(int(batch.step), []).append(batch._replace(t=_timesteps(batch.t, batch.x.shape[0])))
     for step in sorted(by_step):
         set_step(model, step)
-        x = torch.cat([b[0] for b in by_step[step]])
-        t = torch.cat([b[1] for b in by_step[step]])
+        x = torch.cat([b.x for b in by_step[step]])
+        t = torch.cat([b.t for b in by_step[step]])
+        condition = cat_conditions([b.condition for b in by_step[step]])
         for layer in layers:
             layer.act_calibration, layer.act_max_elements = act_method, max_elements
         try:
-            model(x, t)
+            predict_eps(model, x, t, condition)
         finally:
             for layer in layers:
                 layer.act_calibration = None
@@ -615,7 +632,7 @@ def calibrate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tens
 
 
 def minmax_ptq(unet: nn.Module, w_bits: int, a_bits: int, n_steps: int,
-               batches: Iterable[tuple[torch.Tensor, torch.Tensor, int]], *, first_last_8bit: bool = True,
+               batches: Iterable[CalibrationBatch | tuple], *, first_last_8bit: bool = True,
                inplace: bool = False) -> nn.Module:
     """Plain min-max post-training quantization: no LoRA, no range search, "max" ranges everywhere.
 

@@ -182,7 +182,8 @@ def test_ddim_sample_has_the_shape_and_range_and_is_deterministic(small_unet):
 def test_model_fn_sees_every_step_index_in_order(small_unet):
     calls, progress = [], []
 
-    def model_fn(x, t, step_index):
+    def model_fn(x, t, step_index, condition):
+        assert condition is None
         calls.append((step_index, t))
         return small_unet(x, t).sample
 

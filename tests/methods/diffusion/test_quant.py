@@ -318,7 +318,7 @@ def test_minmax_ptq_per_step_max_ranges(unet, calib):
     w = layer.weight
     hi, lo = w.flatten(1).amax(1).clamp_min(0), w.flatten(1).amin(1).clamp_max(0)
     torch.testing.assert_close(layer.weight_quantizer.delta.flatten(), (hi - lo) / 15)
-    x, t, step = calib[1]
+    x, t, step, _ = calib[1]
     set_step(q, step)
     out = q(x, t).sample
     assert out.shape == x.shape and torch.isfinite(out).all()
@@ -336,7 +336,7 @@ def test_trd_sends_gradient_into_the_quantized_model(unet, calib):
     q.up_blocks[-1].register_forward_hook(lambda m, a, o: feats.__setitem__("q", o))
     relation = TimeSmoothedRelation(window=2)
     losses = []
-    for x, t, step in calib[:2]:
+    for x, t, step, _ in calib[:2]:
         set_step(q, step)
         with torch.no_grad():
             unet(x, t)
@@ -382,7 +382,7 @@ def test_end_to_end_calibrate_omq_distill_sample(unet, calib):
     assert [r["loss"] for r in run(fresh)] == [r["loss"] for r in history]  # deterministic
     lora_b = dict(quant_layers(q))["mid_block.resnets.0.conv1"].lora_B.weight
     assert lora_b.abs().sum() > 0  # the update moved LoRA away from its zero start
-    x_t, t, step = calib[2]
+    x_t, t, step, _ = calib[2]
     with torch.no_grad():
         set_step(q, 0)
         eps = temporal_model_fn(q)(x_t, t, step)  # selects the step itself
