@@ -1,9 +1,17 @@
 """Diffusion models: tiny pixel-space UNets and schedules, DDPM training, DDIM sampling with a
 pluggable (e.g. quantized) noise predictor, sample-quality metrics and their feature extractors;
-fake quantization of UNets (``quant``) and MPQ-DM's OMQ, TRD and distillation (``mpqdm``); RDD's
-x-predicting cosine diffusion, progressive distillation and relational losses (``rdd``; its generic
-names carry an ``rdd_`` prefix here)."""
+class-conditional models with classifier-free guidance (``conditional``) and CompVis LDM
+checkpoints converted to diffusers modules (``ldm_checkpoint``); fake quantization of UNets
+(``quant``) and MPQ-DM's OMQ, TRD and distillation (``mpqdm``); RDD's x-predicting cosine
+diffusion, progressive distillation and relational losses (``rdd``; its generic names carry an
+``rdd_`` prefix here)."""
 
+from methods.diffusion.conditional import (
+    ClassConditionalUNet,
+    balanced_labels,
+    class_condition,
+    random_class_groups,
+)
 from methods.diffusion.features import ExtractedFeatures, InceptionFeatures, ProxyClassifier, train_proxy
 from methods.diffusion.metrics import (
     feature_statistics,
@@ -36,6 +44,7 @@ from methods.diffusion.mpqdm import (
 )
 from methods.diffusion.quant import (
     FULL_PRECISION_NAMES,
+    CalibrationBatch,
     ModelSize,
     QuantLayer,
     TemporalActivationQuantizer,
@@ -80,16 +89,28 @@ from methods.diffusion.rdd import diffuse as rdd_diffuse
 from methods.diffusion.rdd import predict as rdd_predict
 from methods.diffusion.rdd import sample as rdd_sample
 from methods.diffusion.rdd import train_base as rdd_train_base
-from methods.diffusion.sampling import ddim_sample, ddim_trajectory, run_trajectory, unet_model_fn
+from methods.diffusion.sampling import (
+    Condition,
+    cat_conditions,
+    ddim_sample,
+    ddim_trajectory,
+    predict_eps,
+    run_trajectory,
+    slice_condition,
+    unet_model_fn,
+)
 from methods.diffusion.training import shuffled_batches, train_ddpm
 
 __all__ = [
     "ExtractedFeatures", "InceptionFeatures", "ProxyClassifier", "ddim_sample", "ddim_scheduler", "ddim_trajectory",
     "ddpm_scheduler", "feature_statistics", "fid_from_features", "frechet_distance", "inception_score",
     "precision_recall", "run_trajectory", "sfid_from_features", "shuffled_batches", "tiny_unet", "train_ddpm",
-    "train_proxy", "unet_model_fn",
+    "train_proxy", "unet_model_fn", "Condition", "cat_conditions", "predict_eps", "slice_condition",
+    # class-conditional models
+    "ClassConditionalUNet", "balanced_labels", "class_condition", "random_class_groups",
     # quant
-    "FULL_PRECISION_NAMES", "ModelSize", "QuantLayer", "TemporalActivationQuantizer", "WeightQuantizer",
+    "FULL_PRECISION_NAMES", "CalibrationBatch", "ModelSize", "QuantLayer", "TemporalActivationQuantizer",
+    "WeightQuantizer",
     "bit_allocation", "calibrate", "effective_bits", "fake_quantize", "init_range", "is_full_precision_name",
     "minmax_ptq", "minmax_range", "mse_range_search", "quant_layers", "quantize_model", "round_ste",
     "set_quant_state", "set_step", "temporal_model_fn",
