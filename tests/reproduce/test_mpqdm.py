@@ -143,3 +143,17 @@ def test_full_scale_runs_the_class_conditional_ldm_from_its_compvis_checkpoint(l
     assert 1.0 < outcome.metrics["weight_bits"]["value"] < 8.0 and np.isfinite(outcome.metrics["fid"]["value"])
     with pytest.raises(DataError, match=r"cannot use .*model.ckpt as the class-conditional LDM \(cin256-v2\)"):
         runs.fp_model({**config, "ldm_architecture": None}, None, torch.device("cpu"))
+
+
+def test_an_imagenet_ldm_run_measures_the_table_1_leads_and_other_runs_do_not():
+    ctx = Context("full", lowbit.ARTIFACT.scales["full"], 0, describe_cpu("test"))
+    records = [_record("W2A4", "baseline", 20.0), _record("W2A4", "omq_trd", 11.5), _record("W3A6", "omq_trd", 7.0)]
+    assert set(lowbit.summarize(records, ctx).measured) == {"w2a4-fid-drop"}  # a CIFAR-10 or MNIST run
+    for record in records:
+        record.data["model"] = {"format": "CompVis latent-diffusion checkpoint (cin256-v2)"}
+        record.data["features"] = "FID Inception-v3 (pytorch-fid weights)"
+    records[1].metrics["is"] = metric(136.0, "IS")
+    measured = lowbit.summarize(records, ctx).measured
+    assert measured["in256-w2a4-fid"] == 11.5 and measured["in256-w3a6-fid"] == 7.0
+    assert measured["in256-w2a4-is"] == 136.0 and "in256-w3a6-is" not in measured  # not measured: not shown
+    assert set(measured) <= {"w2a4-fid-drop", *lowbit.IMAGENET_LEADS}
