@@ -50,7 +50,7 @@ Choices of ours where the sheet is silent or does not fit this suite:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -486,7 +486,8 @@ def prepare_quantized(fp_unet: nn.Module, preset: MethodPreset | str, w_bits: in
                       calib: Sequence[CalibrationBatch | tuple], *, lora_rank: int = 32,
                       omq_samples: int = 32, k_choices: Callable[[int], Sequence[int]] | None = None,
                       generator: torch.Generator | None = None, weight_method: str = "mse",
-                      act_method: str = "mse") -> tuple[nn.Module, dict[str, OMQResult]]:
+                      act_method: str = "mse", full_precision: Collection[str] = ()
+                      ) -> tuple[nn.Module, dict[str, OMQResult]]:
     """Quantize a copy of ``fp_unet`` for ``preset``: layers and LoRA, OMQ (if enabled), calibration.
 
     Parameters
@@ -506,6 +507,8 @@ def prepare_quantized(fp_unet: nn.Module, preset: MethodPreset | str, w_bits: in
     weight_method, act_method : {"mse", "max"}
         Range initialisation of the weight and activation quantizers (the public code's
         training script uses "mse" for both, its sampling script "max" for activations).
+    full_precision : collection of str
+        Further module names kept in full precision (see :func:`~methods.diffusion.quant.quantize_model`).
 
     Returns
     -------
@@ -513,7 +516,8 @@ def prepare_quantized(fp_unet: nn.Module, preset: MethodPreset | str, w_bits: in
         The calibrated quantized UNet and the per-layer OMQ records (empty without OMQ).
     """
     preset = PRESETS[preset] if isinstance(preset, str) else preset
-    model = quantize_model(fp_unet, w_bits, a_bits, n_steps, lora_rank=lora_rank, generator=generator)
+    model = quantize_model(fp_unet, w_bits, a_bits, n_steps, lora_rank=lora_rank, generator=generator,
+                           full_precision=full_precision)
     results: dict[str, OMQResult] = {}
     if preset.omq:
         batches = [CalibrationBatch(*c) for c in calib]

@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -489,7 +489,7 @@ def quant_layers(model: nn.Module) -> list[tuple[str, QuantLayer]]:
 
 def quantize_model(unet: nn.Module, w_bits: int, a_bits: int, n_steps: int, *, lora_rank: int = 0,
                    first_last_8bit: bool = True, boundary_bits: int = 8, inplace: bool = False,
-                   generator: torch.Generator | None = None) -> nn.Module:
+                   generator: torch.Generator | None = None, full_precision: Collection[str] = ()) -> nn.Module:
     """Replace the ``Conv2d``/``Linear`` layers of a UNet by :class:`QuantLayer`.
 
     Parameters
@@ -509,6 +509,9 @@ def quantize_model(unet: nn.Module, w_bits: int, a_bits: int, n_steps: int, *, l
         Modify ``unet`` itself instead of a deep copy.
     generator : torch.Generator, optional
         For the LoRA initialisation.
+    full_precision : collection of str
+        Names of further ``Conv2d``/``Linear`` modules to keep in full precision (e.g. layers that
+        are ``Conv1d`` in the original model, which the public code leaves unquantized).
 
     Returns
     -------
@@ -516,8 +519,8 @@ def quantize_model(unet: nn.Module, w_bits: int, a_bits: int, n_steps: int, *, l
         The model with its quantizers uninitialised: call :func:`calibrate` (and OMQ) next.
     """
     model = unet if inplace else copy.deepcopy(unet)
-    targets = [(name, m) for name, m in model.named_modules()
-               if isinstance(m, (nn.Conv2d, nn.Linear)) and not is_full_precision_name(name)]
+    targets = [(name, m) for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))
+               and not is_full_precision_name(name) and name not in full_precision]
     boundary = {0, 1, 2, len(targets) - 1} if first_last_8bit else set()
     replacement = {}
     for index, (_, module) in enumerate(targets):
@@ -633,13 +636,14 @@ def calibrate(model: nn.Module, batches: Iterable[CalibrationBatch | tuple], *,
 
 def minmax_ptq(unet: nn.Module, w_bits: int, a_bits: int, n_steps: int,
                batches: Iterable[CalibrationBatch | tuple], *, first_last_8bit: bool = True,
-               inplace: bool = False) -> nn.Module:
+               inplace: bool = False, full_precision: Collection[str] = ()) -> nn.Module:
     """Plain min-max post-training quantization: no LoRA, no range search, "max" ranges everywhere.
 
     Same layer selection, 8-bit boundary layers and per-step activation ranges as
     :func:`quantize_model` / :func:`calibrate`.
     """
-    model = quantize_model(unet, w_bits, a_bits, n_steps, first_last_8bit=first_last_8bit, inplace=inplace)
+    model = quantize_model(unet, w_bits, a_bits, n_steps, first_last_8bit=first_last_8bit, inplace=inplace,
+                           full_precision=full_precision)
     calibrate(model, batches, weight_method="max", act_method="max")
     return model
 

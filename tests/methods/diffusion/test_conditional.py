@@ -24,20 +24,29 @@ from methods.diffusion.conditional import (
 )
 from methods.diffusion.ldm_checkpoint import (
     CIN256_V2,
+    LSUN_BEDROOMS_VQ4,
     CheckpointError,
     LDMArchitecture,
-    convert_class_conditional_ldm,
-    load_class_conditional_ldm,
+    convert_ldm,
+    detect_architecture,
+    load_ldm,
     load_state_dict,
 )
 from methods.diffusion.quant import calibrate, is_full_precision_name, quantize_model
-from methods.diffusion.sampling import cat_conditions, ddim_sample
+from methods.diffusion.sampling import cat_conditions, ddim_sample, ddim_trajectory, run_trajectory
 from tests.methods.diffusion.compvis_weights import ldm_betas, state_dict, uniform, write_lightning_checkpoint
 
 REFERENCE = json.loads((Path(__file__).parents[2] / "fixtures" / "compvis_ldm" / "reference.json").read_text())
-TINY = REFERENCE["tiny"]
-TINY_ARCHITECTURE = LDMArchitecture(unet=TINY["spec"]["unet"], first_stage=TINY["spec"]["vq"],
-                                    n_classes=TINY["spec"]["n_classes"])
+TINY, TINY_UNCOND = REFERENCE["tiny"], REFERENCE["tiny_uncond"]
+
+
+def tiny_architecture(reference: dict) -> LDMArchitecture:
+    """The architecture of a tiny reference model (the fixture's spec)."""
+    spec = reference["spec"]
+    return LDMArchitecture("tiny", unet=spec["unet"], first_stage=spec["vq"], n_classes=spec["n_classes"])
+
+
+TINY_ARCHITECTURE = tiny_architecture(TINY)
 
 
 def _inputs(key, shape):
@@ -53,22 +62,39 @@ def tiny_checkpoint(tmp_path, monkeypatch):
     return path
 
 
-def test_converted_checkpoint_computes_what_the_compvis_modules_compute(tiny_checkpoint):
+@pytest.mark.parametrize("reference", [TINY, TINY_UNCOND], ids=["class-conditional", "unconditional"])
+def test_converted_checkpoint_computes_what_the_compvis_modules_compute(reference, tmp_path, monkeypatch):
     """Reference outputs come from CompVis' own UNetModel, Encoder/Decoder and VectorQuantizer2 (make_reference.py)."""
-    model = load_class_conditional_ldm(tiny_checkpoint, TINY_ARCHITECTURE)
-    side = TINY["spec"]["unet"]["image_size"]
+    write_lightning_checkpoint(tmp_path / "model.ckpt", state_dict(reference["shapes"]), monkeypatch)
+    model = load_ldm(tmp_path / "model.ckpt", tiny_architecture(reference))
+    side = reference["spec"]["unet"]["image_size"]
+    x, t = _inputs("x", (2, 3, side, side)), torch.tensor(reference["t"])
     with torch.no_grad():
-        eps = model.denoiser(_inputs("x", (2, 3, side, side)), torch.tensor(TINY["t"]), torch.tensor(TINY["labels"]))
-        latent = model.vqvae.encode(_inputs("image", (1, 3, 16, 16))).latents
-        decoded = model.vqvae.decode(_inputs("z", (1, 3, 8, 8)) * 2).sample
+        if model.num_classes is None:
+            eps = model.denoiser(x, t).sample
+        else:
+            eps = model.denoiser(x, t, torch.tensor(reference["labels"]))
+        latent = model.autoencoder.encode(_inputs("image", (1, 3, 16, 16))).latents
+        decoded = model.autoencoder.decode(_inputs("z", (1, 3, 8, 8)) * 2).sample
     for ours, key in ((eps, "eps"), (latent, "latent"), (decoded, "decoded")):
-        expected = torch.tensor(TINY[key]).reshape(ours.shape)
+        expected = torch.tensor(reference[key]).reshape(ours.shape)
         torch.testing.assert_close(ours, expected, atol=2e-5, rtol=1e-4)
-    assert model.denoiser.num_classes == 4 and model.vqvae.config.scaling_factor == 1.0
+    assert model.num_classes == (4 if reference is TINY else None)
+    assert model.autoencoder.config.scaling_factor == 1.0
+
+
+def test_guided_ddim_sampling_ends_where_latent_diffusions_own_sampler_does(tiny_checkpoint):
+    """latent-diffusion's DDIMSampler, 4 steps, eta 0, guidance 3.0 against the null class (make_reference.py)."""
+    model = load_ldm(tiny_checkpoint, TINY_ARCHITECTURE)
+    x_t = _inputs("x_T", (2, 3, 8, 8))
+    condition = class_condition(torch.tensor(TINY["labels"]), 3.0)
+    with torch.no_grad():
+        sampled = run_trajectory(ddim_trajectory(model.denoiser, model.scheduler, x_t, steps=4, condition=condition))
+    torch.testing.assert_close(sampled, torch.tensor(TINY["sampled"]).reshape(sampled.shape), atol=1e-4, rtol=1e-4)
 
 
 def test_the_schedule_is_latent_diffusions_ddim(tiny_checkpoint):
-    scheduler = load_class_conditional_ldm(tiny_checkpoint, TINY_ARCHITECTURE).scheduler
+    scheduler = load_ldm(tiny_checkpoint, TINY_ARCHITECTURE).scheduler
     betas = ldm_betas().double()
     torch.testing.assert_close(scheduler.alphas_cumprod.double(), torch.cumprod(1 - betas, 0), rtol=1e-6, atol=0)
     scheduler.set_timesteps(20)
@@ -77,33 +103,49 @@ def test_the_schedule_is_latent_diffusions_ddim(tiny_checkpoint):
     assert not scheduler.config.clip_sample
     # Without the buffers, the config's schedule gives the same betas.
     state = state_dict(TINY["shapes"])
-    from_config = convert_class_conditional_ldm(state, TINY_ARCHITECTURE).scheduler
+    from_config = convert_ldm(state, TINY_ARCHITECTURE).scheduler
     torch.testing.assert_close(from_config.betas.double(), betas, rtol=1e-5, atol=0)
 
 
-def test_the_cin256_v2_layout_converts_completely_with_the_public_codes_265_quantized_layers():
-    """All 894 tensor names and shapes of the genuine cin256-v2 modules find their place (meta tensors, no memory)."""
+def _meta_state(name: str) -> dict[str, torch.Tensor]:
     with torch.device("meta"):
-        state = {name: torch.empty(shape) for name, shape in REFERENCE["cin256_v2"]["shapes"].items()}
-    denoiser = convert_class_conditional_ldm(state, CIN256_V2).denoiser
-    assert sum(p.numel() for p in denoiser.unet.parameters()) == pytest.approx(400.9e6, rel=1e-3)
-    quantized = [name for name, module in denoiser.named_modules()
-                 if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)) and not is_full_precision_name(name)]
-    assert len(quantized) == 265  # QuantModel_lora's hard-coded total_count for the ImageNet model
-    assert quantized[:3] == ["unet.conv_in", "unet.time_embedding.linear_1", "unet.time_embedding.linear_2"]
-    assert quantized[-1] == "unet.conv_out"
+        return {key: torch.empty(shape) for key, shape in REFERENCE[name]["shapes"].items()}
+
+
+@pytest.mark.parametrize(("name", "architecture", "parameters", "layers"), [
+    ("cin256_v2", CIN256_V2, 400.9e6, 265),  # QuantModel_lora's hard-coded total_count for the ImageNet model
+    ("lsun_bedrooms", LSUN_BEDROOMS_VQ4, 274.1e6, 73),  # its comment's count for LSUN-Bedrooms
+])
+def test_the_papers_layouts_convert_completely_with_the_public_codes_quantized_layer_counts(
+        name, architecture, parameters, layers):
+    """Every tensor name and shape of the genuine modules finds its place (meta tensors: no memory)."""
+    state = _meta_state(name)
+    assert detect_architecture(state) is architecture
+    model = convert_ldm(state)
+    denoiser = model.denoiser
+    assert sum(p.numel() for p in denoiser.parameters()) == pytest.approx(parameters, rel=2e-3)
+    quantized = [key for key, module in denoiser.named_modules()
+                 if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)) and not is_full_precision_name(key)
+                 and key not in model.full_precision]  # quantize_model's selection
+    assert len(quantized) == layers
+    prefix = "unet." if architecture.n_classes else ""
+    assert quantized[:3] == [f"{prefix}conv_in", f"{prefix}time_embedding.linear_1", f"{prefix}time_embedding.linear_2"]
+    assert quantized[-1] == f"{prefix}conv_out"
 
 
 def test_a_checkpoint_of_another_architecture_is_one_clear_error():
     state = state_dict(TINY["shapes"])
-    with pytest.raises(CheckpointError, match="does not fit the expected architecture"):
-        convert_class_conditional_ldm(state, CIN256_V2)
-    del state["cond_stage_model.embedding.weight"]
-    with pytest.raises(CheckpointError, match="not a class-conditional latent diffusion checkpoint"):
-        convert_class_conditional_ldm(state, TINY_ARCHITECTURE)
-    extra = {**state_dict(TINY["shapes"]), "model.diffusion_model.extra.weight": torch.zeros(3)}
+    with pytest.raises(CheckpointError, match="UNet does not fit the architecture cin256-v2"):
+        convert_ldm(state, CIN256_V2)
+    with pytest.raises(CheckpointError, match="no known architecture .* 32-channel UNet"):
+        convert_ldm(state)
+    with pytest.raises(CheckpointError, match="lsun_bedrooms-ldm-vq-4 is unconditional, but the checkpoint has"):
+        convert_ldm(state, LSUN_BEDROOMS_VQ4)
+    extra = {**state, "model.diffusion_model.extra.weight": torch.zeros(3)}
     with pytest.raises(CheckpointError, match=r"1 of the checkpoint's \d+ model.diffusion_model"):
-        convert_class_conditional_ldm(extra, TINY_ARCHITECTURE)
+        convert_ldm(extra, TINY_ARCHITECTURE)
+    with pytest.raises(CheckpointError, match="not a latent diffusion checkpoint"):
+        convert_ldm({"weight": torch.zeros(2)})
 
 
 class _Payload:
