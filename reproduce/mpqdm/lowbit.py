@@ -20,15 +20,18 @@ unverified leads (shown, never judged).
 - ``full``: a pretrained pixel-space DDPM in diffusers format (default
   ``google/ddpm-cifar10-32``, a local folder works too), W2A4, W3A4, W4A4 and W3A6, the public
   code's 800 epochs, 5,000 samples, FID with the FID Inception weights against the CIFAR-10
-  test set. The paper's own model, the class-conditional ImageNet LDM-4, runs from its CompVis
-  checkpoint against ImageNet images::
+  test set. The paper's own models run from their CompVis checkpoints (the architecture is
+  recognised from the file), the class-conditional ImageNet LDM-4 against ImageNet images::
 
-      repro run mpqdm/lowbit --scale full --pretrained models/ldm/cin256-v2/model.ckpt \
+      repro run mpqdm/lowbit --scale full --pretrained models/ldm/cin256-v2/model.ckpt \\
           --dataset folder --reference-folder /data/imagenet/val --side 256
 
   (5,000 samples: 5 per class, the public code's evaluation subset; 20 DDIM steps, eta 0,
   guidance 3.0 as its sampling script; calibration at guidance 1.5 and distillation on 4
-  random classes x 4 samples at 3.0, as its scripts).
+  random classes x 4 samples at 3.0, as its scripts), and the unconditional LSUN-Bedrooms
+  LDM-4 (``lsun_bedrooms/model.ckpt``) the same way against LSUN bedroom images. Such a run
+  shows its IS/FID/sFID/precision next to the secondary summary's Table 1 (or Table 2) leads,
+  never judged.
 - ``smoke``: a tiny UNet trained for a few steps; seconds, nothing judged.
 """
 
@@ -46,10 +49,13 @@ from reproduce.harness.records import Record  # noqa: E402
 from reproduce.mpqdm.runs import METHODS, run_mpqdm_unit  # noqa: E402
 
 QUALITY = ("fid", "sfid", "is", "precision", "recall", "weight_bits", "size_mb")
-# The secondary summary's Table 1 leads (unverified: shown next to our measurement, never judged),
-# measured on a run of the ImageNet LDM-4 (cin256-v2) with the FID Inception features.
+# The secondary summary's Table 1 and 2 leads (unverified: shown next to our measurement, never
+# judged), measured on a run of the paper's LDM-4 with the FID Inception features: claim id ->
+# (bit setting, metric) of MPQ-DM, or of MPQ-DM's gain over the baseline ("-gap").
 IMAGENET_LEADS = {f"in256-{bits.lower()}-{short}": (bits, metric) for bits in ("W3A6", "W2A4")
                   for short, metric in (("is", "is"), ("fid", "fid"), ("sfid", "sfid"), ("prec", "precision"))}
+BEDROOM_LEADS = {"bed-w2a4-fid": ("W2A4", "fid"), "bed-w2a4-fid-gap": ("W2A4", "fid")}
+LEADS = {"cin256-v2": IMAGENET_LEADS, "lsun_bedrooms-ldm-vq-4": BEDROOM_LEADS}
 
 
 def units(ctx: Context) -> list[Unit]:
@@ -80,12 +86,13 @@ def summarize(records: list[Record], ctx: Context) -> Summary:
                          f"({fid[bits, 'omq_trd']:.2f} vs {fid[bits, 'baseline']:.2f}).")
             if bits == "W2A4" and ctx.scale != "smoke":
                 measured["w2a4-fid-drop"] = drop
-    if _is_imagenet_ldm(records):
-        values = table.set_index(["bits", "method"])
-        for claim, (bits, metric) in IMAGENET_LEADS.items():
-            value = values[metric].get((bits, "omq_trd"))
-            if value is not None and np.isfinite(value):
-                measured[claim] = float(value)
+    values = table.set_index(["bits", "method"])[list(QUALITY)].apply(pd.to_numeric, errors="coerce")
+    for claim, (bits, metric) in LEADS.get(_paper_ldm(records), {}).items():
+        value = values[metric].get((bits, "omq_trd"), np.nan)
+        if claim.endswith("-gap"):  # FID points MPQ-DM gains over the baseline
+            value = values[metric].get((bits, "baseline"), np.nan) - value
+        if np.isfinite(value):
+            measured[claim] = float(value)
     return Summary(table=table, measured=measured, notes=notes, figures=[
         ("Sample quality per method and bit setting (lower FID is better)", _plot_fid(table)),
         ("Mean weight bits per quantized layer (OMQ keeps each layer's mean)", _plot_bits(records)),
@@ -93,10 +100,14 @@ def summarize(records: list[Record], ctx: Context) -> Summary:
     ])
 
 
-def _is_imagenet_ldm(records: list[Record]) -> bool:
-    """Whether the run sampled the cin256-v2 ImageNet LDM-4 and scored it with the FID Inception features."""
-    return any(r.status == "ok" and "(cin256-v2)" in str(r.data.get("model", {}).get("format", ""))
-               and str(r.data.get("features", "")).startswith("FID Inception") for r in records)
+def _paper_ldm(records: list[Record]) -> str | None:
+    """The paper's LDM-4 the run sampled (a :data:`LEADS` key) if it was scored with the FID Inception
+    features, else None."""
+    for record in records:
+        source = str(record.data.get("model", {}).get("format", ""))
+        if record.status == "ok" and str(record.data.get("features", "")).startswith("FID Inception"):
+            return next((name for name in LEADS if f"({name})" in source), None)
+    return None
 
 
 def _plot_fid(table: pd.DataFrame):
@@ -156,7 +167,7 @@ ARTIFACT = Artifact(
     paper="mpqdm",
     name="lowbit",
     title="Sample quality of low-bit diffusion models: min-max PTQ, baseline, OMQ and OMQ+TRD (MPQ-DM)",
-    claims=("w2a4-fid-drop", *IMAGENET_LEADS),
+    claims=("w2a4-fid-drop", *IMAGENET_LEADS, *BEDROOM_LEADS),
     scales={
         "smoke": {**MNIST, "side": 8, "unet": {"block_out_channels": [8, 16], "layers_per_block": 1,
                                                "norm_num_groups": 4},
@@ -177,13 +188,14 @@ ARTIFACT = Artifact(
         "full": "google/ddpm-cifar10-32 (hub or a local folder), CIFAR-10 and the FID Inception weights (downloaded "
                 "on first use) and a CUDA GPU; or the paper's ImageNet LDM-4: --pretrained <cin256-v2 model.ckpt> "
                 "(https://ommer-lab.com/files/latent-diffusion/nitro/cin/model.ckpt) --dataset folder "
-                "--reference-folder <ImageNet images> --side 256.",
+                "--reference-folder <ImageNet images> --side 256 (LSUN-Bedrooms LDM-4: its model.ckpt from "
+                "https://ommer-lab.com/files/latent-diffusion/lsun_bedrooms.zip, and LSUN bedroom images).",
     },
     options={
         "--pretrained": {"metavar": "MODEL", "help": "a diffusers pipeline or UNet (local folder or hub id): a "
                          "pixel DDPM, or an unconditional latent diffusion pipeline (LDMPipeline: UNet2DModel + "
-                         "VQModel, e.g. the paper's LSUN-Bedrooms LDM-4 in diffusers format); or the CompVis "
-                         "checkpoint of the class-conditional ImageNet LDM-4 (cin256-v2 model.ckpt, or its folder)"},
+                         "VQModel); or a CompVis checkpoint of the paper's LDM-4 (model.ckpt of cin256-v2, the "
+                         "class-conditional ImageNet model, or of lsun_bedrooms; or the folder holding it)"},
         "--guidance-sample": {"type": float, "metavar": "S",
                               "help": "classifier-free guidance scale of the evaluation samples of a "
                                       "class-conditional model (default 3.0, the public sampling script's)"},

@@ -21,14 +21,13 @@ Where the model and the quality features come from depends on the scale:
 - full: a pretrained diffusers pipeline (``pretrained``: a local folder or a hub id), real
   FID/sFID/IS/precision with the FID Inception weights (fetched with their checksum):
   ``google/ddpm-cifar10-32`` against the CIFAR-10 test set by default, or an unconditional
-  latent diffusion pipeline (``LDMPipeline``: UNet2DModel + VQModel, such as the paper's
-  LSUN-Bedrooms LDM-4 converted to diffusers' format) against a folder of real images
-  (``dataset = "folder"``, ``reference_folder``). A latent model is quantized and distilled
-  in its latent space and its samples decoded by its autoencoder before scoring
-  (:class:`DiffusionModel`). The paper's class-conditional ImageNet LDM-4 is given as its
-  CompVis checkpoint file (``pretrained = ".../cin256-v2/model.ckpt"``, or the folder holding
-  it), converted by :mod:`methods.diffusion.ldm_checkpoint`; against ImageNet images
-  (``dataset = "folder"``). Its condition follows the public code: calibration trajectories of
+  latent diffusion pipeline (``LDMPipeline``: UNet2DModel + VQModel) against a folder of real
+  images (``dataset = "folder"``, ``reference_folder``). A latent model is quantized and
+  distilled in its latent space and its samples decoded by its autoencoder before scoring
+  (:class:`DiffusionModel`). The paper's LDM-4 models are given as their CompVis checkpoint
+  files (``pretrained = ".../cin256-v2/model.ckpt"``, or the folder holding it), converted by
+  :mod:`methods.diffusion.ldm_checkpoint`; against ImageNet or LSUN images (``dataset =
+  "folder"``). The class-conditional ImageNet model's condition follows the public code: calibration trajectories of
   random classes at guidance 1.5, distillation trajectories of ``classes_per_batch`` random
   classes at 3.0, evaluation samples equally many per class at ``guidance_sample`` (the public
   sampling script's 3.0; the paper's evaluation setting is not known).
@@ -58,7 +57,7 @@ from methods.diffusion import (
     train_ddpm,
 )
 from methods.diffusion.conditional import balanced_labels, class_condition, random_class_groups
-from methods.diffusion.ldm_checkpoint import CIN256_V2, CheckpointError, LDMArchitecture, load_class_conditional_ldm
+from methods.diffusion.ldm_checkpoint import ARCHITECTURES, CheckpointError, LDMArchitecture, load_ldm
 from methods.diffusion.sampling import Condition
 from reproduce.diffusion_quality import QualityData, extract, feature_extractor, quality_data, sample_quality
 from reproduce.harness.artifact import Context, Outcome, Unit
@@ -89,6 +88,8 @@ class DiffusionModel:
     distillation act on ``unet`` alone, in whatever space it denoises. ``num_classes`` is a
     class-conditional model's K (its ``unet`` a
     :class:`~methods.diffusion.conditional.ClassConditionalUNet`), None for an unconditional one.
+    ``full_precision`` names layers the quantizer leaves alone (those the original model has as
+    ``Conv1d``, see :class:`~methods.diffusion.ldm_checkpoint.LatentDiffusionModel`).
     """
 
     unet: torch.nn.Module
@@ -96,6 +97,7 @@ class DiffusionModel:
     decoder: torch.nn.Module | None
     source: dict
     num_classes: int | None = None
+    full_precision: tuple[str, ...] = ()
 
     def condition(self, labels: torch.Tensor, guidance_scale: float) -> Condition | None:
         """The condition of samples of classes ``labels`` (N,); None for an unconditional model."""
@@ -123,30 +125,33 @@ def _checkpoint_file(name: str) -> Path | None:
     return None
 
 
-def _class_conditional_ldm(path: Path, config: dict) -> DiffusionModel:
-    """The CompVis checkpoint at ``path``, of the architecture ``config["ldm_architecture"]``
-    (:class:`~methods.diffusion.ldm_checkpoint.LDMArchitecture` fields; default cin256-v2)."""
-    fields = config.get("ldm_architecture")
-    architecture = CIN256_V2 if not fields else LDMArchitecture(**fields)
-    name = "cin256-v2" if architecture == CIN256_V2 else "given architecture"
+def _compvis_ldm(path: Path, config: dict) -> DiffusionModel:
+    """The CompVis checkpoint at ``path``, of the architecture ``config["ldm_architecture"]``: a known
+    one's name (``cin256-v2``, ``lsun_bedrooms-ldm-vq-4``), the fields of an
+    :class:`~methods.diffusion.ldm_checkpoint.LDMArchitecture`, or None to detect it."""
+    given = config.get("ldm_architecture")
+    if isinstance(given, str) and given not in ARCHITECTURES:
+        raise DataError(f"unknown LDM architecture {given!r}; choose one of {', '.join(ARCHITECTURES)}")
+    architecture = ARCHITECTURES[given] if isinstance(given, str) else LDMArchitecture(**given) if given else None
     try:
-        model = load_class_conditional_ldm(path, architecture)
+        model = load_ldm(path, architecture)
     except CheckpointError as error:
-        raise DataError(f"cannot use {path} as the class-conditional LDM ({name}): {error}") from None
-    source = {"source": str(path), "format": f"CompVis latent-diffusion checkpoint ({name})",
-              "decoder": type(model.vqvae).__name__, "classes": model.denoiser.num_classes}
-    return DiffusionModel(model.denoiser, model.scheduler, model.vqvae, source, model.denoiser.num_classes)
+        raise DataError(f"cannot use {path} as a latent diffusion model: {error}") from None
+    source = {"source": str(path), "format": f"CompVis latent-diffusion checkpoint ({model.architecture.name})",
+              "decoder": type(model.autoencoder).__name__, "classes": model.num_classes}
+    return DiffusionModel(model.denoiser, model.scheduler, model.autoencoder, source, model.num_classes,
+                          model.full_precision)
 
 
 def _pretrained(name: str, config: dict) -> DiffusionModel:
     """A diffusers pipeline (``model_index.json``: DDPM, or an unconditional LDM with its
-    autoencoder), a bare UNet folder (a local path or a hub id), or the CompVis checkpoint of
-    the class-conditional ImageNet LDM-4."""
+    autoencoder), a bare UNet folder (a local path or a hub id), or a CompVis LDM checkpoint
+    (the paper's ImageNet and LSUN-Bedrooms LDM-4)."""
     from diffusers import DDIMScheduler, DiffusionPipeline, UNet2DModel
 
     checkpoint = _checkpoint_file(name)
     if checkpoint is not None:
-        return _class_conditional_ldm(checkpoint, config)
+        return _compvis_ldm(checkpoint, config)
     try:
         pipeline = DiffusionPipeline.from_pretrained(name)
     except (OSError, ValueError):
@@ -161,8 +166,8 @@ def _pretrained(name: str, config: dict) -> DiffusionModel:
     unet = getattr(pipeline, "unet", None)
     if not isinstance(unet, UNet2DModel):
         raise DataError(f"{name!r} is a {type(pipeline).__name__} whose denoiser is not an unconditional "
-                        "UNet2DModel; of conditional models, only the class-conditional LDM-4 is supported, "
-                        "as its CompVis checkpoint file (model.ckpt)")
+                        "UNet2DModel; of conditional models, only the class-conditional ImageNet LDM-4 is "
+                        "supported, as its CompVis checkpoint file (model.ckpt)")
     decoder = getattr(pipeline, "vqvae", None) or getattr(pipeline, "vae", None)
     source = {"source": name, "pipeline": type(pipeline).__name__}
     if decoder is not None:
@@ -207,10 +212,11 @@ def quantize(method: str, fp: DiffusionModel, w_bits: int, a_bits: int, config: 
     calib = collect_calibration_inputs(unet, scheduler, noise, steps, eta=1.0, generator=generator,
                                        condition=calib_condition)
     if method == "minmax":
-        return minmax_ptq(unet, w_bits, a_bits, steps, calib), {}, []
+        return minmax_ptq(unet, w_bits, a_bits, steps, calib, full_precision=fp.full_precision), {}, []
     model, omq = prepare_quantized(unet, MPQDM_PRESETS[method], w_bits, a_bits, steps, calib,
                                    lora_rank=config["lora_rank"], generator=generator,
-                                   weight_method=config["weight_init"], act_method=config["act_init"])
+                                   weight_method=config["weight_init"], act_method=config["act_init"],
+                                   full_precision=fp.full_precision)
     trainer = MPQDMTrainer(unet, model, scheduler, n_steps=steps, trd=MPQDM_PRESETS[method].trd)
     try:
         conditions = None if fp.num_classes is None else (lambda n, g: fp.condition(

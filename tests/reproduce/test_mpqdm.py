@@ -119,17 +119,19 @@ def test_proxy_features_need_training_images(latent_pipeline):
         diffusion_quality.feature_extractor(config, data, torch.device("cpu"))
 
 
-def test_full_scale_runs_the_class_conditional_ldm_from_its_compvis_checkpoint(latent_pipeline, monkeypatch):
-    """The cin256-v2 path on a tiny model of the same kind (CompVis names, Lightning checkpoint file, 4 classes)."""
+@pytest.mark.parametrize("kind", ["class-conditional", "unconditional"])
+def test_full_scale_runs_a_compvis_ldm_checkpoint(kind, latent_pipeline, monkeypatch):
+    """The cin256-v2 and lsun_bedrooms paths on tiny models of the same kinds (CompVis names, Lightning files)."""
     from tests.methods.diffusion.compvis_weights import ldm_betas, state_dict, write_lightning_checkpoint
-    from tests.methods.diffusion.test_conditional import TINY
+    from tests.methods.diffusion.test_conditional import TINY, TINY_UNCOND
 
-    folder = latent_pipeline / "cin"
+    reference = TINY if kind == "class-conditional" else TINY_UNCOND
+    folder = latent_pipeline / "compvis"
     folder.mkdir()
-    write_lightning_checkpoint(folder / "model.ckpt", {**state_dict(TINY["shapes"]), "betas": ldm_betas()},
+    write_lightning_checkpoint(folder / "model.ckpt", {**state_dict(reference["shapes"]), "betas": ldm_betas()},
                                monkeypatch)
-    architecture = {"unet": TINY["spec"]["unet"], "first_stage": TINY["spec"]["vq"],
-                    "n_classes": TINY["spec"]["n_classes"]}
+    architecture = {"name": "tiny", "unet": reference["spec"]["unet"], "first_stage": reference["spec"]["vq"],
+                    "n_classes": reference["spec"]["n_classes"]}
     config = {**lowbit.ARTIFACT.scales["full"], "pretrained": str(folder), "ldm_architecture": architecture,
               "dataset": "folder", "reference_folder": str(latent_pipeline / "real"), "side": 16,
               "distill_epochs": 1, "sample_steps": 2, "calib_samples": 2, "distill_batch": 4, "samples": 4,
@@ -137,15 +139,20 @@ def test_full_scale_runs_the_class_conditional_ldm_from_its_compvis_checkpoint(l
     ctx = Context("full", config, 0, describe_cpu("test"))
     unit = next(u for u in lowbit.units(ctx) if u.params["method"] == "omq_trd" and u.params["bits"] == "W2A4")
     outcome = runs.run_mpqdm_unit(unit, ctx)
-    assert outcome.data["model"]["format"] == "CompVis latent-diffusion checkpoint (given architecture)"
-    assert outcome.data["model"]["classes"] == 4 and outcome.data["model"]["source"] == str(folder / "model.ckpt")
+    assert outcome.data["model"]["format"] == "CompVis latent-diffusion checkpoint (tiny)"
+    assert outcome.data["model"]["classes"] == (4 if reference is TINY else None)
+    assert outcome.data["model"]["source"] == str(folder / "model.ckpt")
     assert np.asarray(outcome.data["sample_grid"]).shape == (4, 16, 16, 3)  # decoded by the VQ-f2 decoder
     assert 1.0 < outcome.metrics["weight_bits"]["value"] < 8.0 and np.isfinite(outcome.metrics["fid"]["value"])
-    with pytest.raises(DataError, match=r"cannot use .*model.ckpt as the class-conditional LDM \(cin256-v2\)"):
-        runs.fp_model({**config, "ldm_architecture": None}, None, torch.device("cpu"))
+    if reference is TINY_UNCOND:  # openaimodel's Conv1d attention stays in full precision, as in the public code
+        assert not any(".attentions." in name for name in outcome.data["bit_allocation"])
+    with pytest.raises(DataError, match=r"cannot use .*model.ckpt as a latent diffusion model: .*cin256-v2"):
+        runs.fp_model({**config, "ldm_architecture": "cin256-v2"}, None, torch.device("cpu"))
+    with pytest.raises(DataError, match="unknown LDM architecture 'cin512'"):
+        runs.fp_model({**config, "ldm_architecture": "cin512"}, None, torch.device("cpu"))
 
 
-def test_an_imagenet_ldm_run_measures_the_table_1_leads_and_other_runs_do_not():
+def test_runs_of_the_papers_ldms_measure_their_table_leads_and_other_runs_do_not():
     ctx = Context("full", lowbit.ARTIFACT.scales["full"], 0, describe_cpu("test"))
     records = [_record("W2A4", "baseline", 20.0), _record("W2A4", "omq_trd", 11.5), _record("W3A6", "omq_trd", 7.0)]
     assert set(lowbit.summarize(records, ctx).measured) == {"w2a4-fid-drop"}  # a CIFAR-10 or MNIST run
@@ -157,3 +164,8 @@ def test_an_imagenet_ldm_run_measures_the_table_1_leads_and_other_runs_do_not():
     assert measured["in256-w2a4-fid"] == 11.5 and measured["in256-w3a6-fid"] == 7.0
     assert measured["in256-w2a4-is"] == 136.0 and "in256-w3a6-is" not in measured  # not measured: not shown
     assert set(measured) <= {"w2a4-fid-drop", *lowbit.IMAGENET_LEADS}
+    for record in records:
+        record.data["model"] = {"format": "CompVis latent-diffusion checkpoint (lsun_bedrooms-ldm-vq-4)"}
+    measured = lowbit.summarize(records, ctx).measured
+    assert measured == {"w2a4-fid-drop": pytest.approx(42.5), "bed-w2a4-fid": 11.5,
+                        "bed-w2a4-fid-gap": pytest.approx(8.5)}
