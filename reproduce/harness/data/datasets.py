@@ -38,7 +38,7 @@ DATA_DIRS_VARIABLE = "REPRO_DATA_DIRS"
 MIRROR_VARIABLE = "REPRO_DATA_URL"
 DOWNLOAD_TIMEOUT_S = 60
 DOWNLOAD_CHUNK_BYTES = 1 << 20
-OFFLINE_ADVICE = "or use `--scale quick` (runs on data bundled offline) or `--scale smoke` (needs no data)"
+OFFLINE_ADVICE = "or use a smaller scale (`--scale quick` or `--scale smoke`; `repro list` shows what each needs)"
 
 
 @dataclass(frozen=True)
