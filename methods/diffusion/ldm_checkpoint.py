@@ -242,7 +242,7 @@ def convert_ldm(state: dict[str, torch.Tensor], architecture: LDMArchitecture | 
         unet_config["sample_size"] = architecture.unet["image_size"]
     else:
         unet_config = _unconditional_unet_config(architecture.unet)
-    ema = sum(key.startswith("model_ema.") for key in state) > 100
+    ema = sum(key.startswith("model_ema.") for key in state) > 100  # LitEma copies: sampling uses them
     unet_state = convert_ldm_unet_checkpoint(state, unet_config, extract_ema=ema)
     vq_config = create_vae_diffusers_config_from_ldm(config, state, scaling_factor=_scale_factor(state, architecture))
     vq_config["sample_size"] = architecture.image_size
@@ -251,9 +251,12 @@ def convert_ldm(state: dict[str, torch.Tensor], architecture: LDMArchitecture | 
     if codebook not in state:
         raise CheckpointError(f"the first stage has no codebook ({codebook}): not a VQ autoencoder")
     vq_state["quantize.embedding.weight"] = state[codebook]
+    absent = [key for key, value in unet_state.items() if value is None]
+    if absent:
+        raise CheckpointError(f"the checkpoint's EMA weights lack {len(absent)} UNet tensors, e.g. {absent[0]}")
     for prefix, converted in ((UNET_PREFIX, unet_state), (FIRST_STAGE_PREFIX, vq_state)):
         count = sum(key.startswith(prefix) for key in state)
-        if len(converted) != count and not (ema and prefix == UNET_PREFIX):
+        if len(converted) != count:
             raise CheckpointError(f"{count - len(converted)} of the checkpoint's {count} {prefix}* tensors have no "
                                   f"place in the architecture {architecture.name}")
     with torch.device("meta"):

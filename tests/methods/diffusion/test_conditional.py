@@ -245,3 +245,17 @@ def test_distillation_of_a_conditional_model_trains_through_the_guided_predictio
     changed = [name for name, layer in quant_layers(q) if name in before
                and not torch.equal(before[name], layer.lora_B.weight)]
     assert changed
+
+
+def test_the_ema_weights_are_the_ones_converted_when_the_checkpoint_has_them():
+    """LatentDiffusion with use_ema (LSUN-Bedrooms) keeps LitEma copies named without dots; sampling uses them."""
+    state = state_dict(TINY_UNCOND["shapes"])
+    unet_keys = [key for key in state if key.startswith("model.diffusion_model.")]
+    assert len(unet_keys) > 100
+    ema = {"model_ema." + "".join(key.split(".")[1:]): 2 * state[key] for key in unet_keys}
+    state.update(ema, **{"model_ema.decay": torch.tensor(0.9999), "model_ema.num_updates": torch.tensor(7)})
+    unet = convert_ldm(state, tiny_architecture(TINY_UNCOND)).denoiser
+    torch.testing.assert_close(unet.conv_in.weight, 2 * state["model.diffusion_model.input_blocks.0.0.weight"])
+    del state["model_ema.diffusion_modelout2weight"]
+    with pytest.raises(CheckpointError, match="EMA weights lack 1 UNet tensors, e.g. conv_out.weight"):
+        convert_ldm(state, tiny_architecture(TINY_UNCOND))
