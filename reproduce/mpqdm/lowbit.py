@@ -59,34 +59,48 @@ LEADS = {"cin256-v2": IMAGENET_LEADS, "lsun_bedrooms-ldm-vq-4": BEDROOM_LEADS}
 
 
 def units(ctx: Context) -> list[Unit]:
-    result = [Unit("fp", {"bits": "W32A32", "method": "fp"})]
-    for bits in ctx.config["bits"]:
-        result += [Unit(f"{bits.lower()}-{method}", {"bits": bits, "method": method})
-                   for method in ctx.config["methods"] if method != "fp"]
+    """The full-precision row, then each bit setting x method per seed (ids ``w2a4-omq_trd``, ``...-s1``)."""
+    result = [Unit("fp", {"bits": "W32A32", "method": "fp", "seed": 0})]
+    for seed in ctx.config["seeds"]:
+        suffix = f"-s{seed}" if seed else ""
+        for bits in ctx.config["bits"]:
+            result += [Unit(f"{bits.lower()}-{method}{suffix}", {"bits": bits, "method": method, "seed": seed})
+                       for method in ctx.config["methods"] if method != "fp"]
     return result
 
 
 def summarize(records: list[Record], ctx: Context) -> Summary:
-    rows = [{"bits": r.params["bits"], "method": r.params["method"], **{m: r.value(m) for m in QUALITY}}
-            for r in records if r.status == "ok"]
-    table = pd.DataFrame(rows)
-    if table.empty:
+    """Mean over seeds per (bits, method); the FID reduction of MPQ-DM from the means, and per seed."""
+    rows = pd.DataFrame([{"bits": r.params["bits"], "method": r.params["method"], "seed": r.params.get("seed", 0),
+                          **{m: r.value(m) for m in QUALITY}} for r in records if r.status == "ok"])
+    if rows.empty:
         return Summary(table=pd.DataFrame({"note": ["no successful unit"]}))
+    rows[list(QUALITY)] = rows[list(QUALITY)].apply(pd.to_numeric, errors="coerce")
+    grouped = rows.groupby(["bits", "method"], sort=False)
+    table = grouped[list(QUALITY)].mean()
+    table["seeds"] = grouped["seed"].count()
+    table = table.reset_index()
     table["method"] = pd.Categorical(table["method"], METHODS, ordered=True)
     table = table.sort_values(["bits", "method"]).reset_index(drop=True)
     features = next(r.data["features"] for r in records if r.status == "ok")
     notes = [f"Features: {features}. Samples per unit: {ctx.config['samples']}; DDIM {ctx.config['sample_steps']} "
-             f"steps; distillation {ctx.config['distill_epochs']} epochs x {ctx.config['sample_steps']} steps."]
+             f"steps; distillation {ctx.config['distill_epochs']} epochs x {ctx.config['sample_steps']} steps; "
+             f"seeds {sorted(rows['seed'].unique().tolist())} (the table shows means)."]
     measured = {}
-    fid = table.set_index(["bits", "method"])["fid"]
+    values = table.set_index(["bits", "method"])[list(QUALITY)]
+    per_seed = rows.set_index(["bits", "method", "seed"])["fid"]
     for bits in ctx.config["bits"]:
-        if (bits, "baseline") in fid and (bits, "omq_trd") in fid:
-            drop = 100.0 * (1.0 - fid[bits, "omq_trd"] / fid[bits, "baseline"])
+        if (bits, "baseline") in values.index and (bits, "omq_trd") in values.index:
+            drop = 100.0 * (1.0 - values.loc[(bits, "omq_trd"), "fid"] / values.loc[(bits, "baseline"), "fid"])
+            seeds = [seed for seed in sorted(rows["seed"].unique())
+                     if (bits, "baseline", seed) in per_seed and (bits, "omq_trd", seed) in per_seed]
+            spread = ", ".join(f"{100.0 * (1.0 - per_seed[bits, 'omq_trd', s] / per_seed[bits, 'baseline', s]):.1f}%"
+                               for s in seeds)
             notes.append(f"{bits}: MPQ-DM's FID is {drop:.1f}% lower than the baseline's "
-                         f"({fid[bits, 'omq_trd']:.2f} vs {fid[bits, 'baseline']:.2f}).")
+                         f"({values.loc[(bits, 'omq_trd'), 'fid']:.2f} vs {values.loc[(bits, 'baseline'), 'fid']:.2f}"
+                         + (f"; per seed {spread})." if len(seeds) > 1 else ")."))
             if bits == "W2A4" and ctx.scale != "smoke":
                 measured["w2a4-fid-drop"] = drop
-    values = table.set_index(["bits", "method"])[list(QUALITY)].apply(pd.to_numeric, errors="coerce")
     for claim, (bits, metric) in LEADS.get(_paper_ldm(records), {}).items():
         value = values[metric].get((bits, "omq_trd"), np.nan)
         if claim.endswith("-gap"):  # FID points MPQ-DM gains over the baseline
@@ -128,9 +142,16 @@ def _plot_fid(table: pd.DataFrame):
     return fig
 
 
+def _first_seed(records: list[Record]) -> list[Record]:
+    """The successful records of the first seed (the figures show one run per setting)."""
+    ok = [r for r in records if r.status == "ok"]
+    first = min((r.params.get("seed", 0) for r in ok), default=0)
+    return [r for r in ok if r.params.get("seed", 0) == first or r.params["method"] == "fp"]
+
+
 def _plot_bits(records: list[Record]):
     fig, ax = plt.subplots(figsize=(8, 3.2))
-    for record in records:
+    for record in _first_seed(records):
         allocation = record.data.get("bit_allocation") or {}
         if record.status == "ok" and record.params["method"] in ("baseline", "omq_trd") and allocation:
             ax.plot(range(len(allocation)), list(allocation.values()), marker=".", linewidth=0.8,
@@ -143,7 +164,7 @@ def _plot_bits(records: list[Record]):
 
 
 def _plot_samples(records: list[Record]):
-    shown = [r for r in records if r.status == "ok" and r.data.get("sample_grid")]
+    shown = [r for r in _first_seed(records) if r.data.get("sample_grid")]
     fig, axes = plt.subplots(1, max(len(shown), 1), figsize=(1.6 * max(len(shown), 1), 1.9), squeeze=False)
     for ax, record in zip(axes[0], shown, strict=False):
         grid = np.asarray(record.data["sample_grid"], dtype=np.uint8)
@@ -159,7 +180,8 @@ def _plot_samples(records: list[Record]):
 COMMON = {"methods": list(METHODS), "sample_steps": 20, "lora_rank": 8, "calib_samples": 16, "distill_batch": 16,
           "weight_init": "mse", "act_init": "mse",
           # Used by a class-conditional model only (the public code's settings, mpqdm.md section 3).
-          "guidance_calibration": 1.5, "guidance_train": 3.0, "guidance_sample": 3.0, "classes_per_batch": 4}
+          "guidance_calibration": 1.5, "guidance_train": 3.0, "guidance_sample": 3.0, "classes_per_batch": 4,
+          "seeds": [0]}
 MNIST = {**COMMON, "dataset": "mnist-offline", "features": "proxy", "side": 16, "train_batch": 64,
          "train_lr": 2e-3, "unet": {"block_out_channels": [16, 32], "layers_per_block": 1, "norm_num_groups": 8}}
 
@@ -196,6 +218,9 @@ ARTIFACT = Artifact(
                          "pixel DDPM, or an unconditional latent diffusion pipeline (LDMPipeline: UNet2DModel + "
                          "VQModel); or a CompVis checkpoint of the paper's LDM-4 (model.ckpt of cin256-v2, the "
                          "class-conditional ImageNet model, or of lsun_bedrooms; or the folder holding it)"},
+        "--seeds": {"type": int, "nargs": "+", "metavar": "SEED",
+                    "help": "seeds of the quantized units (calibration noise, LoRA initialisation, distillation "
+                            "trajectories); the table shows means and the notes each seed's FID reduction"},
         "--guidance-sample": {"type": float, "metavar": "S",
                               "help": "classifier-free guidance scale of the evaluation samples of a "
                                       "class-conditional model (default 3.0, the public sampling script's)"},

@@ -169,3 +169,19 @@ def test_runs_of_the_papers_ldms_measure_their_table_leads_and_other_runs_do_not
     measured = lowbit.summarize(records, ctx).measured
     assert measured == {"w2a4-fid-drop": pytest.approx(42.5), "bed-w2a4-fid": 11.5,
                         "bed-w2a4-fid-gap": pytest.approx(8.5)}
+
+
+def test_several_seeds_are_averaged_and_each_seeds_reduction_is_noted():
+    config = {**lowbit.ARTIFACT.scales["quick"], "seeds": [0, 1]}
+    ctx = Context("quick", config, 0, describe_cpu("test"))
+    ids = [u.id for u in lowbit.units(ctx)]
+    assert {"fp", "w2a4-omq_trd", "w2a4-omq_trd-s1"} <= set(ids) and len(set(ids)) == len(ids)
+    records = [_record("W32A32", "fp", 3.0), _record("W2A4", "baseline", 10.0), _record("W2A4", "omq_trd", 5.0),
+               _record("W2A4", "baseline", 20.0), _record("W2A4", "omq_trd", 18.0)]
+    for record, seed in zip(records, (0, 0, 0, 1, 1), strict=True):
+        record.params["seed"] = seed
+    summary = lowbit.summarize(records, ctx)
+    row = summary.table[(summary.table["bits"] == "W2A4") & (summary.table["method"] == "omq_trd")].iloc[0]
+    assert row["fid"] == 11.5 and row["seeds"] == 2
+    assert summary.measured["w2a4-fid-drop"] == pytest.approx(100 * (1 - 11.5 / 15.0))
+    assert any("per seed 50.0%, 10.0%" in note for note in summary.notes)
