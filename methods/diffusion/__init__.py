@@ -63,6 +63,7 @@ from methods.diffusion.quant import (
     round_ste,
     set_quant_state,
     set_step,
+    stack_calibration,
     temporal_model_fn,
 )
 from methods.diffusion.rdd import (
@@ -113,7 +114,7 @@ __all__ = [
     "WeightQuantizer",
     "bit_allocation", "calibrate", "effective_bits", "fake_quantize", "init_range", "is_full_precision_name",
     "minmax_ptq", "minmax_range", "mse_range_search", "quant_layers", "quantize_model", "round_ste",
-    "set_quant_state", "set_step", "temporal_model_fn",
+    "set_quant_state", "set_step", "stack_calibration", "temporal_model_fn",
     # mpqdm
     "MPQDM_PRESETS", "MPQDMTrainer", "MethodPreset", "OMQResult", "TimeSmoothedRelation", "activation_absmax",
     "apply_omq", "collect_calibration_inputs", "default_k_choices", "kurtosis",

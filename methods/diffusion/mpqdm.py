@@ -66,10 +66,10 @@ from methods.diffusion.quant import (
     quant_layers,
     quantize_model,
     set_step,
+    stack_calibration,
 )
 from methods.diffusion.sampling import (
     Condition,
-    cat_conditions,
     ddim_trajectory,
     predict_eps,
     run_trajectory,
@@ -520,10 +520,7 @@ def prepare_quantized(fp_unet: nn.Module, preset: MethodPreset | str, w_bits: in
                            full_precision=full_precision)
     results: dict[str, OMQResult] = {}
     if preset.omq:
-        batches = [CalibrationBatch(*c) for c in calib]
-        x = torch.cat([b.x for b in batches])
-        t = torch.cat([b.t.expand(b.x.shape[0]) if b.t.dim() == 0 else b.t for b in batches])
-        condition = cat_conditions([b.condition for b in batches])
+        x, t, condition = stack_calibration(calib)
         index = torch.linspace(0, x.shape[0] - 1, min(omq_samples, x.shape[0])).round().long()
         chosen = None if condition is None else {key: value[index] for key, value in condition.items()}
         results = apply_omq(model, x[index], t[index], chosen, k_choices=k_choices, weight_method=weight_method)

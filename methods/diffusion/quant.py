@@ -584,6 +584,14 @@ def _timesteps(t, batch: int) -> torch.Tensor:
     return t.expand(batch) if t.dim() == 0 else t
 
 
+def stack_calibration(batches: Sequence[CalibrationBatch | tuple]
+                      ) -> tuple[torch.Tensor, torch.Tensor, Condition | None]:
+    """The batches concatenated in order: x_t (B, C, H, W), timesteps (B,) and their condition."""
+    batches = [CalibrationBatch(*b) for b in batches]
+    return (torch.cat([b.x for b in batches]), torch.cat([_timesteps(b.t, b.x.shape[0]) for b in batches]),
+            cat_conditions([b.condition for b in batches]))
+
+
 @torch.no_grad()
 def calibrate(model: nn.Module, batches: Iterable[CalibrationBatch | tuple], *,
               weight_method: str = "mse", act_method: str = "mse", max_elements: int | None = 2**14) -> list[int]:
@@ -616,12 +624,10 @@ def calibrate(model: nn.Module, batches: Iterable[CalibrationBatch | tuple], *,
         layer.weight_quantizer.initialize(layer.smoothed_weight().detach(), weight_method)
     by_step: dict[int, list[CalibrationBatch]] = {}
     for batch in (CalibrationBatch(*b) for b in batches):
-        by_step.setdefault(int(batch.step), []).append(batch._replace(t=_timesteps(batch.t, batch.x.shape[0])))
+        by_step.setdefault(int(batch.step), []).append(batch)
     for step in sorted(by_step):
         set_step(model, step)
-        x = torch.cat([b.x for b in by_step[step]])
-        t = torch.cat([b.t for b in by_step[step]])
-        condition = cat_conditions([b.condition for b in by_step[step]])
+        x, t, condition = stack_calibration(by_step[step])
         for layer in layers:
             layer.act_calibration, layer.act_max_elements = act_method, max_elements
         try:

@@ -27,14 +27,16 @@ Where the model and the quality features come from depends on the scale:
   (:class:`DiffusionModel`). The paper's LDM-4 models are given as their CompVis checkpoint
   files (``pretrained = ".../cin256-v2/model.ckpt"``, or the folder holding it), converted by
   :mod:`methods.diffusion.ldm_checkpoint`; against ImageNet or LSUN images (``dataset =
-  "folder"``). The class-conditional ImageNet model's condition follows the public code: calibration trajectories of
-  random classes at guidance 1.5, distillation trajectories of ``classes_per_batch`` random
-  classes at 3.0, evaluation samples equally many per class at ``guidance_sample`` (the public
-  sampling script's 3.0; the paper's evaluation setting is not known).
+  "folder"``). The class-conditional ImageNet model's condition follows the public code:
+  calibration trajectories of random classes at guidance 1.5, distillation trajectories of
+  ``classes_per_batch`` random classes at 3.0, evaluation samples equally many per class at
+  ``guidance_sample`` (the public sampling script's 3.0; the paper's evaluation setting is not
+  known).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,9 +101,10 @@ class DiffusionModel:
     num_classes: int | None = None
     full_precision: tuple[str, ...] = ()
 
-    def condition(self, labels: torch.Tensor, guidance_scale: float) -> Condition | None:
-        """The condition of samples of classes ``labels`` (N,); None for an unconditional model."""
-        return None if self.num_classes is None else class_condition(labels, guidance_scale)
+    def condition(self, labels: Callable[[int], torch.Tensor], guidance_scale: float) -> Condition | None:
+        """The condition of samples of classes ``labels(num_classes)`` (N,); None for an unconditional model
+        (``labels`` is then not called, so it draws no random numbers)."""
+        return None if self.num_classes is None else class_condition(labels(self.num_classes), guidance_scale)
 
     @torch.no_grad()
     def to_pixels(self, samples: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -207,8 +210,8 @@ def quantize(method: str, fp: DiffusionModel, w_bits: int, a_bits: int, config: 
     steps = config["sample_steps"]
     shape = (unet.config.in_channels, unet.config.sample_size, unet.config.sample_size)
     noise = torch.randn((config["calib_samples"], *shape), generator=generator).to(next(unet.parameters()).device)
-    calib_condition = None if fp.num_classes is None else fp.condition(
-        torch.randint(fp.num_classes, (len(noise),), generator=generator), config["guidance_calibration"])
+    calib_condition = fp.condition(lambda k: torch.randint(k, (len(noise),), generator=generator),
+                                   config["guidance_calibration"])
     calib = collect_calibration_inputs(unet, scheduler, noise, steps, eta=1.0, generator=generator,
                                        condition=calib_condition)
     if method == "minmax":
@@ -220,7 +223,7 @@ def quantize(method: str, fp: DiffusionModel, w_bits: int, a_bits: int, config: 
     trainer = MPQDMTrainer(unet, model, scheduler, n_steps=steps, trd=MPQDM_PRESETS[method].trd)
     try:
         conditions = None if fp.num_classes is None else (lambda n, g: fp.condition(
-            random_class_groups(n, fp.num_classes, config["classes_per_batch"], g), config["guidance_train"]))
+            lambda k: random_class_groups(n, k, config["classes_per_batch"], g), config["guidance_train"]))
         history = trainer.train(config["distill_epochs"], config["distill_batch"], shape, generator=generator,
                                 conditions=conditions)
     finally:
@@ -256,11 +259,11 @@ def _run(unit: Unit, ctx: Context) -> Outcome:
     reference = extract(extractor, data.reference)
     generator = torch.Generator().manual_seed(int(ctx.rng(unit).integers(2**31)))
     model, omq, history = quantize(method, fp, w_bits, a_bits, config, generator)
-    labels = None if fp.num_classes is None else balanced_labels(config["samples"], fp.num_classes)
     samples = ddim_sample(unet, scheduler, config["samples"], steps=config["sample_steps"], eta=0.0,
                           generator=torch.Generator().manual_seed(1), batch_size=config["sample_batch"],
                           model_fn=None if method == "fp" else temporal_model_fn(model),
-                          condition=None if labels is None else fp.condition(labels, config["guidance_sample"]))
+                          condition=fp.condition(lambda k: balanced_labels(config["samples"], k),
+                                                 config["guidance_sample"]))
     samples = fp.to_pixels(samples, config["sample_batch"])
     quality = sample_quality(samples.cpu(), reference, extractor)
     size = effective_bits(model) if method != "fp" else None
