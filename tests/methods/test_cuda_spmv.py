@@ -1,16 +1,35 @@
-"""The CUDA SpMV kernels and executors (methods/spmv/cuda.py, methods/spmv/kernels/*.cu).
+"""The CUDA SpMV kernels and executors (methods/spmv/cuda*.py, methods/spmv/kernels/*.cu).
 
 CPU tests (always run): the kernel sources compile for Orin, the RTX 4090 and H100/H200
 (nvcc --ptx, and NVRTC as CuPy calls it, where present); the argument table matches the
-``.cu`` signatures and the layout's dtypes; the module imports without CuPy or a GPU and
-executors say what is missing; the HBP schedule covers every block once; and a NumPy
-emulation of the HBP kernels reproduces scipy on our layout.
+``.cu`` signatures and the layout's dtypes; the modules import without CuPy or a GPU and
+executors say what is missing; HBP's schedule splits the blocks into fixed shares and a queue;
+the layout checks catch contract violations.
 
-GPU tests (``@pytest.mark.cuda``): every executor against scipy on the shared SuiteSparse
-matrices and on edge cases, fp64 and fp32, in several launch configurations, and repeated
-calls (the queue counter is zeroed every launch, hbp.md section 5).
+Device tests, each run on two devices (the ``device`` parameter): ``"cuda"``, a GPU through
+CuPy (``@pytest.mark.cuda``, skipped with a reason without one), and ``"cuda-emu"``, the
+emulated CUDA device of :mod:`cuda_emu` that runs the same ``.cu`` kernels on the CPU
+with every access bounds- and race-checked (``@pytest.mark.cuda_emu``, always run). Every
+kernel (``csr_scalar``, ``csr_vector``, ``hbp_spmv`` + ``hbp_merge`` over the hash, sort and
+dp orderings, and cuSPARSE on the GPU) against scipy in fp64 (componentwise error <= 1e-12)
+and fp32 (<= 1e-5): on every shared SuiteSparse matrix, on generated edge cases, on
+hypothesis-generated matrices and over launch geometries (one block of 32 threads, the
+authors' 256 x 32, one warp per block, more warps than work, several x tiles per thread
+block); repeated HBP calls are identical (the queue counter is zeroed every launch, hbp.md
+section 5); ``spmv_only`` and ``merge_only`` are checked separately. ``regu2d_spmv`` is
+tested the same way in test_regu2d.py.
+
+Emulator limits. Measured on a 2-core machine, fp64, one call each: the largest shared matrix,
+AG-Monien/crack (10,240 rows, 60,760 entries), takes 0.02 s in csr_scalar and regu2d, 0.04 s
+in HBP and 0.12 s in csr_vector (one warp per row: 32 fibers and five shuffles per row). So on
+"cuda-emu" a matrix of more than EMU_MAX_NNZ = 100,000 entries is skipped with a reason (none of
+the shared folder's: the largest has ~61k after symmetric expansion); every shared matrix runs in
+fp64 and fp32. On the emulator, repeated calls are checked for HBP only (the executor with state
+between calls, its queue counter); results there land in memory that ``empty`` fills with NaN,
+so a skipped row shows anyway. The GPU repeats every executor.
 """
 
+import math
 import re
 import shutil
 import subprocess
@@ -21,18 +40,25 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from methods.spmv import cuda
+from methods.spmv import cuda, cuda_kernels
 from methods.spmv.accuracy import componentwise_error
+from methods.spmv.cuda_backends import backend
+from methods.spmv.hbp import ORDERINGS, build_hbp
 from reproduce.harness.data import synthetic
 from reproduce.harness.errors import DeviceError
-from reproduce.harness.timing import time_cuda
+from tests.methods.spmv_cases import matrix_files, shared_matrix
 
 ARCHES = ["87", "89", "90"]  # Jetson AGX Orin, RTX 4090, H100/H200
+DTYPES = ["float64", "float32"]
 TOLERANCE = {"float64": 1e-12, "float32": 1e-5}
-ORDERINGS = ["hash", "sort", "dp"]
 C_TYPES = {"int": "int32", "long long": "int64", "unsigned short": "uint16", "VALUE_T": "value", "COL_T": "col"}
-NO_BUILDER = "methods/spmv/hbp.py (the layout builder) is not there yet"
+# The emulated device's test limit (module docstring): above every shared matrix.
+EMU_MAX_NNZ = 100_000
+# Every device test runs on a GPU (skipped without one) and on the emulated device (always).
+DEVICES = [pytest.param("cuda", marks=pytest.mark.cuda), pytest.param("cuda-emu", marks=pytest.mark.cuda_emu)]
 
 # Edge cases (hbp.md section 7): empty rows, one dense row, all zero, one column, rectangular,
 # sizes that are not multiples of 32 / 512 / 4096, nrows a multiple of 512, several column blocks.
@@ -46,12 +72,29 @@ EDGE_CASES = {
     "wide": {"generator": "random_uniform", "nrows": 33, "ncols": 20000, "density": 0.05},
 }
 
+# Launch geometries: name -> (CSR executor keywords, HBP executor keywords); None: not for that family.
+GEOMETRIES = {
+    # The executors' defaults: CSR 256 threads per block and enough blocks for one thread (warp)
+    # per row; HBP the authors' 256 warps of one warp per thread block (8192 threads).
+    "defaults": ({}, {}),
+    "one_block_of_32": ({"blocks": 1, "threads_per_block": 32}, {"warps": 1, "threads_per_block": 32}),
+    "authors_256x32": ({"blocks": 256, "threads_per_block": 32}, None),  # HBP's default already
+    "one_warp_per_block": ({"threads_per_block": 32}, {"warps": 7, "chunk": 3, "threads_per_block": 32}),
+    # Far more threads (warps) than rows (blocks); HBP: every block competed for, one at a time.
+    "more_warps_than_work": ({"blocks": 64, "threads_per_block": 1024},
+                             {"warps": 1024, "chunk": 1, "fixed_per_warp": 0}),
+    # Several warps per thread block, each with its own x tile (2 x 32 KB fp64: the shared-memory opt-in).
+    "tiles_per_block_64": ({"threads_per_block": 64}, {"warps": 64, "chunk": 1, "threads_per_block": 64,
+                                                       "fixed_per_warp": 0}),
+    "tiles_per_block_128": ({"threads_per_block": 128}, {"warps": 128, "chunk": 3, "threads_per_block": 128}),
+}
+
 
 def reference_layout(matrix: sp.csr_matrix, block_height: int = 512, block_width: int = 4096) -> SimpleNamespace:
     """Our HBP layout (methods/spmv/hbp.py's contract), rows kept in their original order, groups of 32.
 
-    Written from the contract alone, independently of the real builder, so the kernels can
-    be checked whether or not that builder exists; slow (Python loops), for small matrices.
+    Written from the contract alone, independently of the real builder: a second layout the
+    kernels must handle (rows in their original order); slow (Python loops), for small matrices.
     """
     matrix = sp.csr_matrix(matrix, copy=True)
     matrix.sum_duplicates()
@@ -107,13 +150,10 @@ def reference_layout(matrix: sp.csr_matrix, block_height: int = 512, block_width
     )
 
 
-def layouts_for(matrix: sp.csr_matrix, block_height: int = 512, block_width: int = 4096) -> dict:
-    """The reference layout, plus the builder's hash / sort / dp layouts once methods/spmv/hbp.py exists."""
-    layouts = {"reference": reference_layout(matrix, block_height, block_width)}
-    try:
-        from methods.spmv.hbp import build_hbp
-    except ImportError:
-        return layouts  # the reference layout alone still exercises the kernels
+def layouts_for(matrix: sp.csr_matrix, block_height: int = 512, block_width: int = 4096,
+                reference: bool = True) -> dict:
+    """The builder's hash / sort / dp layouts, and the reference layout if ``reference``."""
+    layouts = {"reference": reference_layout(matrix, block_height, block_width)} if reference else {}
     for ordering in ORDERINGS:
         layouts[ordering] = build_hbp(matrix, ordering=ordering, block_height=block_height, block_width=block_width)
     return layouts
@@ -123,26 +163,24 @@ def edge_matrix(case: str, dtype: str = "float64") -> sp.csr_matrix:
     return synthetic.generate(EDGE_CASES[case], np.random.default_rng(7)).astype(dtype)
 
 
-def suitesparse_matrices(folder: Path) -> list[tuple[str, sp.csr_matrix]]:
-    """The real-valued shared SuiteSparse matrices as float64 CSR (complex ones left out)."""
-    from reproduce.harness.data.suitesparse import load_matrix_file
-
-    found = []
-    for path in sorted(folder.glob("*.mtx")):
-        matrix, source = load_matrix_file(path)
-        if not np.iscomplexobj(matrix.data):
-            found.append((source.name, matrix.astype(np.float64)))
-    assert found, f"no real matrices in {folder}"
-    return found
+def host(y) -> np.ndarray:
+    """A device result (CuPy or emulated) as a NumPy array."""
+    return y.get() if hasattr(y, "get") else np.asarray(y)
 
 
 def assert_close(matrix, x, y, dtype: str, what: str) -> None:
-    """y (NumPy or CuPy) against scipy in fp64 on the same (possibly fp32) data."""
-    y = y.get() if hasattr(y, "get") else y
+    """y (on the host or a device) against scipy in fp64 on the same (possibly fp32) data."""
+    y = host(y)
     assert y.dtype == np.dtype(dtype), f"{what}: result dtype {y.dtype}, expected {dtype}"
+    assert y.shape == (matrix.shape[0],), f"{what}: result shape {y.shape}"
     reference = matrix.astype(np.float64) @ x.astype(np.float64)
     error = componentwise_error(matrix.astype(np.float64), x.astype(np.float64), y, reference)
     assert error <= TOLERANCE[dtype], f"{what}: componentwise error {error:.3g} > {TOLERANCE[dtype]}"
+
+
+def skip_if_too_big_for_the_emulator(matrix, device: str) -> None:
+    if device == "cuda-emu" and matrix.nnz > EMU_MAX_NNZ:
+        pytest.skip(f"{matrix.nnz} entries: over the emulated device's test limit of {EMU_MAX_NNZ} (see the module)")
 
 
 # ---------------------------------------------------------------- CPU: sources and argument table
@@ -165,59 +203,63 @@ def parse_signatures(text: str) -> dict[str, list[tuple[str, str]]]:
 
 def test_argument_table_matches_the_cu_signatures():
     found = {}
-    for name in sorted(set(cuda.KERNEL_FILES.values())):
-        found.update(parse_signatures((cuda.KERNEL_DIR / f"{name}.cu").read_text()))
-    assert found == cuda.KERNEL_ARGUMENTS
-    assert {k: cuda.KERNEL_FILES[k] for k in found} == cuda.KERNEL_FILES
+    for name in sorted(set(cuda_kernels.KERNEL_FILES.values())):
+        found.update(parse_signatures((cuda_kernels.KERNEL_DIR / f"{name}.cu").read_text()))
+    assert found == cuda_kernels.KERNEL_ARGUMENTS
+    assert {k: cuda_kernels.KERNEL_FILES[k] for k in found} == cuda_kernels.KERNEL_FILES
 
 
 def test_argument_table_matches_the_layout_dtypes():
     for kernel in ("hbp_spmv", "hbp_merge"):
-        for name, kind in cuda.KERNEL_ARGUMENTS[kernel]:
-            if name in cuda.HBP_LAYOUT_DTYPES:
-                assert kind == cuda.HBP_LAYOUT_DTYPES[name] + "*", (kernel, name)
-    assert set(cuda.HBP_DEVICE_ARRAYS) <= set(cuda.HBP_LAYOUT_DTYPES)
+        for name, kind in cuda_kernels.KERNEL_ARGUMENTS[kernel]:
+            if name in cuda_kernels.HBP_LAYOUT_DTYPES:
+                assert kind == cuda_kernels.HBP_LAYOUT_DTYPES[name] + "*", (kernel, name)
+    assert set(cuda_kernels.HBP_DEVICE_ARRAYS) <= set(cuda_kernels.HBP_LAYOUT_DTYPES)
+    for name, kind in cuda_kernels.KERNEL_ARGUMENTS["regu2d_spmv"]:
+        if name in cuda_kernels.REGU2D_LAYOUT_DTYPES:
+            assert kind == cuda_kernels.REGU2D_LAYOUT_DTYPES[name] + "*", name
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_builder_layout_has_the_kernel_dtypes(dtype):
     """methods/spmv/hbp.py's arrays have exactly the dtypes the kernels declare (nothing is cast)."""
-    hbp_module = pytest.importorskip("methods.spmv.hbp", reason=NO_BUILDER)
     matrix = edge_matrix("rows_multiple_of_512", dtype)
     for ordering in ORDERINGS:
-        layout = hbp_module.build_hbp(matrix, ordering=ordering)
-        cuda.check_hbp_layout(layout)
+        layout = build_hbp(matrix, ordering=ordering)
+        cuda_kernels.check_hbp_layout(layout)
         assert layout.values.dtype == np.dtype(dtype), ordering
-        arrays = {name: np.ascontiguousarray(getattr(layout, name)) for name, _ in cuda.KERNEL_ARGUMENTS["hbp_spmv"]
-                  if name in cuda.HBP_LAYOUT_DTYPES}
+        arrays = {name: np.ascontiguousarray(getattr(layout, name))
+                  for name, _ in cuda_kernels.KERNEL_ARGUMENTS["hbp_spmv"] if name in cuda_kernels.HBP_LAYOUT_DTYPES}
         scalars = {"n_blocks": len(layout.block_col), "fixed_per_warp": 0, "ncols": matrix.shape[1]}
-        packed = cuda.pack_arguments("hbp_spmv", {**scalars, **arrays}, dtype)
+        packed = cuda_kernels.pack_arguments("hbp_spmv", {**scalars, **arrays}, dtype)
         assert [type(a) for a in packed[:3]] == [np.int32] * 3
 
 
 def test_pack_arguments_checks_types_order_and_range():
     i32, i64 = np.zeros(3, np.int32), np.zeros(3, np.int64)
     values = np.zeros(3)
-    packed = cuda.pack_arguments("csr_scalar", {"nrows": 2, "row_ptr": i64, "cols": i32, "values": values}, "float64")
+    pack = cuda_kernels.pack_arguments
+    packed = pack("csr_scalar", {"nrows": 2, "row_ptr": i64, "cols": i32, "values": values}, "float64")
     assert isinstance(packed[0], np.int32) and packed[1] is i64
     with pytest.raises(TypeError, match="row_ptr must have dtype int64, not int32"):
-        cuda.pack_arguments("csr_scalar", {"nrows": 2, "row_ptr": i32}, "float64")
+        pack("csr_scalar", {"nrows": 2, "row_ptr": i32}, "float64")
     with pytest.raises(TypeError, match="values must have dtype float32"):
-        cuda.pack_arguments("csr_scalar", {"nrows": 2, "row_ptr": i64, "cols": i32, "values": values}, "float32")
+        pack("csr_scalar", {"nrows": 2, "row_ptr": i64, "cols": i32, "values": values}, "float32")
     with pytest.raises(ValueError, match="takes"):
-        cuda.pack_arguments("csr_scalar", {"row_ptr": i64}, "float64")
+        pack("csr_scalar", {"row_ptr": i64}, "float64")
     with pytest.raises(OverflowError, match="nrows"):
-        cuda.pack_arguments("csr_scalar", {"nrows": 2**31}, "float64")
+        pack("csr_scalar", {"nrows": 2**31}, "float64")
     with pytest.raises(ValueError, match="contiguous"):
-        cuda.pack_arguments("csr_scalar", {"nrows": 2, "row_ptr": np.zeros(6, np.int64)[::2]}, "float64")
+        pack("csr_scalar", {"nrows": 2, "row_ptr": np.zeros(6, np.int64)[::2]}, "float64")
     with pytest.raises(TypeError, match="float64 and float32"):
-        cuda.value_type(np.complex128)
+        cuda_kernels.value_type(np.complex128)
 
 
 def test_loader_prepends_defines():
-    source = cuda.kernel_source("hbp", {"VALUE_T": "float", "BLOCK_WIDTH": 1024, "CHUNK": 3})
-    assert source.startswith("#define BLOCK_WIDTH 1024\n#define CHUNK 3\n#define VALUE_T float\n")
-    assert source.endswith((cuda.KERNEL_DIR / "hbp.cu").read_text())
+    """The #define lines, then a #line directive (messages keep the file's own line numbers), then the file."""
+    source = cuda_kernels.kernel_source("hbp", {"VALUE_T": "float", "BLOCK_WIDTH": 1024, "CHUNK": 3})
+    file_text = (cuda_kernels.KERNEL_DIR / "hbp.cu").read_text()
+    assert source == f'#define BLOCK_WIDTH 1024\n#define CHUNK 3\n#define VALUE_T float\n#line 1 "hbp.cu"\n{file_text}'
 
 
 COMPILE_CASES = [
@@ -240,12 +282,12 @@ def test_kernels_compile_with_nvcc(name, defines, arch, tmp_path):
     if shutil.which("nvcc") is None:
         pytest.skip("nvcc not found: the CUDA compile check needs the CUDA toolkit (not a GPU)")
     source = tmp_path / f"{name}.cu"
-    source.write_text(cuda.kernel_source(name, defines))
+    source.write_text(cuda_kernels.kernel_source(name, defines))
     ptx = tmp_path / f"{name}.ptx"
     result = subprocess.run(["nvcc", "--ptx", f"-arch=sm_{arch}", "-Werror", "all-warnings", "-o", str(ptx),
                              str(source)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    for kernel, file in cuda.KERNEL_FILES.items():
+    for kernel, file in cuda_kernels.KERNEL_FILES.items():
         if file == name:
             assert f".entry {kernel}(" in ptx.read_text()
 
@@ -260,7 +302,7 @@ def test_kernels_compile_with_nvrtc(name, defines, arch):
         nvrtc.getVersion()
     except Exception as exc:  # noqa: BLE001 - no CuPy, or no libnvrtc: nothing to check with
         pytest.skip(f"NVRTC not loadable here ({type(exc).__name__}); install cupy-cuda12x[ctk]")
-    program = nvrtc.createProgram(cuda.kernel_source(name, defines), f"{name}.cu", [], [])
+    program = nvrtc.createProgram(cuda_kernels.kernel_source(name, defines), f"{name}.cu", [], [])
     try:
         nvrtc.compileProgram(program, [f"-arch=compute_{arch}", "-ftz=true"])
     except Exception:  # noqa: BLE001 - re-raised with the compiler's log
@@ -273,20 +315,25 @@ def test_kernels_compile_with_nvrtc(name, defines, arch):
 
 
 def test_module_imports_without_cupy():
-    code = "import sys; sys.modules['cupy'] = None; import methods.spmv.cuda; print('ok')"
+    code = ("import sys; sys.modules['cupy'] = None; import methods.spmv.cuda, methods.spmv.cuda_kernels, "
+            "methods.spmv.cuda_backends; print('ok')")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             cwd=Path(cuda.__file__).resolve().parents[2], timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
 
 
 def test_executor_without_cupy_says_what_to_install(monkeypatch):
+    """The GPU backend imports CuPy when an executor is built (methods.spmv.cuda_backends), not at import."""
     monkeypatch.setitem(sys.modules, "cupy", None)
     matrix = sp.csr_matrix(np.eye(3))
-    for make in (cuda.CsrScalarCuda, cuda.CsrVectorCuda, cuda.CsrCusparse):
-        with pytest.raises(DeviceError, match="install the 'gpu' extra"):
-            make(matrix)
-    with pytest.raises(DeviceError, match="needs CuPy"):
-        cuda.HBPCuda(reference_layout(matrix))
+    layout = reference_layout(matrix)
+    for make in (cuda.CsrScalarCuda, cuda.CsrVectorCuda, cuda.CsrCusparse, cuda.HBPCuda):
+        with pytest.raises(DeviceError, match="needs CuPy: install the 'gpu' extra.*cuda-emu"):
+            make(layout if make is cuda.HBPCuda else matrix)
+    # The emulated device needs no CuPy.
+    x = np.ones(3)
+    emulated = cuda.CsrScalarCuda(matrix, device="cuda-emu")
+    np.testing.assert_array_equal(host(emulated(backend("cuda-emu").asarray(x))), x)
 
 
 def test_executor_without_gpu_says_so():
@@ -302,181 +349,325 @@ def test_executor_without_gpu_says_so():
         cuda.HBPCuda(reference_layout(matrix))
 
 
-# ---------------------------------------------------------------- CPU: schedule and kernel emulation
+def test_unknown_device_is_refused():
+    with pytest.raises(ValueError, match="cuda or cuda-emu, not 'gpu'"):
+        cuda.CsrScalarCuda(sp.csr_matrix(np.eye(3)), device="gpu")
 
 
-@pytest.mark.parametrize(("n_blocks", "warps", "chunk", "fixed"), [
-    (0, 256, 10, None), (5, 256, 10, None), (1000, 256, 10, None), (1000, 256, 10, 0), (1000, 7, 3, 100),
-    (257, 256, 1, None), (512, 256, 10, 2), (31, 1, 10, None),
-])
-def test_schedule_processes_every_block_once(n_blocks, warps, chunk, fixed):
-    schedule = cuda.hbp_schedule(n_blocks, warps, chunk, fixed)
+# ---------------------------------------------------------------- CPU: schedule and layout checks
+
+
+SCHEDULES = [(0, 256, 10, None), (5, 256, 10, None), (1000, 256, 10, None), (1000, 256, 10, 0), (1000, 7, 3, 100),
+             (257, 256, 1, None), (512, 256, 10, 2), (31, 1, 10, None)]
+
+
+@pytest.mark.parametrize(("n_blocks", "warps", "chunk", "fixed"), SCHEDULES)
+def test_schedule_splits_the_blocks_into_fixed_shares_and_a_queue(n_blocks, warps, chunk, fixed):
+    """Warp w's fixed share and the queue tile [0, n_blocks); the kernels' run of it is checked on the devices."""
+    schedule = cuda_kernels.hbp_schedule(n_blocks, warps, chunk, fixed)
+    assert (schedule.n_blocks, schedule.warps, schedule.chunk) == (n_blocks, warps, chunk)
     assert schedule.fixed_per_warp == (n_blocks // warps if fixed is None else fixed)
     if fixed is None:
         assert 0 <= schedule.queue_size < warps  # the authors' rule: only the remainder competes
-    order = cuda.warp_block_order(schedule)
-    assert len(order) == warps
-    assert sorted(b for blocks in order for b in blocks) == list(range(n_blocks))
-    for w, blocks in enumerate(order):
-        share = list(range(w * schedule.fixed_per_warp, (w + 1) * schedule.fixed_per_warp))
-        assert blocks[:len(share)] == share
+    shares = [range(w * schedule.fixed_per_warp, (w + 1) * schedule.fixed_per_warp) for w in range(warps)]
+    queue = range(schedule.queue_begin, n_blocks)
+    assert [b for share in shares for b in share] + list(queue) == list(range(n_blocks))
+    assert schedule.queue_size == len(queue)
 
 
 def test_launch_configuration():
-    assert cuda.hbp_launch(256, 32, 4096, np.float64) == (256, 32 * 1024)  # the authors': 256 x 32 threads
-    assert cuda.hbp_launch(256, 128, 4096, np.float32) == (64, 4 * 16 * 1024)
-    assert cuda.hbp_launch(64, 64, 8192, np.float64) == (32, 2 * 64 * 1024)
+    assert cuda_kernels.hbp_launch(256, 32, 4096, np.float64) == (256, 32 * 1024)  # the authors': 256 x 32 threads
+    assert cuda_kernels.hbp_launch(256, 128, 4096, np.float32) == (64, 4 * 16 * 1024)
+    assert cuda_kernels.hbp_launch(64, 64, 8192, np.float64) == (32, 2 * 64 * 1024)
     for threads in (0, 48, 2048, 96):  # 96: 3 warps do not divide 64 warps
         with pytest.raises(ValueError, match="multiple of 32"):
-            cuda.hbp_launch(64, threads, 4096, np.float64)
+            cuda_kernels.hbp_launch(64, threads, 4096, np.float64)
 
 
 def test_schedule_rejects_bad_parameters():
     with pytest.raises(ValueError, match="exceeds"):
-        cuda.hbp_schedule(10, 4, 10, 3)
+        cuda_kernels.hbp_schedule(10, 4, 10, 3)
     with pytest.raises(ValueError, match="positive"):
-        cuda.hbp_schedule(10, 0, 10)
+        cuda_kernels.hbp_schedule(10, 0, 10)
     with pytest.raises(OverflowError, match="int32"):
-        cuda.hbp_schedule(2**31 - 100, 256, 10)
-
-
-@pytest.mark.parametrize("case", sorted(EDGE_CASES))
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_emulated_kernels_match_scipy_on_edge_cases(case, dtype):
-    matrix = edge_matrix(case, dtype)
-    x = np.random.default_rng(3).uniform(-1, 1, matrix.shape[1]).astype(dtype)
-    for name, layout in layouts_for(matrix).items():
-        for warps, chunk, fixed in [(256, 10, None), (3, 2, None), (4, 1, 0)]:
-            partial, y = cuda.emulate_hbp(layout, x, warps=warps, chunk=chunk, fixed_per_warp=fixed)
-            assert not np.isnan(partial).any()
-            assert_close(matrix, x, y, dtype, f"{case} {name} warps={warps}")
-
-
-def test_emulated_kernels_with_small_blocks():
-    """Many row and column blocks (block sizes 8 x 16), groups cut short at block ends."""
-    matrix = edge_matrix("odd_sizes")[:200, :300]
-    x = np.random.default_rng(4).standard_normal(300)
-    for name, layout in layouts_for(matrix, block_height=8, block_width=16).items():
-        assert len(layout.block_col) > 100
-        _, y = cuda.emulate_hbp(layout, x, warps=5, chunk=3)
-        assert_close(matrix, x, y, "float64", f"{name} 8 x 16 blocks")
-
-
-def test_emulated_kernels_on_the_builder_layout(suitesparse_dir):
-    hbp_module = pytest.importorskip("methods.spmv.hbp", reason=NO_BUILDER)
-    for name, matrix in suitesparse_matrices(suitesparse_dir):
-        if matrix.nnz > 20000:
-            continue  # the emulation is a Python loop
-        x = np.random.default_rng(5).standard_normal(matrix.shape[1])
-        for ordering in ORDERINGS:
-            _, y = cuda.emulate_hbp(hbp_module.build_hbp(matrix, ordering=ordering), x)
-            assert_close(matrix, x, y, "float64", f"{name} {ordering}")
+        cuda_kernels.hbp_schedule(2**31 - 100, 256, 10)
 
 
 def test_layout_check_catches_contract_violations():
     layout = reference_layout(edge_matrix("empty_rows"))
-    cuda.check_hbp_layout(layout)
+    cuda_kernels.check_hbp_layout(layout)
     wrong_dtype = SimpleNamespace(**{**vars(layout), "group_nz_ptr": layout.group_nz_ptr.astype(np.int32)})
     with pytest.raises(TypeError, match="group_nz_ptr must have dtype int64"):
-        cuda.check_hbp_layout(wrong_dtype)
+        cuda_kernels.check_hbp_layout(wrong_dtype)
     short = SimpleNamespace(**{**vars(layout), "merge_ptr": layout.merge_ptr[:-1]})
     with pytest.raises(ValueError, match="merge_ptr has length"):
-        cuda.check_hbp_layout(short)
+        cuda_kernels.check_hbp_layout(short)
     big_group = SimpleNamespace(**{**vars(layout), "group_slot_ptr": layout.group_slot_ptr.copy()})
     big_group.group_slot_ptr[1] += 1  # group 0 gets 33 slots
     with pytest.raises(ValueError, match="1 to 32 slots"):
-        cuda.check_hbp_layout(big_group)
+        cuda_kernels.check_hbp_layout(big_group)
 
 
-# ---------------------------------------------------------------- GPU
+# ---------------------------------------------------------------- devices: a GPU and the emulated device
 
 
-def gpu_executors(matrix: sp.csr_matrix, layouts: dict) -> dict:
-    """name -> executor for every CUDA method on ``matrix`` (fp64 or fp32), HBP for each layout."""
-    import cupyx.scipy.sparse
+def standard_executors(matrix: sp.csr_matrix, layouts: dict, device: str, competitive: bool = False) -> dict:
+    """name -> executor for every CUDA method on ``matrix`` (fp64 or fp32), HBP for each layout.
 
-    on_gpu = cupyx.scipy.sparse.csr_matrix(matrix)
+    ``competitive`` adds, per layout, HBP with every block competed for and 2 warps per thread
+    block (64 KB fp64 tiles: the opt-in above 48 KB).
+    """
     executors = {
-        "csr_scalar": cuda.CsrScalarCuda(on_gpu),
-        "csr_scalar_paper_launch": cuda.CsrScalarCuda(on_gpu, threads_per_block=32, blocks=256),
-        "csr_vector": cuda.CsrVectorCuda(on_gpu),
-        "cusparse": cuda.CsrCusparse(on_gpu),
+        "csr_scalar": cuda.CsrScalarCuda(matrix, device=device),
+        "csr_scalar_authors_256x32": cuda.CsrScalarCuda(matrix, threads_per_block=32, blocks=256, device=device),
+        "csr_vector": cuda.CsrVectorCuda(matrix, device=device),
     }
+    if device == "cuda":
+        executors["cusparse"] = cuda.CsrCusparse(matrix)  # the emulator has no cuSPARSE
     for name, layout in layouts.items():
-        executors[f"hbp_{name}"] = cuda.HBPCuda(layout)
-        # All blocks competed for, 2 warps per thread block (64 KB fp64 tiles: the opt-in above 48 KB).
-        executors[f"hbp_{name}_competitive"] = cuda.HBPCuda(layout, warps=64, chunk=1, threads_per_block=64,
-                                                            fixed_per_warp=0)
+        executors[f"hbp_{name}"] = cuda.HBPCuda(layout, device=device)
+        if competitive:
+            executors[f"hbp_{name}_competitive"] = cuda.HBPCuda(layout, warps=64, chunk=1, threads_per_block=64,
+                                                                fixed_per_warp=0, device=device)
     return executors
 
 
-def check_on_gpu(matrix: sp.csr_matrix, layouts: dict, dtype: str, what: str) -> None:
-    import cupy
+def geometry_executors(matrix: sp.csr_matrix, layouts: dict, device: str, geometry: str) -> dict:
+    """The CSR kernels and HBP over each layout, launched as ``GEOMETRIES[geometry]`` says."""
+    csr_keywords, hbp_keywords = GEOMETRIES[geometry]
+    executors = {}
+    if csr_keywords is not None:
+        executors["csr_scalar"] = cuda.CsrScalarCuda(matrix, **csr_keywords, device=device)
+        executors["csr_vector"] = cuda.CsrVectorCuda(matrix, **csr_keywords, device=device)
+    if hbp_keywords is not None:
+        for name, layout in layouts.items():
+            executors[f"hbp_{name}"] = cuda.HBPCuda(layout, **hbp_keywords, device=device)
+    return executors
 
-    x = np.random.default_rng(11).uniform(-1, 1, matrix.shape[1]).astype(dtype)
-    x_gpu = cupy.asarray(x)
-    for name, executor in gpu_executors(matrix, layouts).items():
-        first = executor(x_gpu)
-        assert_close(matrix, x, first, dtype, f"{what} {name}")
-        if isinstance(executor, cuda.HBPCuda):
-            executor.partial.fill(np.nan)  # a block skipped by a drained counter would leave NaN
-        again = executor(x_gpu, out=cupy.full(matrix.shape[0], np.nan, dtype=dtype))
+
+def check_executors(matrix: sp.csr_matrix, executors: dict, device: str, dtype: str, what: str,
+                    seed: int = 11) -> None:
+    """Every executor against scipy, then (HBP always, the others on the GPU) a repeated call, bitwise.
+
+    Before the repeated call ``out`` and HBP's ``partial`` are filled with NaN, so a row or a
+    block that the second launch skips (a counter left drained) shows.
+    """
+    xp = backend(device)
+    x = np.random.default_rng(seed).uniform(-1, 1, matrix.shape[1]).astype(dtype)
+    x_device = xp.asarray(x)
+    for name, executor in executors.items():
+        first = host(executor(x_device))
+        assert_close(matrix, x, first, dtype, f"{what} {name} on {device}")
+        is_hbp = isinstance(executor, cuda.HBPCuda)
+        if not (is_hbp or device == "cuda"):
+            continue  # the emulated CSR kernels keep no state between calls; the time goes to other checks
+        if is_hbp:
+            executor.partial.fill(np.nan)
+        again = host(executor(x_device, out=xp.asarray(np.full(matrix.shape[0], np.nan, dtype))))
         if isinstance(executor, cuda.CsrCusparse):
             # cuSPARSE's default CSR algorithm (ALG1) does not promise bitwise-repeatable sums.
             assert_close(matrix, x, again, dtype, f"{what} {name} again")
         else:
             # Our kernels give every row one fixed summation order, whichever warp claims a block.
-            assert np.array_equal(first.get(), again.get()), f"{what} {name}: repeated call differs"
+            assert np.array_equal(first, again), f"{what} {name} on {device}: repeated call differs"
 
 
-@pytest.mark.cuda
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_gpu_executors_match_scipy_on_suitesparse(suitesparse_dir, dtype):
-    hbp_module = pytest.importorskip("methods.spmv.hbp", reason=NO_BUILDER)
-    for name, matrix in suitesparse_matrices(suitesparse_dir):
-        matrix = matrix.astype(dtype)
-        layouts = {ordering: hbp_module.build_hbp(matrix, ordering=ordering) for ordering in ORDERINGS}
-        check_on_gpu(matrix, layouts, dtype, name)
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("file_name", matrix_files())
+def test_executors_match_scipy_on_suitesparse(file_name, dtype, device, suitesparse_dir):
+    path = suitesparse_dir / file_name
+    if not path.is_file():
+        pytest.skip(f"{file_name} is not in {suitesparse_dir}")
+    matrix = shared_matrix(path).astype(dtype)
+    skip_if_too_big_for_the_emulator(matrix, device)
+    layouts = layouts_for(matrix, reference=False)
+    check_executors(matrix, standard_executors(matrix, layouts, device), device, dtype, file_name)
 
 
-@pytest.mark.cuda
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", sorted(EDGE_CASES))
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_gpu_executors_match_scipy_on_edge_cases(case, dtype):
+def test_executors_match_scipy_on_edge_cases(case, dtype, device):
     matrix = edge_matrix(case, dtype)
-    check_on_gpu(matrix, layouts_for(matrix), dtype, case)
+    layouts = layouts_for(matrix)
+    check_executors(matrix, standard_executors(matrix, layouts, device, competitive=True), device, dtype, case)
 
 
-@pytest.mark.cuda
-@pytest.mark.parametrize(("block_height", "block_width", "threads_per_block"), [
-    (8, 16, 32),  # many small blocks: the competitive queue and tile reloads
-    (512, 8192, 32),  # one 64 KB tile per thread block: the shared-memory opt-in above 48 KB
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("geometry", sorted(GEOMETRIES))
+def test_launch_geometries(geometry, dtype, device):
+    """Each geometry on a matrix of 6 stored 512 x 4096 blocks (each ordering) and one of >1000 8 x 16 blocks."""
+    matrix = edge_matrix("rows_multiple_of_512", dtype)
+    check_executors(matrix, geometry_executors(matrix, layouts_for(matrix, reference=False), device, geometry),
+                    device, dtype, geometry)
+    small = edge_matrix("odd_sizes", dtype)[:200, :300]
+    small_layouts = {"hash_8x16": build_hbp(small, "hash", block_height=8, block_width=16)}
+    check_executors(small, geometry_executors(small, small_layouts, device, geometry), device, dtype,
+                    f"{geometry} small blocks")
+
+
+@st.composite
+def random_cases(draw):
+    """A small random matrix, its dtype, an HBP block size and ordering, and a launch geometry."""
+    nrows, ncols = draw(st.integers(0, 70)), draw(st.integers(0, 70))
+    density = draw(st.sampled_from([0.0, 0.02, 0.1, 0.5, 1.0]))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    dtype = draw(st.sampled_from(DTYPES))
+    matrix = sp.random(nrows, ncols, density=density, format="csr", rng=rng,
+                       data_rvs=lambda n: rng.uniform(-1.0, 1.0, n)).astype(dtype)
+    block = (draw(st.sampled_from([1, 5, 32, 512])), draw(st.sampled_from([1, 7, 64, 4096])))
+    return matrix, dtype, block, draw(st.sampled_from(ORDERINGS)), draw(st.sampled_from(sorted(GEOMETRIES))), seed
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@settings(max_examples=20, deadline=None)
+@given(case=random_cases())
+def test_executors_match_scipy_on_random_matrices(device, case):
+    matrix, dtype, (block_height, block_width), ordering, geometry, seed = case
+    layouts = {ordering: build_hbp(matrix, ordering, block_height=block_height, block_width=block_width)}
+    executors = geometry_executors(matrix, layouts, device, geometry)
+    check_executors(matrix, executors, device, dtype, f"{geometry} {ordering} {block_height}x{block_width}", seed)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize(("block_height", "block_width", "threads_per_block", "nrows"), [
+    (8, 16, 32, 300),  # ~3000 small blocks: the competitive queue and tile reloads
+    (512, 8192, 32, 1024),  # one 64 KB tile per thread block: the shared-memory opt-in above 48 KB
+    (512, 4096, 128, 1024),  # four 32 KB tiles per thread block
 ])
-def test_gpu_hbp_block_sizes(block_height, block_width, threads_per_block):
-    import cupy
-
-    matrix = edge_matrix("rows_multiple_of_512")
+def test_hbp_block_sizes(block_height, block_width, threads_per_block, nrows, device):
+    matrix = edge_matrix("rows_multiple_of_512")[:nrows]
     x = np.random.default_rng(12).standard_normal(matrix.shape[1])
+    x_device = backend(device).asarray(x)
     for name, layout in layouts_for(matrix, block_height, block_width).items():
-        executor = cuda.HBPCuda(layout, warps=256, threads_per_block=threads_per_block)
-        assert_close(matrix, x, executor(cupy.asarray(x)), "float64", f"{name} {block_height} x {block_width}")
+        executor = cuda.HBPCuda(layout, warps=256, threads_per_block=threads_per_block, device=device)
+        assert_close(matrix, x, executor(x_device), "float64", f"{name} {block_height} x {block_width}")
 
 
-@pytest.mark.cuda
-def test_gpu_spmv_and_merge_separately_and_timing():
-    import cupy
+def diagonal_blocks(n_blocks: int) -> sp.csr_matrix:
+    """An n x n diagonal matrix (plus empty rows): with 1 x 1 blocks, n stored blocks of one slot each."""
+    diagonal = np.arange(n_blocks)
+    values = np.random.default_rng(n_blocks).uniform(1, 2, n_blocks)
+    return sp.csr_matrix((values, (diagonal, diagonal)), shape=(n_blocks + 3, n_blocks + 2))
 
-    matrix = edge_matrix("rows_multiple_of_512")
-    executor = cuda.HBPCuda(reference_layout(matrix))
-    x = cupy.asarray(np.random.default_rng(13).standard_normal(matrix.shape[1]))
-    y = executor(x)
-    partial = executor.spmv_only(x).copy()
-    expected_partial, _ = cuda.emulate_hbp(reference_layout(matrix), x.get())
-    np.testing.assert_allclose(partial.get(), expected_partial, rtol=1e-10, atol=1e-12)  # FMA vs NumPy
-    assert np.array_equal(executor.merge_only().get(), y.get())
-    timing = time_cuda(lambda: executor(x), repeats=5, warmup=2)
-    assert timing.repeats == 5 and all(0 < s < 1 for s in timing.seconds)
-    with pytest.raises(TypeError, match="x must have dtype float64"):
-        executor(x.astype(cupy.float32))
-    with pytest.raises(ValueError, match="length"):
-        executor(x[:-1])
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize(("n_blocks", "warps", "chunk", "fixed"), SCHEDULES)
+def test_hbp_runs_every_block_of_the_schedule_once(n_blocks, warps, chunk, fixed, device):
+    """The kernel processes each stored block once, and claims the queue from a counter that starts at 0.
+
+    Every warp's last claim starts past the queue, so the counter ends at ``(claims + warps) *
+    chunk`` with ``claims = ceil(queue_size / chunk)``: more if it started above 0, and
+    ``partial`` (NaN-filled) keeps a NaN if a block were skipped. On the emulated device the
+    launch report also counts exactly one store instruction per warp group of ``partial`` (one
+    per stored block here): none is processed twice.
+    """
+    import cuda_emu
+
+    matrix = diagonal_blocks(n_blocks)
+    layout = build_hbp(matrix, "hash", block_height=1, block_width=1)
+    assert len(layout.block_col) == n_blocks
+    executor = cuda.HBPCuda(layout, warps=warps, chunk=chunk, fixed_per_warp=fixed, device=device)
+    x = np.random.default_rng(1).uniform(-1, 1, matrix.shape[1])
+    x_device = backend(device).asarray(x)
+    executor.partial.fill(np.nan)
+    with cuda_emu.recorded() as reports:
+        partial = host(executor.spmv_only(x_device))
+    assert not np.isnan(partial).any()
+    assert_close(matrix, x, executor.merge_only(), "float64", f"{n_blocks} blocks")
+    schedule = executor.schedule
+    claims = math.ceil(schedule.queue_size / chunk)
+    expected_counter = (claims + warps) * chunk if n_blocks else 0  # no blocks: no launch
+    assert int(host(executor.queue_counter)[0]) == expected_counter
+    if device == "cuda-emu":
+        spmv_reports = [r for r in reports if r.kernel == "hbp_spmv"]
+        assert len(spmv_reports) == (1 if n_blocks else 0)
+        if n_blocks:
+            assert spmv_reports[0].arrays["partial"].requests["store"] == layout.n_groups
+            assert spmv_reports[0].arrays["queue_counter"].requests["atomic"] == claims + warps
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_hbp_zeroes_the_queue_counter_every_call(device):
+    """A counter left high (as the authors' warm-up left theirs, hbp.md section 5) is zeroed by the next call."""
+    matrix = edge_matrix("odd_sizes")[:300, :900]
+    layout = build_hbp(matrix, "hash", block_height=8, block_width=16)
+    executor = cuda.HBPCuda(layout, warps=64, chunk=3, fixed_per_warp=0, device=device)
+    assert executor.schedule.queue_size == len(layout.block_col) > 1000  # every block competed for
+    x = np.random.default_rng(2).uniform(-1, 1, matrix.shape[1])
+    x_device = backend(device).asarray(x)
+    first = host(executor(x_device))
+    assert_close(matrix, x, first, "float64", "first call")
+    final_counter = (math.ceil(executor.schedule.queue_size / 3) + 64) * 3
+    for _ in range(2):
+        assert int(host(executor.queue_counter)[0]) == final_counter
+        executor.queue_counter.fill(2**30)  # a drained counter: without the reset no block would be claimed
+        executor.partial.fill(np.nan)
+        again = host(executor(x_device))
+        assert np.array_equal(first, again), "a call after the counter was left high differs"
+    assert int(host(executor.queue_counter)[0]) == final_counter
+
+
+def expected_partial(matrix: sp.csr_matrix, layout, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(partial, scale)`` of each slot from scipy: its row's products in its block's columns, and their |sum|."""
+    n_slots = len(layout.slot_row)
+    group = np.searchsorted(layout.group_slot_ptr, np.arange(n_slots), side="right") - 1
+    block = np.searchsorted(layout.block_group_ptr, group, side="right") - 1
+    column_block = sp.csr_matrix((np.ones(matrix.shape[1]), (np.arange(matrix.shape[1]),
+                                                             np.arange(matrix.shape[1]) // layout.block_width)))
+    products = matrix.astype(np.float64).multiply(x.astype(np.float64)[None, :])
+    sums = (products @ column_block).toarray()
+    scales = (abs(products) @ column_block).toarray()
+    where = (layout.slot_row, layout.block_col[block])
+    return sums[where], scales[where]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_hbp_spmv_and_merge_separately(dtype, device):
+    """``spmv_only`` gives each slot's in-block dot product; ``merge_only`` sums any given partial per row."""
+    xp = backend(device)
+    matrix = edge_matrix("rows_multiple_of_512", dtype)
+    x = np.random.default_rng(13).uniform(-1, 1, matrix.shape[1]).astype(dtype)
+    x_device = xp.asarray(x)
+    for ordering in ORDERINGS:
+        layout = build_hbp(matrix, ordering)
+        executor = cuda.HBPCuda(layout, device=device)
+        y = host(executor(x_device))
+        executor.partial.fill(np.nan)
+        partial = host(executor.spmv_only(x_device))
+        assert partial.dtype == np.dtype(dtype) and partial.shape == (len(layout.merge_slot),)
+        expected, scale = expected_partial(matrix, layout, x)
+        error = np.max(np.abs(partial - expected) / scale)
+        assert error <= TOLERANCE[dtype], f"{ordering}: partial's componentwise error {error:.3g}"
+        assert np.array_equal(host(executor.merge_only()), y), f"{ordering}: merge_only differs from the call"
+        executor.partial[...] = xp.asarray(expected.astype(dtype))  # a partial that did not come from hbp_spmv
+        merged = executor.merge_only(out=xp.asarray(np.full(matrix.shape[0], np.nan, dtype)))
+        assert_close(matrix, x, merged, dtype, f"{ordering}: merge_only of scipy's partial")
+    if device == "cuda":
+        from reproduce.harness.timing import time_cuda
+
+        timing = time_cuda(lambda: executor(x_device), repeats=5, warmup=2)
+        assert timing.repeats == 5 and all(0 < s < 1 for s in timing.seconds)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_executors_check_their_vectors(device):
+    xp = backend(device)
+    matrix = edge_matrix("empty_rows")
+    x = xp.asarray(np.ones(matrix.shape[1]))
+    for executor in (cuda.CsrScalarCuda(matrix, device=device), cuda.CsrVectorCuda(matrix, device=device),
+                     cuda.HBPCuda(build_hbp(matrix), device=device)):
+        with pytest.raises(TypeError, match="x must have dtype float64"):
+            executor(x.astype(np.float32))
+        with pytest.raises(ValueError, match="length"):
+            executor(x[:-1])
+        with pytest.raises(ValueError, match="x is on"):
+            executor(np.ones(matrix.shape[1]))  # a host array
+        with pytest.raises(TypeError, match="out must have dtype float64"):
+            executor(x, out=xp.asarray(np.ones(matrix.shape[0], np.float32)))
+        out = xp.asarray(np.full(matrix.shape[0], np.nan))
+        assert executor(x, out=out) is out

@@ -1,5 +1,12 @@
-"""Regu2D: the DP arrangement against brute force; the format, its CPU SpMV, the CUDA kernel's emulation
-and its GPU executor against scipy on the shared matrices and the generated edge cases."""
+"""Regu2D: the DP arrangement against brute force; the format and its CPU SpMV against scipy; the CUDA kernel
+``regu2d_spmv`` (through :class:`~methods.spmv.cuda.Regu2DCuda`) against scipy on a GPU and on the emulated CUDA
+device, on the shared matrices, the generated edge cases and random matrices, with 32 to 1024 threads per block.
+
+On the emulated device the kernel's result is also bitwise the CPU SpMV's: both sum each row block by block,
+each block in column order, without FMA (the emulator compiles ISO C++, where GCC does not contract a * b + c,
+and numba does not without fastmath); nvcc contracts to FMA, so on a GPU only the tolerance applies. The shared
+matrices all fit the emulator (at most ~61k entries; the whole folder takes about 1.5 s per launch geometry
+and dtype there), so none is left out."""
 
 import itertools
 
@@ -10,8 +17,9 @@ import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from methods.spmv import cuda
+from methods.spmv import cuda, cuda_kernels
 from methods.spmv.accuracy import componentwise_error
+from methods.spmv.cuda_backends import backend
 from methods.spmv.regu2d import (
     GROUP_OVERHEAD,
     Regu2DMatrix,
@@ -72,7 +80,7 @@ def test_tiny_blocks(m):
 
 
 def _assert_spmv_matches_scipy(matrix: sp.csr_matrix, by_dtype: dict, rng: np.random.Generator) -> None:
-    """CPU SpMV (and, for slices of at most 32 rows, the CUDA kernel's emulation) against scipy in fp64."""
+    """CPU SpMV against scipy in fp64 (the CUDA kernel: the device tests at the end of this file)."""
     x = rng.uniform(-1.0, 1.0, matrix.shape[1])
     for dtype, layout in by_dtype.items():
         x_rounded = x.astype(dtype).astype(np.float64)
@@ -82,8 +90,6 @@ def _assert_spmv_matches_scipy(matrix: sp.csr_matrix, by_dtype: dict, rng: np.ra
         assert y.dtype == np.dtype(dtype) and y.shape == (matrix.shape[0],)
         error = componentwise_error(matrix_rounded, x_rounded, y.astype(np.float64), reference)
         assert error <= TOLERANCE[dtype], f"{np.dtype(dtype).name}: error {error:.3g}"
-        if layout.slice_height <= 32 and layout.n_stored <= 200_000:
-            np.testing.assert_array_equal(cuda.emulate_regu2d(layout, x), y, err_msg="kernel emulation")
 
 
 def _assert_round_trip(matrix: sp.csr_matrix, layout: Regu2DMatrix) -> None:
@@ -104,7 +110,7 @@ def _assert_layout_invariants(matrix: sp.csr_matrix, layout: Regu2DMatrix) -> No
     nrows, ncols = matrix.shape
     height, width, c = layout.block_height, layout.block_width, layout.slice_height
     if c <= 32:
-        cuda.check_regu2d_layout(layout)
+        cuda_kernels.check_regu2d_layout(layout)
     assert layout.cols.dtype == (np.uint16 if width <= 65536 else np.int32) and layout.slot_row.dtype == np.uint16
     assert layout.panel_block_ptr.shape == (-(-nrows // height) + 1,)
     assert layout.panel_block_ptr[-1] == layout.n_blocks and layout.block_slice_ptr[-1] == layout.n_slices
@@ -277,39 +283,93 @@ def test_bad_input_is_refused():
 def test_kernel_check_rejects_slices_wider_than_a_warp():
     layout = build_regu2d(sp.csr_matrix(np.ones((64, 4))), slice_height=64)
     with pytest.raises(ValueError, match="slice_height <= 32"):
-        cuda.check_regu2d_layout(layout)
+        cuda_kernels.check_regu2d_layout(layout)
+    with pytest.raises(ValueError, match="slice_height <= 32"):
+        cuda.Regu2DCuda(layout, device="cuda-emu")
 
 
-# ---------------------------------------------------------------- the CUDA executor (needs a GPU)
+# ---------------------------------------------------------------- the CUDA kernel, on a GPU and the emulated device
 
 
-def _check_on_gpu(matrix: sp.csr_matrix, layout: Regu2DMatrix, what: str) -> None:
-    import cupy
+# A GPU (skipped without one) and the emulated CUDA device (always run).
+DEVICES = [pytest.param("cuda", marks=pytest.mark.cuda), pytest.param("cuda-emu", marks=pytest.mark.cuda_emu)]
+THREADS_PER_BLOCK = [32, 256, 1024]  # one warp for every slice of a panel, the default, the most a block has
 
+
+def _check_kernel(matrix: sp.csr_matrix, layout: Regu2DMatrix, device: str, what: str, threads_per_block: int = 256,
+                  seed: int = 9, repeat: bool | None = None) -> None:
+    """Regu2DCuda against scipy (componentwise); on the emulated device also bitwise against the CPU SpMV.
+
+    ``repeat`` (default: on the GPU only) calls it again into a NaN-filled ``out``, which must come back
+    bitwise the same. On the emulated device the first result already lands in NaN-filled memory
+    (its ``empty`` fills every byte with 0xff), so a row the kernel skips fails either way; the
+    repeat there costs a second launch of a kernel that keeps no state between calls.
+    """
+    xp = backend(device)
     dtype = layout.dtype
-    x = np.random.default_rng(9).uniform(-1.0, 1.0, matrix.shape[1]).astype(dtype)
-    executor = cuda.Regu2DCuda(layout)
-    for _ in range(2):
-        y = cupy.asnumpy(executor(cupy.asarray(x)))
-        assert y.dtype == dtype
-        reference = matrix.astype(dtype).astype(np.float64) @ x.astype(np.float64)
-        error = componentwise_error(matrix.astype(dtype).astype(np.float64), x.astype(np.float64), y, reference)
-        assert error <= TOLERANCE[dtype.type], f"{what} {dtype.name}: componentwise error {error:.3g}"
+    x = np.random.default_rng(seed).uniform(-1.0, 1.0, matrix.shape[1]).astype(dtype)
+    executor = cuda.Regu2DCuda(layout, threads_per_block=threads_per_block, device=device)
+    x_device = xp.asarray(x)
+    first = xp.asnumpy(executor(x_device))
+    assert first.dtype == dtype and first.shape == (matrix.shape[0],)
+    matrix_rounded = matrix.astype(dtype).astype(np.float64)
+    reference = matrix_rounded @ x.astype(np.float64)
+    error = componentwise_error(matrix_rounded, x.astype(np.float64), first, reference)
+    assert error <= TOLERANCE[dtype.type], f"{what} {dtype.name} on {device}: componentwise error {error:.3g}"
+    if device == "cuda-emu":
+        np.testing.assert_array_equal(first, spmv_regu2d(layout, x), err_msg=f"{what}: emulated kernel vs CPU")
+    if repeat if repeat is not None else device == "cuda":
+        out = xp.asarray(np.full(matrix.shape[0], np.nan, dtype))
+        assert executor(x_device, out=out) is out
+        np.testing.assert_array_equal(xp.asnumpy(out), first, err_msg=f"{what} on {device}: repeated call differs")
 
 
-@pytest.mark.cuda
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_gpu_executor_on_shared_matrices(suitesparse_dir, dtype):
-    for name in matrix_files():
-        matrix = shared_matrix(suitesparse_dir / name)
-        _check_on_gpu(matrix, build_regu2d(matrix, slice_height=32, dtype=dtype), name)
+@pytest.mark.parametrize("file_name", matrix_files())
+def test_kernel_on_shared_matrices(file_name, dtype, device, suitesparse_dir):
+    path = suitesparse_dir / file_name
+    if not path.is_file():
+        pytest.skip(f"{file_name} is not in {suitesparse_dir}")
+    matrix = shared_matrix(path)
+    _check_kernel(matrix, build_regu2d(matrix, slice_height=32, dtype=dtype), device, file_name)
 
 
-@pytest.mark.cuda
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_gpu_executor_on_edge_cases(dtype):
-    for name, spec, block_height, block_width in EDGE_CASES:
+@pytest.mark.parametrize(("spec", "block_height", "block_width"), [case[1:] for case in EDGE_CASES],
+                         ids=[case[0] for case in EDGE_CASES])
+def test_kernel_on_edge_cases(spec, block_height, block_width, dtype, device):
+    matrix = edge_matrix(spec)
+    for layout in (build_regu2d(matrix, block_height, block_width, 32, dtype=dtype),
+                   build_regu2d(matrix, slice_height=7, dtype=dtype)):
+        _check_kernel(matrix, layout, device, f"{block_height} x {block_width} slices of {layout.slice_height}")
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("threads_per_block", THREADS_PER_BLOCK)
+def test_kernel_launch_geometries(threads_per_block, device):
+    """Panels of more slices than warps (32 threads), of fewer (1024), short panels and many column blocks."""
+    cases = [("power_law", {"generator": "power_law", "nrows": 3000, "ncols": 9000, "mean_row_length": 10}, 512, 1024),
+             ("panels_of_33", {"generator": "banded", "n": 300, "half_width": 40}, 33, 100),
+             ("one_row_panels", {"generator": "random_uniform", "nrows": 20, "ncols": 500, "density": 0.1}, 1, 64)]
+    for name, spec, block_height, block_width in cases:
         matrix = edge_matrix(spec)
-        for layout in (build_regu2d(matrix, block_height, block_width, 32, dtype=dtype),
-                       build_regu2d(matrix, slice_height=7, dtype=dtype)):
-            _check_on_gpu(matrix, layout, name)
+        for dtype in TOLERANCE:
+            layout = build_regu2d(matrix, block_height, block_width, 32, dtype=dtype)
+            _check_kernel(matrix, layout, device, f"{name} {threads_per_block} threads", threads_per_block)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@settings(max_examples=20, deadline=None)
+@given(st.integers(0, 70), st.integers(0, 70), st.floats(0.0, 1.0), st.sampled_from([1, 2, 7, 32, 33, 512]),
+       st.sampled_from([1, 5, 16, 4096, 70_000]), st.sampled_from([1, 3, 16, 32]), st.sampled_from(THREADS_PER_BLOCK),
+       st.sampled_from([np.float64, np.float32]), st.integers(0, 2**32 - 1))
+def test_kernel_on_random_matrices(device, nrows, ncols, density, block_height, block_width, slice_height,
+                                   threads_per_block, dtype, seed):
+    rng = np.random.default_rng(seed)
+    matrix = sp.random(nrows, ncols, density=density, format="csr", rng=rng,
+                       data_rvs=lambda n: rng.uniform(-1.0, 1.0, n))
+    layout = build_regu2d(matrix, block_height, block_width, slice_height, dtype=dtype)
+    _check_kernel(matrix, layout, device, f"{nrows} x {ncols} in {block_height} x {block_width}", threads_per_block,
+                  seed, repeat=True)
