@@ -24,6 +24,10 @@ if TYPE_CHECKING:
     from reproduce.harness.records import Record
 
 SCALES = ("smoke", "quick", "full")
+# The kinds of device a run can use (``--device``): the CPU, a CUDA GPU, and the emulated CUDA
+# device (cuda_emu), which only artifacts that declare it run on.
+DEVICE_KINDS = ("cpu", "cuda", "cuda-emu")
+DEFAULT_DEVICES = ("cpu", "cuda")
 
 
 class SkipUnit(Exception):  # noqa: N818 - raised to say "skip", not an error
@@ -108,6 +112,12 @@ class Artifact:
     unhashed_keys : tuple of str
         Config keys that change how units run but not what they measure (``keep_matrices``):
         left out of the config hash, so giving them or not never splits a sweep in two.
+    devices : tuple of str
+        The device kinds (:data:`DEVICE_KINDS`) whose runs this artifact supports; default
+        ``("cpu", "cuda")``. The emulated CUDA device (``"cuda-emu"``) runs CUDA kernels on the
+        CPU for correctness and memory traffic, so only an artifact whose ``run_unit`` handles
+        it lists it; ``repro run`` refuses (one target) or skips (``all``, a paper) the others
+        there. Its times are never compared with a paper's: every claim is "not run" on it.
     """
 
     paper: str
@@ -122,11 +132,18 @@ class Artifact:
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
     fetch: Callable[[Context], list[str]] | None = None
     unhashed_keys: tuple[str, ...] = ()
+    devices: tuple[str, ...] = DEFAULT_DEVICES
 
     def __post_init__(self):
         unknown = set(self.scales) - set(SCALES)
         if unknown or "smoke" not in self.scales:
             raise ValueError(f"{self.id}: scales must include smoke and be among {SCALES}")
+        if not self.devices or set(self.devices) - set(DEVICE_KINDS):
+            raise ValueError(f"{self.id}: devices must be among {DEVICE_KINDS}, not {self.devices}")
+
+    def runs_on(self, device_kind: str) -> bool:
+        """Whether this artifact's units run on a device of ``device_kind`` (see ``devices``)."""
+        return device_kind in self.devices
 
     @property
     def id(self) -> str:

@@ -5,7 +5,7 @@
     repro report                     build reports/index.html from results/
     repro compare RESULTS_A RESULTS_B  per-unit ratios B / A of each metric, two commits or machines
     repro fetch TARGET --scale full  download what a scale needs, ahead of time
-    repro env                        the device and environment a record would store
+    repro env                        the device and environment a record would store, and the devices here
 
 ``python reproduce/<paper>/<name>.py [options]`` is ``repro run <paper>/<name> [options]``.
 Expected failures (missing data, no network, a bad device) print one ``error:`` line and
@@ -25,14 +25,16 @@ from reproduce.harness.errors import ReproError
 from reproduce.harness.executors import EXECUTORS, SUBMITIT_DEFAULTS
 
 EXIT_FAILED_UNITS, EXIT_ERROR = 1, 2
+DEVICE_HELP = ("auto (a CUDA GPU if CuPy or torch sees one, else the CPU), cpu, cuda, cuda:N, or cuda-emu: the "
+               "emulated CUDA device, which runs the CUDA kernels on the CPU for correctness and memory traffic "
+               "(never chosen by auto; only the artifacts that declare it run there, and its times are not judged)")
 
 
 def _common_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scale", choices=SCALES, default="quick",
                         help="smoke: seconds, synthetic data; quick: minutes on a CPU, offline data "
                              "(default); full: the paper's protocol, downloads and usually a GPU")
-    parser.add_argument("--device", default="auto",
-                        help="auto (a CUDA GPU if CuPy or torch sees one, else the CPU), cpu, cuda or cuda:N")
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     parser.add_argument("--seed", type=int, default=0, help="base seed; each unit derives its own (default 0)")
     parser.add_argument("--out", type=Path, default=Path("results"), help="where records go (default results/)")
     parser.add_argument("--force", action="store_true", help="rerun units already recorded with this config")
@@ -99,6 +101,7 @@ def _run(artifacts: list[Artifact], args: argparse.Namespace) -> int:
 
     device = select_device(args.device)
     print(f"device: {device.tag} ({device.name}); {device.reason}", file=sys.stderr)
+    artifacts = _runnable(artifacts, device.kind)
     executor = _executor(args, device)
     status = 0
     for artifact in artifacts:
@@ -112,6 +115,27 @@ def _run(artifacts: list[Artifact], args: argparse.Namespace) -> int:
         failed = any(r.status == "failed" and r.unit in result.share for r in result.records)
         status = max(status, EXIT_FAILED_UNITS if failed else 0)
     return status
+
+
+def _runnable(artifacts: list[Artifact], device_kind: str) -> list[Artifact]:
+    """The artifacts of a run that support ``device_kind`` (:attr:`Artifact.devices`).
+
+    The others are skipped with one line saying so; if none is left, ReproError names the
+    artifacts that do run there.
+    """
+    from reproduce.harness.runner import discover
+
+    runnable = [artifact for artifact in artifacts if artifact.runs_on(device_kind)]
+    if runnable == artifacts:
+        return artifacts
+    supported = ", ".join(a.id for a in discover().values() if a.runs_on(device_kind)) or "none"
+    left_out = [artifact.id for artifact in artifacts if not artifact.runs_on(device_kind)]
+    if not runnable:
+        raise ReproError(f"{', '.join(left_out)} {'does' if len(left_out) == 1 else 'do'} not run on --device "
+                         f"{device_kind}; the artifacts that do: {supported}")
+    print(f"skipped, not supported on --device {device_kind}: {', '.join(left_out)} (the artifacts that run there: "
+          f"{supported})", file=sys.stderr)
+    return runnable
 
 
 def _list(artifacts: dict[str, Artifact]) -> int:
@@ -137,11 +161,18 @@ def _fetch(artifacts: list[Artifact], args: argparse.Namespace) -> int:
 
 
 def _env(args: argparse.Namespace) -> int:
-    from reproduce.harness.device import cpu_bandwidth, select_device
+    from reproduce.harness.device import available_devices, cpu_bandwidth, select_device
     from reproduce.harness.environment import environment
+    from reproduce.harness.runner import discover
 
     device = select_device(args.device)
-    info = {"device": device.to_json(), "environment": environment()}
+    devices = available_devices()
+    artifacts = discover().values()
+    for entry in devices:
+        kind = entry["device"].partition(":")[0]
+        entry["artifacts"] = "all" if all(a.runs_on(kind) for a in artifacts) else [
+            a.id for a in artifacts if a.runs_on(kind)]
+    info = {"device": device.to_json(), "available_devices": devices, "environment": environment()}
     if args.bandwidth:
         info["cpu_bandwidth"] = cpu_bandwidth()
     print(json.dumps(info, indent=2))
@@ -194,8 +225,9 @@ def build_parser(artifact: Artifact | None = None) -> argparse.ArgumentParser:
     fetch = commands.add_parser("fetch", help="download what a scale needs, ahead of time")
     fetch.add_argument("target", help="paper/name, a paper, or all")
     fetch.add_argument("--scale", choices=SCALES, default="full", help="scale to fetch for (default full)")
-    env = commands.add_parser("env", help="the device and environment a record would store, as JSON")
-    env.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    env = commands.add_parser("env", help="the device and environment a record would store, and the devices this "
+                                          "machine offers, as JSON")
+    env.add_argument("--device", default="auto", help=DEVICE_HELP)
     env.add_argument("--bandwidth", action="store_true", help="also measure (once, then cached) CPU bandwidth")
     return parser
 

@@ -2,9 +2,14 @@
 
 ``--device auto`` takes a CUDA GPU when CuPy or torch sees one and the CPU otherwise;
 ``cpu`` and ``cuda[:N]`` force a choice (``cuda`` without a GPU is a
-:class:`~reproduce.harness.errors.DeviceError`). Detection never raises: CuPy >= 14
+:class:`~reproduce.harness.errors.DeviceError`). ``cuda-emu`` is the emulated CUDA device
+(:mod:`cuda_emu`: the CUDA kernels compiled by the host C++ compiler and run on
+the CPU, every access checked, memory traffic counted); ``auto`` never picks it, only
+artifacts that declare it run on it, and its times are not comparable with any real
+device's (:func:`timing_comparable`). Detection never raises: CuPy >= 14
 returns False from ``cupy.cuda.is_available()`` on any driver error, and every other
 probe is wrapped. The chosen device and the reason for the choice are recorded.
+:func:`available_devices` lists what this machine offers, with the reason for each absent one.
 """
 
 from __future__ import annotations
@@ -52,7 +57,7 @@ class Device:
 
     @property
     def tag(self) -> str:
-        """``cpu`` or ``cuda:N``: the form ``--device`` takes."""
+        """``cpu``, ``cuda:N`` or ``cuda-emu``: the form ``--device`` takes."""
         return self.kind if self.index is None else f"{self.kind}:{self.index}"
 
     def to_json(self) -> dict:
@@ -84,15 +89,21 @@ def cuda_device_count() -> int:
         return 0
 
 
+DEVICE_SPECS = "auto, cpu, cuda, cuda:N or cuda-emu"
+EMULATED = "cuda-emu"
+
+
 def select_device(spec: str = "auto") -> Device:
-    """The device for ``spec`` (``auto``, ``cpu``, ``cuda`` or ``cuda:N``)."""
+    """The device for ``spec`` (``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``cuda-emu``)."""
     spec = spec.strip().lower()
-    match = re.fullmatch(r"(auto|cpu|cuda)(?::(\d+))?", spec)
+    match = re.fullmatch(r"(auto|cpu|cuda-emu|cuda)(?::(\d+))?", spec)
     if not match or (match[1] != "cuda" and match[2] is not None):
-        raise DeviceError(f"--device must be auto, cpu, cuda or cuda:N, not {spec!r}")
+        raise DeviceError(f"--device must be {DEVICE_SPECS}, not {spec!r}")
     kind, index = match[1], int(match[2] or 0)
     if kind == "cpu":
         return describe_cpu("asked for with --device cpu")
+    if kind == EMULATED:
+        return describe_cuda_emu("asked for with --device cuda-emu (never chosen by auto)")
     count = cuda_device_count()
     if kind == "auto":
         if count:
@@ -100,10 +111,16 @@ def select_device(spec: str = "auto") -> Device:
         return describe_cpu("--device auto: no CUDA device visible to CuPy or torch")
     if count == 0:
         raise DeviceError("--device cuda was asked for, but neither CuPy nor torch sees a CUDA GPU; "
-                          "use --device cpu (or auto), or install the 'gpu' extra on a GPU machine")
+                          "use --device cpu (or auto), or install the 'gpu' extra on a GPU machine "
+                          "(--device cuda-emu runs the CUDA kernels of the artifacts that support it on the CPU)")
     if index >= count:
         raise DeviceError(f"--device cuda:{index} was asked for, but only {count} CUDA device(s) exist")
     return describe_cuda(index, f"asked for with --device {spec}")
+
+
+def timing_comparable(device: Device) -> bool:
+    """Whether times measured on ``device`` say anything of a real device (not on the emulated one)."""
+    return device.kind != EMULATED and device.extra.get("timing_comparable", True) is not False
 
 
 @functools.cache
@@ -157,6 +174,56 @@ def describe_cuda(index: int, reason: str) -> Device:
                   memory_bytes=int(props.total_memory), cores=int(props.multi_processor_count),
                   compute_capability=f"{props.major}.{props.minor}", cuda_version=torch.version.cuda,
                   extra={"torch": torch.__version__})
+
+
+def describe_cuda_emu(reason: str) -> Device:
+    """The emulated CUDA device (:mod:`cuda_emu`) as a :class:`Device`.
+
+    ``extra`` holds the host C++ compiler and its version, the OS threads that run thread
+    blocks (``workers``, ``$REPRO_CUDA_EMU_WORKERS``), the launch time-out and
+    ``timing_comparable: False``. Raises DeviceError when no C++ compiler is found.
+    """
+    from cuda_emu import MAX_SHARED_OPTIN, NAME, BuildError, build
+    from cuda_emu import device as emu
+
+    try:
+        compiler = build.compiler()
+    except BuildError as err:
+        raise DeviceError(str(err)) from err
+    version = (build.compiler_version(compiler).splitlines() or ["unknown"])[0]
+    return Device(kind=EMULATED, index=None, name=NAME, reason=reason, memory_bytes=_memory_bytes(),
+                  extra={"compiler": compiler, "compiler_version": version,
+                         "workers": emu.workers(), "launch_timeout_s": emu.timeout_seconds(),
+                         "max_shared_per_block": MAX_SHARED_OPTIN, "sector_bytes": emu.SECTOR_BYTES,
+                         "host_cpu": _cpu_model(), "timing_comparable": False,
+                         "purpose": "correctness and memory traffic of CUDA kernels; its times say nothing of a GPU's"})
+
+
+def available_devices() -> list[dict]:
+    """What ``--device`` can take on this machine: ``{"device", "available", "name" or "why_not"}`` each.
+
+    The CPU always; every CUDA GPU CuPy or torch sees (or one ``cuda`` entry saying there is
+    none); the emulated CUDA device when a host C++ compiler is found. Never raises.
+    """
+    devices = [{"device": "cpu", "available": True, "name": _cpu_model()}]
+    count = cuda_device_count()
+    for index in range(count):
+        try:
+            devices.append({"device": f"cuda:{index}", "available": True, "name": describe_cuda(index, "").name})
+        except Exception as err:  # noqa: BLE001 - a broken GPU is reported, not raised
+            devices.append({"device": f"cuda:{index}", "available": False, "why_not": f"{type(err).__name__}: {err}"})
+    if not count:
+        devices.append({"device": "cuda", "available": False,
+                        "why_not": "neither CuPy nor torch sees a CUDA GPU (none, no driver, or no 'gpu' extra)"})
+    try:
+        emulated = describe_cuda_emu("")
+        devices.append({"device": EMULATED, "available": True, "name": emulated.name,
+                        "compiler": emulated.extra["compiler_version"], "workers": emulated.extra["workers"],
+                        "note": "never chosen by auto; for correctness and memory traffic of CUDA kernels, its times "
+                                "are not comparable with a GPU's"})
+    except DeviceError as err:
+        devices.append({"device": EMULATED, "available": False, "why_not": str(err)})
+    return devices
 
 
 def _cuda_version_string(version: int) -> str:

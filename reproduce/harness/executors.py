@@ -40,7 +40,9 @@ from reproduce.harness.artifact import Unit
 from reproduce.harness.errors import ReproError
 
 EXECUTORS = ("inline", "local", "submitit")
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+# Set to a worker's thread share; REPRO_CUDA_EMU_WORKERS: the emulated CUDA device's threads.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                    "REPRO_CUDA_EMU_WORKERS")
 SUBMITIT_DEFAULTS = {"timeout_min": 60}
 
 
@@ -269,8 +271,9 @@ def local_executor(device_kind: str, device_name: str, workers: int | None) -> L
     """A :class:`LocalExecutor` for the run's device.
 
     On CUDA: every visible GPU of the run's model (``device_name``), one worker each
-    unless ``workers`` says otherwise. On the CPU: ``workers`` (default: the usable
-    cores) workers sharing the cores, each with ``cores // workers`` threads.
+    unless ``workers`` says otherwise. On the CPU and the emulated CUDA device (which runs on
+    the CPU): ``workers`` (default: the usable cores) workers sharing the cores, each with
+    ``cores // workers`` threads.
     """
     if device_kind == "cuda":
         from reproduce.harness.device import cuda_device_count, describe_cuda

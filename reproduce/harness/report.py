@@ -55,6 +55,7 @@ from reproduce.harness import claims as claims_mod
 from reproduce.harness import runner
 from reproduce.harness.artifact import Artifact, Context, Summary
 from reproduce.harness.claims import VERDICTS, Claim, Verdict
+from reproduce.harness.device import timing_comparable
 from reproduce.harness.errors import ReproError
 from reproduce.harness.paths import atomic_write_text
 from reproduce.harness.records import Record, read_record
@@ -324,6 +325,15 @@ def device_text(device: dict) -> str:
     return f"{kind}: {name}" if name else kind
 
 
+def device_note(ctx: Context) -> str | None:
+    """A warning for a run on a device whose times say nothing of a real one (the emulated CUDA device)."""
+    if timing_comparable(ctx.device):
+        return None
+    return ("Run on the emulated CUDA device: the CUDA kernels ran on the CPU with every access checked, for "
+            "correctness and memory traffic. Its times are not comparable with any real device's, and no claim "
+            "is judged from them.")
+
+
 def _environment(view: ScaleView) -> dict:
     """The environment section of one run, from its newest record."""
     newest = view.newest
@@ -374,7 +384,8 @@ def _run_context(view: ScaleView, artifact: Artifact) -> dict:
         "verdicts": [verdict_row(v) for v in view.verdicts], "counts": count_verdicts(view.verdicts),
         "units": view.units, "unit_rows": units, "problems": [u for u in units if u["status"] != "ok"],
         "table_html": view.table_html, "notes": view.notes, "figures": view.figures,
-        "device": device_text(view.newest.device or {}), "environment": _environment(view),
+        "device": device_text(view.newest.device or {}), "device_note": device_note(view.context),
+        "environment": _environment(view),
         "first": date_text(view.oldest.started), "last": date_text(view.newest.started),
     }
 
@@ -439,6 +450,7 @@ table.data td { text-align: right; font-variant-numeric: tabular-nums; }
 .v-not-judged { background: #fff8c5; color: #7d4e00; }
 td.count { text-align: right; } td.count.zero { color: #8c959f; }
 .indicative { font-size: .85em; font-style: italic; color: #7d4e00; }
+.device-note { background: #fff8c5; border: 1px solid #d4a72c; padding: .5em .8em; border-radius: 6px; }
 .error { background: #ffebe9; border: 1px solid #ff8182; padding: .5em .8em; border-radius: 6px; }
 pre { background: #f6f8fa; padding: .6em; overflow-x: auto; white-space: pre-wrap; margin: 0; }
 figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #d0d7de; }
@@ -574,6 +586,7 @@ Run with <code>repro run {{ view.id }} --scale SCALE</code>.</p>
 <p class="muted">{{ run.device }} &middot; records {{ run.first }} to {{ run.last }} &middot;
 units ok {{ run.units.ok }}, failed {{ run.units.failed }}, skipped {{ run.units.skipped }}
 {% if run.needs %}&middot; needs: {{ run.needs }}{% endif %}</p>
+{% if run.device_note %}<p class="device-note">{{ run.device_note }}</p>{% endif %}
 {% if run.error %}<p class="error">The summary failed: {{ run.error }}</p>{% endif %}
 <h3>Claims</h3>
 {{ counts_line(run.counts) }}

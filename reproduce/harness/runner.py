@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from reproduce.harness import claims as claims_mod
 from reproduce.harness.artifact import Artifact, Context, SkipUnit, Summary, Unit
-from reproduce.harness.device import Device
+from reproduce.harness.device import Device, timing_comparable
 from reproduce.harness.environment import environment
 from reproduce.harness.errors import ReproError
 from reproduce.harness.executors import Executor, InlineExecutor
@@ -189,6 +189,9 @@ def run_artifact(artifact: Artifact, scale: str, device: Device, *, seed: int = 
     ``executor`` runs the units still to do (default: :class:`InlineExecutor`, one after
     another in this process); ``shard`` keeps the run to that part of the sweep.
     """
+    if not artifact.runs_on(device.kind):
+        raise ReproError(f"{artifact.id} does not run on --device {device.kind}; it runs on "
+                         f"{', '.join(artifact.devices)}")
     ctx = Context(scale=scale, config=resolve_config(artifact, scale, overrides), seed=seed, device=device)
     identity = run_identity(artifact, ctx)
     chash = config_hash(identity)
@@ -277,8 +280,17 @@ def _release_figures(summary: Summary | None) -> None:
             plt.close(figure)
 
 
+UNCOMPARABLE_TIMES = ("measured on the emulated CUDA device (cuda-emu), whose times are not comparable with a GPU's "
+                      "or a CPU's: its runs check correctness and count memory traffic, and no claim is judged there")
+
+
 def judge_records(artifact: Artifact, records: list[Record], ctx: Context):
-    """The summary of ``records`` and the verdict on each claim the artifact checks."""
+    """The summary of ``records`` and the verdict on each claim the artifact checks.
+
+    On a device whose times say nothing of a real one (the emulated CUDA device,
+    :func:`~reproduce.harness.device.timing_comparable`) every claim is "not run", with the
+    measured value, if any, shown.
+    """
     ok = [r for r in records if r.status == "ok"]
     summary = artifact.summarize(ok, ctx) if ok else None
     measured = summary.measured if summary else {}
@@ -286,8 +298,12 @@ def judge_records(artifact: Artifact, records: list[Record], ctx: Context):
     missing = [cid for cid in artifact.claims if cid not in paper_claims]
     if missing:
         raise ReproError(f"{artifact.id} checks claims not in {artifact.paper}/claims.toml: {missing}")
-    verdicts = [claims_mod.judge(paper_claims[cid], measured.get(cid), ctx.scale, ctx.device.kind, ctx.device.name)
-                for cid in artifact.claims]
+    if not timing_comparable(ctx.device):
+        verdicts = [claims_mod.Verdict(paper_claims[cid], "not run", measured.get(cid), note=UNCOMPARABLE_TIMES)
+                    for cid in artifact.claims]
+    else:
+        verdicts = [claims_mod.judge(paper_claims[cid], measured.get(cid), ctx.scale, ctx.device.kind,
+                                     ctx.device.name) for cid in artifact.claims]
     return summary, verdicts
 
 

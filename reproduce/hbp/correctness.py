@@ -6,6 +6,12 @@ hides errors), by scipy's CSR loop (the oracle) and by every executor of the dev
 CSR kernels, cuSPARSE, HBP with each ordering and Regu2D). Errors are componentwise,
 relative to ``|A||x|``, and Ginkgo's relative 2-norm. A matrix passes when every executor's componentwise error is at
 most ``tolerance``. Complex matrices are checked on their real part (HBP is real).
+
+On the emulated CUDA device (``--device cuda-emu``) the CUDA executors but cuSPARSE run the
+same kernels with every access checked, each once, and their memory traffic is recorded too:
+bytes per nonzero in 32-byte sectors with no reuse and with x reused within a thread block,
+beside the CSR minimum (:func:`reproduce.hbp.executors.run_emulated`). Matrices above
+:data:`~reproduce.hbp.executors.EMULATOR_MAX_NNZ` nonzeros are skipped there.
 """
 
 from __future__ import annotations
@@ -25,7 +31,18 @@ from reproduce.harness.artifact import Artifact, Context, Outcome, Summary, Unit
 from reproduce.harness.data.matrix_sets import MATRIX_SWEEP, load_unit_matrix  # noqa: E402
 from reproduce.harness.records import Record, metric  # noqa: E402
 from reproduce.hbp import matrices  # noqa: E402
-from reproduce.hbp.executors import REGU2D_SLICE_HEIGHT, cpu_executors, cuda_executors  # noqa: E402
+from reproduce.hbp.executors import (  # noqa: E402
+    EMULATED,
+    REGU2D_SLICE_HEIGHT,
+    check_emulator_size,
+    cpu_executors,
+    cuda_executors,
+    run_emulated,
+    traffic_columns,
+    traffic_executors,
+    traffic_notes,
+    traffic_plot,
+)
 
 # A short named list: correctness needs variety, not the whole SpMV set.
 FULL_MATRICES = matrices.FULL[:12]
@@ -34,6 +51,8 @@ LAYOUT = {"block_height": 512, "block_width": 4096}
 
 def run_unit(unit: Unit, ctx: Context) -> Outcome:
     matrix, provenance = load_unit_matrix(unit, ctx)
+    if ctx.device.kind == EMULATED:
+        check_emulator_size(matrix)
     real_part_only = bool(np.iscomplexobj(matrix.data))
     matrix = matrix.real if real_part_only else matrix
     x = ctx.rng(unit).uniform(-1.0, 1.0, matrix.shape[1])
@@ -41,27 +60,34 @@ def run_unit(unit: Unit, ctx: Context) -> Outcome:
     layouts = {o: build_hbp(matrix, o, ctx.config["block_height"], ctx.config["block_width"]) for o in ORDERINGS}
     regu2d = build_regu2d(matrix, ctx.config["block_height"], slice_height=REGU2D_SLICE_HEIGHT[ctx.device.kind])
     metrics = {"nrows": metric(matrix.shape[0]), "ncols": metric(matrix.shape[1]), "nnz": metric(matrix.nnz)}
-    for name, y in _results(matrix, layouts, regu2d, x, ctx).items():
+    results, traffic = _results(matrix, layouts, regu2d, x, ctx)
+    for name, y in results.items():
         metrics[f"{name}_error"] = metric(componentwise_error(matrix, x, y, y_ref))
         metrics[f"{name}_norm2_error"] = metric(norm2_error(y, y_ref))
     worst = max(v["value"] for k, v in metrics.items() if k.endswith("_error") and "norm2" not in k)
     metrics["max_error"] = metric(worst)
     metrics["passed"] = metric(bool(worst <= ctx.config["tolerance"]))
+    metrics.update(traffic)
     return Outcome(metrics=metrics, data={**provenance, "real_part_only": real_part_only})
 
 
-def _results(matrix, layouts, regu2d, x, ctx: Context) -> dict:
-    """Every executor's ``A @ x`` on the run's device, as NumPy arrays (scipy, the oracle, left out)."""
+def _results(matrix, layouts, regu2d, x, ctx: Context) -> tuple[dict, dict]:
+    """Every executor's ``A @ x`` on the run's device, as NumPy arrays (scipy, the oracle, left out), and the
+    memory-traffic metrics (on the emulated device only; otherwise none)."""
+    if ctx.device.kind == EMULATED:
+        calls, traffic = run_emulated(cuda_executors(matrix, layouts, regu2d, device=EMULATED), x, matrix)
+        return {name: call.result for name, call in calls.items() if not name.endswith("merge")}, traffic
     if ctx.device.kind == "cuda":
         import cupy
 
         with cupy.cuda.Device(ctx.device.index):
             executors = cuda_executors(matrix, layouts, regu2d)
             x_gpu = cupy.asarray(x)
-            return {name: cupy.asnumpy(run(x_gpu)) for name, run in executors.items() if not name.endswith("merge")}
+            return {name: cupy.asnumpy(run(x_gpu)) for name, run in executors.items()
+                    if not name.endswith("merge")}, {}
     executors, close = cpu_executors(matrix, layouts, regu2d=regu2d)
     try:
-        return {name: np.array(run(x)) for name, run in executors.items() if name != "csr_scipy"}
+        return {name: np.array(run(x)) for name, run in executors.items() if name != "csr_scipy"}, {}
     finally:
         close()
 
@@ -69,18 +95,22 @@ def _results(matrix, layouts, regu2d, x, ctx: Context) -> dict:
 def summarize(records: list[Record], ctx: Context) -> Summary:
     executors = sorted({k[:-len("_error")] for r in records for k in r.metrics
                         if k.endswith("_error") and not k.endswith("norm2_error") and k != "max_error"})
+    counted = traffic_executors(records)  # executors whose traffic was counted (on the emulated device)
     table = pd.DataFrame([{
         "matrix": r.data.get("name") or r.unit, "rows": r.value("nrows"), "cols": r.value("ncols"),
         "nnz": r.value("nnz"), **{name: r.value(f"{name}_error") for name in executors},
-        "passed": r.value("passed"),
+        "passed": r.value("passed"), **traffic_columns(r, counted),
     } for r in records]).sort_values("nnz", ignore_index=True)
     failed = table.loc[~table["passed"], "matrix"].tolist()
     notes = [f"{table['passed'].sum()} of {len(table)} matrices within {ctx.config['tolerance']:g} for every "
              f"executor ({', '.join(executors)}); the numbers are the componentwise errors against scipy."]
     if failed:
         notes.append(f"outside tolerance: {', '.join(failed)}")
-    figure = _error_plot(table, executors, ctx.config["tolerance"])
-    return Summary(table=table, figures=[("Error of each executor per matrix", figure)], notes=notes)
+    notes += traffic_notes(table, counted)
+    figures = [("Error of each executor per matrix", _error_plot(table, executors, ctx.config["tolerance"]))]
+    if counted:
+        figures.append(("Memory traffic per nonzero of each executor (median)", traffic_plot(table, counted)))
+    return Summary(table=table, figures=figures, notes=notes)
 
 
 def _error_plot(table: pd.DataFrame, executors: list[str], tolerance: float):
@@ -108,11 +138,13 @@ ARTIFACT = Artifact(
     },
     needs={
         "smoke": "nothing: 7 generated edge-case matrices.",
-        "quick": "the .mtx files in REPRO_MATRIX_DIRS (offline) and three generated 1-4 M-row matrices; ~1 min.",
+        "quick": "the .mtx files in REPRO_MATRIX_DIRS (offline) and three generated 1-4 M-row matrices; ~1 min "
+                 "(on --device cuda-emu the generated ones are skipped, being above its 2 M nonzero limit).",
         "full": f"{len(FULL_MATRICES)} SuiteSparse matrices, downloaded on first use (repro fetch hbp/correctness).",
     },
     run_unit=run_unit,
     summarize=summarize,
+    devices=("cpu", "cuda", EMULATED),
     **MATRIX_SWEEP,
 )
 

@@ -1,29 +1,57 @@
-"""The SpMV executors the HBP artifacts compare, built for one matrix on one device.
+"""The SpMV executors the HBP artifacts compare, built for one matrix on one device, and the
+emulated CUDA device's measurements that both HBP artifacts share.
 
 Each executor is a callable ``f(x) -> y``: on the CPU over NumPy arrays, on CUDA over
-CuPy arrays on the current device. HBP executors are named ``hbp_<device>`` for the
-paper's hash ordering and ``hbp_<device>_<ordering>`` for the others; the Regu2D-style
-format (the paper's "2D partitioning" baseline) is ``regu2d_<device>``.
+CuPy arrays on the current device, on the emulated CUDA device (``cuda-emu``,
+:mod:`cuda_emu`) over its device arrays. HBP executors are named ``hbp_<device>``
+for the paper's hash ordering and ``hbp_<device>_<ordering>`` for the others; the
+Regu2D-style format (the paper's "2D partitioning" baseline) is ``regu2d_<device>``. The
+emulated device runs the CUDA executors under the same names (``csr_scalar``,
+``hbp_cuda``, ...), without cuSPARSE, which it does not have.
+
+On ``cuda-emu`` (:func:`run_emulated`) every executor is called once inside
+``cuda_emu.recorded()``: the result is checked as on a GPU, and the launches' 32-byte
+sectors give the memory traffic per nonzero under two bounds, no cache reuse at all and
+perfect reuse of ``x`` within a thread block (``<executor>_sector_bytes_per_nnz`` and
+``..._xreuse``), beside the CSR minimum :func:`csr_bytes` (``csr_bytes_per_nnz``). Its
+times say nothing of a GPU's.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 
 from methods.spmv.csr import spmv_numba, spmv_scipy
 from methods.spmv.hbp import HBPMatrix
 from methods.spmv.hbp_cpu import HBPCpuExecutor
 from methods.spmv.regu2d import Regu2DMatrix, spmv_regu2d
+from reproduce.harness.artifact import SkipUnit
+from reproduce.harness.records import Record, metric
 
+EMULATED = "cuda-emu"
 # The CSR kernel each device's HBP speed-up is measured against, and the HBP executor.
-BASELINE = {"cpu": "csr_numba", "cuda": "csr_scalar"}
-HBP = {"cpu": "hbp_cpu", "cuda": "hbp_cuda"}
-REGU2D = {"cpu": "regu2d_cpu", "cuda": "regu2d_cuda"}
+BASELINE = {"cpu": "csr_numba", "cuda": "csr_scalar", EMULATED: "csr_scalar"}
+HBP = {"cpu": "hbp_cpu", "cuda": "hbp_cuda", EMULATED: "hbp_cuda"}
+REGU2D = {"cpu": "regu2d_cpu", "cuda": "regu2d_cuda", EMULATED: "regu2d_cuda"}
 # Regu2D's slice height per device: the AVX-512 width on the CPU (the format's default), a warp on CUDA.
-REGU2D_SLICE_HEIGHT = {"cpu": None, "cuda": 32}
+REGU2D_SLICE_HEIGHT = {"cpu": None, "cuda": 32, EMULATED: 32}
+
+# The largest matrix the HBP artifacts run on the emulated device. It runs about a million
+# thread accesses a second on two cores (one fiber per CUDA thread, every access checked and
+# its sectors counted), and a matrix costs every executor's accesses: csr_vector runs 32 threads
+# per row, and HBP loads a block_width-wide tile of x for every block however few nonzeros it
+# holds. Measured on a 2-core machine (2 emulator workers), the 7 CUDA executors of
+# hbp/correctness, one call each, at 2.0 M nonzeros: banded, 286k rows, 170 s (csr_vector 110 s,
+# each HBP 13 s); power_law 250k x 250k, 590 s (each HBP ordering 120-160 s for its 30k sparse
+# 512 x 4096 blocks, csr_vector 30 s, csr_scalar 2.4 s). hbp/spmv runs 5 of them. The quick
+# sets' generated 16-28 M nonzero matrices would take an hour or more each.
+EMULATOR_MAX_NNZ = 2_000_000
 
 
 def hbp_name(device_kind: str, ordering: str) -> str:
@@ -49,21 +77,133 @@ def cpu_executors(matrix: sp.csr_matrix, layouts: dict[str, HBPMatrix], threads:
     return executors, close
 
 
-def cuda_executors(matrix: sp.csr_matrix, layouts: dict[str, HBPMatrix],
-                   regu2d: Regu2DMatrix | None = None) -> dict[str, Callable]:
-    """The CSR kernels (scalar, vector), cuSPARSE, HBP per layout, HBP without its merge (hash only) and Regu2D
-    (if given; build it with ``slice_height=32``)."""
-    import cupyx.scipy.sparse as gpu_sparse
-
+def cuda_executors(matrix: sp.csr_matrix, layouts: dict[str, HBPMatrix], regu2d: Regu2DMatrix | None = None,
+                   device: str = "cuda") -> dict[str, Callable]:
+    """The CSR kernels (scalar, vector), cuSPARSE (GPU only), HBP per layout, HBP without its merge (hash only)
+    and Regu2D (if given; build it with ``slice_height=32``), on ``device``: ``"cuda"`` (the current GPU) or
+    ``"cuda-emu"`` (the emulated CUDA device)."""
     from methods.spmv import cuda
 
-    on_gpu = gpu_sparse.csr_matrix(matrix)
-    executors = {"csr_scalar": cuda.CsrScalarCuda(on_gpu), "csr_vector": cuda.CsrVectorCuda(on_gpu),
-                 "csr_cusparse": cuda.CsrCusparse(on_gpu)}
+    if device == "cuda":
+        import cupyx.scipy.sparse as gpu_sparse
+
+        matrix = gpu_sparse.csr_matrix(matrix)
+    executors = {"csr_scalar": cuda.CsrScalarCuda(matrix, device=device),
+                 "csr_vector": cuda.CsrVectorCuda(matrix, device=device)}
+    if device == "cuda":
+        executors["csr_cusparse"] = cuda.CsrCusparse(matrix)
     for ordering, layout in layouts.items():
-        executors[hbp_name("cuda", ordering)] = cuda.HBPCuda(layout)
+        executors[hbp_name("cuda", ordering)] = cuda.HBPCuda(layout, device=device)
     if "hash" in layouts:
         executors["hbp_cuda_no_merge"] = executors["hbp_cuda"].spmv_only
     if regu2d is not None:
-        executors[REGU2D["cuda"]] = cuda.Regu2DCuda(regu2d)
+        executors[REGU2D["cuda"]] = cuda.Regu2DCuda(regu2d, device=device)
     return executors
+
+
+def csr_bytes(matrix, itemsize: int) -> int:
+    """Bytes one CSR SpMV moves at least: values, int32 columns and row pointers, x and y, each once."""
+    nrows, ncols = matrix.shape
+    return itemsize * matrix.nnz + 4 * matrix.nnz + 4 * (nrows + 1) + itemsize * ncols + itemsize * nrows
+
+
+# ---- the emulated CUDA device ------------------------------------------------------------------
+def check_emulator_size(matrix) -> None:
+    """Raise SkipUnit for a matrix with more than :data:`EMULATOR_MAX_NNZ` nonzeros."""
+    if matrix.nnz > EMULATOR_MAX_NNZ:
+        raise SkipUnit(f"{matrix.nnz:,} nonzeros exceed the emulated CUDA device's limit of {EMULATOR_MAX_NNZ:,} "
+                       "per matrix: it runs about a million thread accesses a second (one fiber per CUDA thread, "
+                       "every access checked), so this matrix would take far too long; run it on a GPU")
+
+
+@dataclass(frozen=True)
+class EmulatedCall:
+    """One call of an executor on the emulated device: its result on the host and its wall time."""
+
+    result: np.ndarray
+    seconds: float
+
+
+def run_emulated(executors: dict[str, Callable], x: np.ndarray, matrix) -> tuple[dict[str, EmulatedCall], dict]:
+    """Call every executor once on the emulated device, each inside ``cuda_emu.recorded()``.
+
+    ``x`` is the host input (uploaded here). Returns each executor's :class:`EmulatedCall`
+    and the traffic metrics: per executor ``<name>_sector_bytes_per_nnz`` (the 32-byte
+    sectors of all its launches in that call, no reuse) and ``<name>_sector_bytes_per_nnz_xreuse``
+    (each sector of x counted once per thread block), and ``csr_bytes_per_nnz``, the CSR
+    minimum (:func:`csr_bytes`); all None for a matrix without nonzeros.
+    """
+    import cuda_emu
+
+    nnz = matrix.nnz
+    x_device = cuda_emu.asarray(x)
+    calls, traffic = {}, {}
+    for name, run in executors.items():
+        with cuda_emu.recorded() as reports:
+            start = time.perf_counter()
+            y = run(x_device)
+            seconds = time.perf_counter() - start
+        calls[name] = EmulatedCall(cuda_emu.asnumpy(y), seconds)
+        for suffix, reused in (("", ()), ("_xreuse", ("x",))):
+            moved = sum(report.sector_bytes(reused=reused) for report in reports)
+            traffic[f"{name}_sector_bytes_per_nnz{suffix}"] = metric(moved / nnz if nnz else None, "B")
+    traffic["csr_bytes_per_nnz"] = metric(csr_bytes(matrix, matrix.dtype.itemsize) / nnz if nnz else None, "B")
+    return calls, traffic
+
+
+TRAFFIC_SUFFIX = "_sector_bytes_per_nnz"
+CSR_MINIMUM = "CSR min B/nnz"
+
+
+def traffic_executors(records: list[Record]) -> list[str]:
+    """The executors whose traffic the records hold (none off the emulated device), sorted by name."""
+    return sorted({key[:-len(TRAFFIC_SUFFIX)] for record in records for key in record.metrics
+                   if key.endswith(TRAFFIC_SUFFIX)})
+
+
+def traffic_columns(record: Record, executors: list[str]) -> dict:
+    """The summary-table cells of one record's traffic: the CSR minimum, then per executor both bounds."""
+    if not executors:
+        return {}
+    columns = {CSR_MINIMUM: record.value("csr_bytes_per_nnz")}
+    for name in executors:
+        columns[f"{name} B/nnz"] = record.value(f"{name}{TRAFFIC_SUFFIX}")
+        columns[f"{name} B/nnz x reuse"] = record.value(f"{name}{TRAFFIC_SUFFIX}_xreuse")
+    return columns
+
+
+def _medians(table: pd.DataFrame, executors: list[str]) -> tuple[float, dict[str, tuple[float, float]]]:
+    def median(column: str) -> float:
+        return float(pd.to_numeric(table[column], errors="coerce").median())
+
+    return median(CSR_MINIMUM), {name: (median(f"{name} B/nnz"), median(f"{name} B/nnz x reuse"))
+                                 for name in executors}
+
+
+def traffic_notes(table: pd.DataFrame, executors: list[str]) -> list[str]:
+    """One sentence on the medians of the traffic columns (none if the table has none)."""
+    if not executors:
+        return []
+    csr, medians = _medians(table, executors)
+    figures = ", ".join(f"{name} {reuse:.1f} to {no_reuse:.1f}" for name, (no_reuse, reuse) in medians.items())
+    return [f"Memory traffic counted on the emulated CUDA device, bytes per nonzero in 32-byte sectors, median over "
+            f"the matrices with nonzeros, from perfect reuse of x within a thread block to no reuse at all: {figures}; "
+            f"the CSR minimum (every array read or written once) is {csr:.1f}."]
+
+
+def traffic_plot(table: pd.DataFrame, executors: list[str]):
+    """Median bytes per nonzero of each executor, both bounds, against the CSR minimum."""
+    import matplotlib.pyplot as plt
+
+    csr, medians = _medians(table, executors)
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    positions = np.arange(len(executors))
+    ax.bar(positions - 0.2, [medians[e][0] for e in executors], width=0.4, color="tab:red", label="no reuse")
+    ax.bar(positions + 0.2, [medians[e][1] for e in executors], width=0.4, color="tab:blue",
+           label="x reused within a thread block")
+    ax.axhline(csr, color="black", lw=1, ls="--", label="CSR minimum")
+    ax.set_xticks(positions, executors, rotation=20, fontsize=8)
+    ax.set(ylabel="bytes per nonzero (median)", title="Memory traffic on the emulated CUDA device")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

@@ -14,6 +14,13 @@ time saved per SpMV); HBP's speed-up over Regu2D; and merge-spmv's row statistic
 CSR baseline: on CUDA the scalar one-thread-per-row kernel (the paper's), with the
 vector kernel and cuSPARSE beside it; on the CPU the parallel numba CSR kernel, with
 scipy's serial loop beside it.
+
+On the emulated CUDA device (``--device cuda-emu``) the CUDA executors but cuSPARSE are
+checked the same way, each timed by its one checked call (no warm-up, no repetitions), and
+their memory traffic is recorded (:func:`reproduce.hbp.executors.run_emulated`). Those
+times are recorded but say nothing of a GPU's: the record's data has
+``"timing_comparable": false``, the summary says so, and no claim is judged. Matrices above
+:data:`~reproduce.hbp.executors.EMULATOR_MAX_NNZ` nonzeros are skipped there.
 """
 
 from __future__ import annotations
@@ -41,25 +48,29 @@ from reproduce.harness.timing import time_cuda, time_host  # noqa: E402
 from reproduce.hbp import matrices  # noqa: E402
 from reproduce.hbp.executors import (  # noqa: E402
     BASELINE,
+    EMULATED,
     HBP,
     REGU2D,
     REGU2D_SLICE_HEIGHT,
+    check_emulator_size,
     cpu_executors,
+    csr_bytes,
     cuda_executors,
+    run_emulated,
+    traffic_columns,
+    traffic_executors,
+    traffic_notes,
+    traffic_plot,
 )
 
 FORMATS = {"hbp": HBP, "regu2d": REGU2D}  # metric prefix -> executor name per device
 
 
-def csr_bytes(matrix, itemsize: int) -> int:
-    """Bytes one CSR SpMV moves at least: values, int32 columns and row pointers, x and y, each once."""
-    nrows, ncols = matrix.shape
-    return itemsize * matrix.nnz + 4 * matrix.nnz + 4 * (nrows + 1) + itemsize * ncols + itemsize * nrows
-
-
 def run_unit(unit: Unit, ctx: Context) -> Outcome:
     cfg, device = ctx.config, ctx.device
     matrix, provenance = load_unit_matrix(unit, ctx)
+    if device.kind == EMULATED:
+        check_emulator_size(matrix)
     matrix = (matrix.real if np.iscomplexobj(matrix.data) else matrix).astype(cfg["dtype"])
     x = ctx.rng(unit).uniform(-1.0, 1.0, matrix.shape[1]).astype(cfg["dtype"])
     y_ref = spmv_scipy(matrix.astype(np.float64), x.astype(np.float64))
@@ -77,7 +88,13 @@ def run_unit(unit: Unit, ctx: Context) -> Outcome:
                "regu2d_padding_fraction": metric(layouts["regu2d"].padding_fraction),
                "regu2d_block_width": metric(layouts["regu2d"].block_width),
                **{k: metric(v) for k, v in row_length_stats(matrix).items()}}
-    if device.kind == "cuda":
+    data = {**provenance, "dtype": cfg["dtype"], "preprocessing_device": "cpu"}
+    if device.kind == EMULATED:
+        bandwidth = None
+        executors = cuda_executors(matrix, {"hash": layouts["hbp"]}, layouts["regu2d"], device=EMULATED)
+        metrics.update(_measure_emulated(executors, matrix, x, y_ref))
+        data["timing_comparable"] = False
+    elif device.kind == "cuda":
         import cupy
 
         bandwidth = device.peak_bandwidth_gbs
@@ -105,7 +122,7 @@ def run_unit(unit: Unit, ctx: Context) -> Outcome:
         metrics[f"{prefix}break_even_iterations"] = metric(pre_seconds[name] / saved if saved > 0 else None, "SpMV")
     metrics["hbp_vs_regu2d"] = metric(metrics[f"{REGU2D[device.kind]}_ms"]["value"]
                                       / metrics[f"{HBP[device.kind]}_ms"]["value"], "x")
-    return Outcome(metrics=metrics, data={**provenance, "dtype": cfg["dtype"], "preprocessing_device": "cpu"})
+    return Outcome(metrics=metrics, data=data)
 
 
 def _preprocess(build, repeats: int) -> tuple:
@@ -123,24 +140,39 @@ def _measure(executors, x, to_host, matrix, x_host, y_ref, bandwidth, timer) -> 
     ``x`` is the input on the executors' device and ``to_host`` brings a result back.
     """
     metrics = {}
-    moved = csr_bytes(matrix, matrix.dtype.itemsize)
     for name, run in executors.items():
         if not name.endswith("no_merge"):
             metrics[f"{name}_error"] = metric(componentwise_error(matrix, x_host, to_host(run(x)), y_ref))
         timing = timer(lambda run=run: run(x))
-        seconds = timing.median
-        metrics[f"{name}_ms"] = metric(seconds * 1e3, "ms")
-        metrics[f"{name}_repeats"] = metric(timing.repeats)
-        metrics[f"{name}_gflops"] = metric(2 * matrix.nnz / seconds / 1e9, "GFLOP/s")
-        metrics[f"{name}_gbs"] = metric(moved / seconds / 1e9, "GB/s")
-        metrics[f"{name}_bandwidth_fraction"] = metric(moved / seconds / 1e9 / bandwidth if bandwidth else None)
+        metrics.update(_time_metrics(name, timing.median, timing.repeats, matrix, bandwidth))
     return metrics
+
+
+def _measure_emulated(executors, matrix, x, y_ref) -> dict:
+    """On the emulated device: each executor's one call checked against scipy, timed (times not comparable) and
+    its memory traffic counted (:func:`reproduce.hbp.executors.run_emulated`)."""
+    calls, metrics = run_emulated(executors, x, matrix)
+    for name, call in calls.items():
+        if not name.endswith("no_merge"):
+            metrics[f"{name}_error"] = metric(componentwise_error(matrix, x, call.result, y_ref))
+        metrics.update(_time_metrics(name, call.seconds, 1, matrix, None))
+    return metrics
+
+
+def _time_metrics(name: str, seconds: float, repeats: int, matrix, bandwidth: float | None) -> dict:
+    """Time, repetitions, GFLOP/s, effective GB/s (CSR arrays, x and y once) and bandwidth fraction of one executor."""
+    moved = csr_bytes(matrix, matrix.dtype.itemsize)
+    return {f"{name}_ms": metric(seconds * 1e3, "ms"), f"{name}_repeats": metric(repeats),
+            f"{name}_gflops": metric(2 * matrix.nnz / seconds / 1e9, "GFLOP/s"),
+            f"{name}_gbs": metric(moved / seconds / 1e9, "GB/s"),
+            f"{name}_bandwidth_fraction": metric(moved / seconds / 1e9 / bandwidth if bandwidth else None)}
 
 
 def summarize(records: list[Record], ctx: Context) -> Summary:
     kind = ctx.device.kind
     executors = sorted({k[:-3] for r in records for k in r.metrics
                         if k.endswith("_ms") and not k.endswith("_preprocess_ms")})
+    counted = traffic_executors(records)  # executors whose traffic was counted (on the emulated device)
     rows = []
     for r in records:
         row = {"matrix": r.data.get("name") or r.unit, "source": r.data.get("source"), "rows": r.value("nrows"),
@@ -148,8 +180,9 @@ def summarize(records: list[Record], ctx: Context) -> Summary:
                "row len mean": r.value("row_length_mean"), "row len skew": r.value("row_length_skewness")}
         row.update({f"{e} ms": r.value(f"{e}_ms") for e in executors})
         row.update({f"{e} GFLOP/s": r.value(f"{e}_gflops") for e in executors})
-        row.update({f"{e} bw fraction": r.value(f"{e}_bandwidth_fraction")
-                    for e in (BASELINE[kind], HBP[kind], REGU2D[kind])})
+        if kind != EMULATED:  # no bandwidth to compare with there
+            row.update({f"{e} bw fraction": r.value(f"{e}_bandwidth_fraction")
+                        for e in (BASELINE[kind], HBP[kind], REGU2D[kind])})
         row["max error"] = max(r.value(f"{e}_error") or 0.0 for e in executors)
         row.update({"speed-up": r.value("speedup"), "preprocess ms": r.value("hbp_preprocess_ms"),
                     "break-even SpMVs": r.value("break_even_iterations"),
@@ -160,15 +193,25 @@ def summarize(records: list[Record], ctx: Context) -> Summary:
                     "Regu2D B/nnz": r.value("regu2d_bytes_per_nnz"),
                     "Regu2D padding": r.value("regu2d_padding_fraction"),
                     "HBP vs Regu2D": r.value("hbp_vs_regu2d")})
+        row.update(traffic_columns(r, counted))
         rows.append(row)
     table = pd.DataFrame(rows).sort_values("nnz", ignore_index=True)
+    error_note = f"Largest error of any executor against scipy: {table['max error'].max():.2e} (componentwise)."
+    if kind == EMULATED:
+        notes = ["Times were measured on the emulated CUDA device, one call per executor: they are not comparable "
+                 "with a GPU's (or a CPU's), so the times, speed-ups and break-even counts in the table say nothing "
+                 "of HBP and no claim is judged. What this run shows: the kernels' results and their memory traffic.",
+                 error_note, _cost_note(table), *traffic_notes(table, counted)]
+        figures = [("Memory traffic per nonzero of each executor (median)", traffic_plot(table, counted))]
+        return Summary(table=table, notes=notes, figures=figures)
     speedups = table["speed-up"].astype(float)
     notes = [
         f"Speed-up of {HBP[kind]} over {BASELINE[kind]} (the CSR baseline on this device): "
         f"max {speedups.max():.2f}x ({table.loc[speedups.idxmax(), 'matrix']}), "
         f"geometric mean {float(gmean(speedups)):.2f}x over {len(table)} matrices.",
-        f"Largest error of any executor against scipy: {table['max error'].max():.2e} (componentwise).",
-        *_format_notes(table, kind),
+        error_note,
+        _speedup_means_note(table, kind),
+        _cost_note(table),
         *_comparison_notes(table, executors, kind),
     ]
     measured = {"spmv-orin-max": float(speedups.max()), "spmv-4090-max": float(speedups.max())} if kind == "cuda" \
@@ -180,23 +223,28 @@ def summarize(records: list[Record], ctx: Context) -> Summary:
                             ("Throughput per executor", _gflops_plot(table, executors))])
 
 
-def _format_notes(table: pd.DataFrame, kind: str) -> list[str]:
-    """HBP against Regu2D and both against CSR: geometric means, and the formats' costs, over all matrices."""
+def _median(table: pd.DataFrame, column: str) -> float:
+    return float(table[column].astype(float).median())
+
+
+def _speedup_means_note(table: pd.DataFrame, kind: str) -> str:
+    """HBP against Regu2D and both against CSR: geometric means over all matrices."""
     def gm(column: str) -> float:
         return float(gmean(table[column].astype(float)))
 
-    def median(column: str) -> float:
-        return float(table[column].astype(float).median())
+    return (f"Geometric means over {len(table)} matrices: {BASELINE[kind]} time / {HBP[kind]} time "
+            f"{gm('speed-up'):.2f}x, {BASELINE[kind]} time / {REGU2D[kind]} time {gm('Regu2D speed-up'):.2f}x, "
+            f"{REGU2D[kind]} time / {HBP[kind]} time {gm('HBP vs Regu2D'):.2f}x "
+            "(the paper: HBP's gains over 2D partitioning exceed those over CSR; unverified, hbp.md section 2).")
 
-    return [
-        f"Geometric means over {len(table)} matrices: {BASELINE[kind]} time / {HBP[kind]} time {gm('speed-up'):.2f}x, "
-        f"{BASELINE[kind]} time / {REGU2D[kind]} time {gm('Regu2D speed-up'):.2f}x, "
-        f"{REGU2D[kind]} time / {HBP[kind]} time {gm('HBP vs Regu2D'):.2f}x "
-        "(the paper: HBP's gains over 2D partitioning exceed those over CSR; unverified, hbp.md section 2).",
-        f"Preprocessing (median ms): HBP {median('preprocess ms'):.3g}, Regu2D {median('Regu2D preprocess ms'):.3g}; "
-        f"bytes per nonzero (median): HBP {median('HBP B/nnz'):.1f}, Regu2D {median('Regu2D B/nnz'):.1f} "
-        f"(CSR: 12 + row pointers in fp64); Regu2D's padding {median('Regu2D padding'):.1%} of its stored entries.",
-    ]
+
+def _cost_note(table: pd.DataFrame) -> str:
+    """The formats' costs: preprocessing time (on the CPU), stored bytes per nonzero and Regu2D's padding."""
+    return (f"Preprocessing on the CPU (median ms): HBP {_median(table, 'preprocess ms'):.3g}, "
+            f"Regu2D {_median(table, 'Regu2D preprocess ms'):.3g}; bytes per nonzero (median): "
+            f"HBP {_median(table, 'HBP B/nnz'):.1f}, Regu2D {_median(table, 'Regu2D B/nnz'):.1f} "
+            f"(CSR: 12 + row pointers in fp64); Regu2D's padding {_median(table, 'Regu2D padding'):.1%} of its "
+            "stored entries.")
 
 
 def _comparison_notes(table: pd.DataFrame, executors: list[str], kind: str) -> list[str]:
@@ -262,6 +310,7 @@ ARTIFACT = Artifact(
     },
     run_unit=run_unit,
     summarize=summarize,
+    devices=("cpu", "cuda", EMULATED),
     **{**MATRIX_SWEEP, "options": {**MATRIX_SWEEP["options"], "--dtype": {
         "choices": ["float64", "float32"], "help": "value type (default float64)"}}},
 )

@@ -245,6 +245,30 @@ def test_artifact_page_verdicts_figure_and_units(results, artifacts, tmp_path):
 
     assert re.search(r'<img src="data:image/png;base64,[A-Za-z0-9+/=]{100,}" alt="Speed-up per unit">', html)
     assert plt.get_fignums() == open_before  # the report closes every figure it drew
+    assert "Run on the emulated CUDA device" not in html
+
+
+EMULATED_DEVICE = {**DEVICE, "kind": "cuda-emu", "name": "emulated CUDA device", "memory_bytes": None,
+                   "extra": {"timing_comparable": False, "workers": 2}}
+
+
+def test_a_run_on_the_emulated_device_is_marked_and_never_judged(claims_root, artifacts, tmp_path):
+    out = tmp_path / "results"
+    ok = {"speedup": metric(2.2, "x"), "accuracy": metric(90.0, "%")}
+    for unit in ("m1", "m2"):
+        record = _record("table1", unit, "ok", "2025-01-02T03:04:00+00:00", metrics=ok)
+        record.device = EMULATED_DEVICE
+        record.config = {**record.config, "device": {"kind": "cuda-emu", "name": EMULATED_DEVICE["name"]}}
+        write_record(out, record)
+    index = report.build_report(out, tmp_path / "reports", artifacts).read_text()
+    row = {row[1]: row for row in tables(index)["index"][1:]}["table1"]
+    assert row[9] == "cuda-emu: emulated CUDA device"
+    assert row[4:8] == ["0", "0", "4", "0"]
+    html = (tmp_path / "reports" / "toy" / "table1.html").read_text()
+    assert "Run on the emulated CUDA device" in html and "not comparable" in html
+    verdicts = _rows_by_first_cell(tables(html)["verdicts"])
+    assert verdicts["speedup"][4] == "2.200 x" and verdicts["speedup"][6].startswith("not run")
+    assert "emulated CUDA device (cuda-emu), whose times are not comparable" in verdicts["speedup"][6]
 
 
 def test_pages_are_escaped_and_self_contained(results, artifacts, tmp_path):
