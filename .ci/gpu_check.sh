@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The GPU checks of one device session, in one call: the CUDA tests, the HBP artifacts on
-# the GPU, and the CUDA benchmarks. Everything it prints also goes to $OUT/gpu_check.log.
+# the GPU and on the emulated device, the measured times next to the emulated device's traffic
+# figures (tools/traffic_vs_time.py), and the CUDA benchmarks. Everything it prints also goes
+# to $OUT/gpu_check.log.
 #
 # The device machine gets only this repository: before the call, copy the shared matrices
 # into an ignored folder and carry it, e.g.
@@ -21,6 +23,8 @@ export REPRO_MATRIX_DIRS="${REPRO_MATRIX_DIRS:-$PWD/.gpu-data/suitesparse}" REPR
     run python3 -m pytest -q tests/benchmarks --benchmark-only --benchmark-group-by=param -p no:cacheprovider
     run python3 reproduce/hbp/correctness.py --scale quick --device cuda --out "$out/results" --no-progress
     run python3 reproduce/hbp/spmv.py --scale quick --device cuda --out "$out/results" --no-progress
+    run python3 reproduce/hbp/correctness.py --scale quick --device cuda-emu --out "$out/results" --no-progress
+    run python3 tools/traffic_vs_time.py "$out/results" --scale quick
     run python3 -m reproduce report --results "$out/results" --reports "$out/reports"
     run python3 -m asv machine --yes --machine gpu
     run python3 -m asv run --python=same --quick --bench CudaSpmv --machine gpu --set-commit-hash HEAD
