@@ -11,7 +11,7 @@ On the emulated CUDA device (``--device cuda-emu``) the CUDA executors but cuSPA
 same kernels with every access checked, each once, and their memory traffic is recorded too:
 bytes per nonzero in 32-byte sectors with no reuse and with x reused within a thread block,
 beside the CSR minimum (:func:`reproduce.hbp.executors.run_emulated`). Matrices above
-:data:`~reproduce.hbp.executors.EMULATOR_MAX_NNZ` nonzeros are skipped there.
+the limits of :func:`~reproduce.hbp.executors.check_emulator_size` are skipped there.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ LAYOUT = {"block_height": 512, "block_width": 4096}
 def run_unit(unit: Unit, ctx: Context) -> Outcome:
     matrix, provenance = load_unit_matrix(unit, ctx)
     if ctx.device.kind == EMULATED:
-        check_emulator_size(matrix)
+        check_emulator_size(matrix, ctx.config["block_height"], ctx.config["block_width"])
     real_part_only = bool(np.iscomplexobj(matrix.data))
     matrix = matrix.real if real_part_only else matrix
     x = ctx.rng(unit).uniform(-1.0, 1.0, matrix.shape[1])

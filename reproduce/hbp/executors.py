@@ -42,16 +42,18 @@ REGU2D = {"cpu": "regu2d_cpu", "cuda": "regu2d_cuda", EMULATED: "regu2d_cuda"}
 # Regu2D's slice height per device: the AVX-512 width on the CPU (the format's default), a warp on CUDA.
 REGU2D_SLICE_HEIGHT = {"cpu": None, "cuda": 32, EMULATED: 32}
 
-# The largest matrix the HBP artifacts run on the emulated device. It runs about a million
-# thread accesses a second on two cores (one fiber per CUDA thread, every access checked and
-# its sectors counted), and a matrix costs every executor's accesses: csr_vector runs 32 threads
-# per row, and HBP loads a block_width-wide tile of x for every block however few nonzeros it
-# holds. Measured on a 2-core machine (2 emulator workers), the 7 CUDA executors of
-# hbp/correctness, one call each, at 2.0 M nonzeros: banded, 286k rows, 170 s (csr_vector 110 s,
-# each HBP 13 s); power_law 250k x 250k, 590 s (each HBP ordering 120-160 s for its 30k sparse
-# 512 x 4096 blocks, csr_vector 30 s, csr_scalar 2.4 s). hbp/spmv runs 5 of them. The quick
-# sets' generated 16-28 M nonzero matrices would take an hour or more each.
+# The largest matrices the HBP artifacts run on the emulated device, which checks and counts every
+# thread's every access (about 10-20 M accesses a second on two cores). Two things bound a
+# unit's cost: its nonzeros, which every executor reads (csr_vector runs 32 threads and five
+# shuffles per row), and HBP's x tiles, a block_width-wide tile loaded into shared memory for
+# every stored block however few nonzeros it holds. Measured with tools/emulator_cost.py on a
+# 2-core machine, the 7 CUDA executors of hbp/correctness, one call each, at 2.0 M nonzeros:
+# banded (n=286000 half_width=3, 560 blocks) 5.9 s in all (csr_vector 2.9 s, each HBP 0.6 s);
+# power_law (250k x 250k, 30k blocks: 125 M tile entries) 52 s in all (each HBP ordering 12 s,
+# csr_vector 3.1 s). The limits keep a unit within a few minutes; the quick sets' generated
+# 16-28 M nonzero matrices, with up to 480k blocks (2 G tile entries), are beyond them.
 EMULATOR_MAX_NNZ = 2_000_000
+EMULATOR_MAX_TILE_ENTRIES = 500_000_000
 
 
 def hbp_name(device_kind: str, ordering: str) -> str:
@@ -108,12 +110,22 @@ def csr_bytes(matrix, itemsize: int) -> int:
 
 
 # ---- the emulated CUDA device ------------------------------------------------------------------
-def check_emulator_size(matrix) -> None:
-    """Raise SkipUnit for a matrix with more than :data:`EMULATOR_MAX_NNZ` nonzeros."""
+def check_emulator_size(matrix, block_height: int, block_width: int) -> None:
+    """Raise SkipUnit for a matrix beyond the emulated device's limits: more than :data:`EMULATOR_MAX_NNZ`
+    nonzeros, or more than :data:`EMULATOR_MAX_TILE_ENTRIES` x entries in HBP's tiles (stored blocks of
+    ``block_height`` x ``block_width`` times the tile width)."""
     if matrix.nnz > EMULATOR_MAX_NNZ:
         raise SkipUnit(f"{matrix.nnz:,} nonzeros exceed the emulated CUDA device's limit of {EMULATOR_MAX_NNZ:,} "
-                       "per matrix: it runs about a million thread accesses a second (one fiber per CUDA thread, "
-                       "every access checked), so this matrix would take far too long; run it on a GPU")
+                       "per matrix: it checks and counts every thread's every access, so this matrix would take "
+                       "far too long; run it on a GPU")
+    coo = matrix.tocoo()
+    column_blocks = -(-matrix.shape[1] // block_width)
+    blocks = np.unique(coo.row.astype(np.int64) // block_height * column_blocks + coo.col // block_width).size
+    tiles = blocks * min(block_width, matrix.shape[1])
+    if tiles > EMULATOR_MAX_TILE_ENTRIES:
+        raise SkipUnit(f"HBP's {blocks:,} stored {block_height} x {block_width} blocks load {tiles:,} x entries into "
+                       f"shared memory per SpMV, beyond the emulated CUDA device's limit of "
+                       f"{EMULATOR_MAX_TILE_ENTRIES:,}: it would take far too long; run it on a GPU")
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ checked the same way, each timed by its one checked call (no warm-up, no repetit
 their memory traffic is recorded (:func:`reproduce.hbp.executors.run_emulated`). Those
 times are recorded but say nothing of a GPU's: the record's data has
 ``"timing_comparable": false``, the summary says so, and no claim is judged. Matrices above
-:data:`~reproduce.hbp.executors.EMULATOR_MAX_NNZ` nonzeros are skipped there.
+the limits of :func:`~reproduce.hbp.executors.check_emulator_size` are skipped there.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def run_unit(unit: Unit, ctx: Context) -> Outcome:
     cfg, device = ctx.config, ctx.device
     matrix, provenance = load_unit_matrix(unit, ctx)
     if device.kind == EMULATED:
-        check_emulator_size(matrix)
+        check_emulator_size(matrix, cfg["block_height"], cfg["block_width"])
     matrix = (matrix.real if np.iscomplexobj(matrix.data) else matrix).astype(cfg["dtype"])
     x = ctx.rng(unit).uniform(-1.0, 1.0, matrix.shape[1]).astype(cfg["dtype"])
     y_ref = spmv_scipy(matrix.astype(np.float64), x.astype(np.float64))

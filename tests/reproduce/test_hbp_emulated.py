@@ -69,14 +69,17 @@ def test_the_runner_refuses_an_unsupported_device(tmp_path):
 
 
 @pytest.mark.parametrize("module", [correctness, spmv])
-def test_a_matrix_above_the_limit_is_skipped_with_the_reason(module, monkeypatch):
-    monkeypatch.setattr(executors, "EMULATOR_MAX_NNZ", 100)
+@pytest.mark.parametrize(("limit", "value", "reason"), [
+    ("EMULATOR_MAX_NNZ", 100, r"500 nonzeros exceed the emulated CUDA device's limit of 100 per matrix"),
+    ("EMULATOR_MAX_TILE_ENTRIES", 99, r"HBP's 1 stored 512 x 4096 blocks load 100 x entries .*limit of 99:"),
+])
+def test_a_matrix_beyond_the_limits_is_skipped_with_the_reason(module, limit, value, reason, monkeypatch):
+    monkeypatch.setattr(executors, limit, value)
     artifact = module.ARTIFACT
     ctx = Context(scale="smoke", config=runner.resolve_config(artifact, "smoke"), seed=0, device=EMULATED)
     unit = Unit("gen_uniform", {"generated": {"name": "uniform", "generator": "random_uniform", "nrows": 100,
                                               "ncols": 100, "density": 0.05}})
-    with pytest.raises(SkipUnit, match=r"500 nonzeros exceed the emulated CUDA device's limit of 100 .*thread "
-                                       r"accesses a second"):
+    with pytest.raises(SkipUnit, match=reason):
         artifact.run_unit(unit, ctx)
 
 
