@@ -28,9 +28,9 @@ from pathlib import Path
 import platformdirs
 
 HERE = Path(__file__).resolve().parent
-# The emulator's build cache: ``$CUDA_EMU_CACHE``, else ``cuda_emu/`` in the suite's cache
+# The emulator's build cache: ``$REPRO_CUDA_EMU_CACHE``, else ``cuda_emu/`` in the suite's cache
 # (``$REPRO_CACHE``, else the user's cache folder), so one variable moves every cache of a run.
-CACHE_VARIABLES = ("CUDA_EMU_CACHE", "REPRO_CACHE")
+CACHE_VARIABLES = ("REPRO_CUDA_EMU_CACHE", "REPRO_CACHE")
 HEADER = HERE / "include" / "cuda_emu.h"
 RUNTIME = HERE / "runtime.cpp"
 
