@@ -58,11 +58,11 @@ def format_run(result) -> str:
 
 
 def format_listing(artifacts: dict[str, Artifact]) -> str:
-    """``repro list``: each artifact, its claims, and what each scale needs."""
+    """``repro list``: each artifact, its claims, what each scale needs, and the devices it runs on."""
     blocks = []
     for artifact in artifacts.values():
         claims = {c.id: c for c in load_claims(artifact.paper)}
-        lines = [f"{artifact.id}: {artifact.title}"]
+        lines = [f"{artifact.id}: {artifact.title}", f"  devices: {', '.join(artifact.devices)}"]
         for cid in artifact.claims:
             claim = claims.get(cid)
             text = claim.text if claim else "(missing from claims.toml)"

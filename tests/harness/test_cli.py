@@ -7,10 +7,13 @@ import sys
 from reproduce.harness.cli import main
 
 
-def test_list_shows_artifacts_claims_and_needs(capsys):
+def test_list_shows_artifacts_claims_needs_and_devices(capsys):
     assert main(["list"]) == 0
     text = capsys.readouterr().out
     assert "hbp/correctness" in text and "smoke: nothing" in text
+    correctness = text[text.index("hbp/correctness:"):].split("\n\n")[0]
+    preprocessing = text[text.index("hbp/preprocessing:"):].split("\n\n")[0]
+    assert "devices: cpu, cuda, cuda-emu" in correctness and "devices: cpu, cuda\n" in preprocessing
 
 
 def test_run_smoke_then_resume(tmp_path, capsys):
