@@ -253,7 +253,7 @@ class RawKernel:
         for name, info, value in zip(self.parameter_names, self.parameters, args):
             if info.element_size:
                 array = _device_array(self.name, name, info, value)
-                shadow = np.zeros(2 * array.size, np.uint64) if info.writable else None
+                shadow = np.zeros(5 * array.size, np.uint64) if info.writable else None  # see check_global
                 keep.append(shadow)
                 regions.append(_Region(array.ctypes.data, array.ctypes.data + array.nbytes, info.element_size,
                                        info.writable, name.encode(), None if shadow is None else shadow.ctypes.data))

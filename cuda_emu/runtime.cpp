@@ -69,7 +69,7 @@ struct EmuRegion {
     int64_t element_size;     // bytes per element (the kernel's pointee type)
     int64_t writable;         // the kernel may write through it: races are checked on `shadow`
     const char* name;         // the parameter's name
-    uint64_t* shadow;         // two words per element (writable arrays), zeroed by the host
+    uint64_t* shadow;         // five words per element (writable arrays, see check_global), zeroed by the host
     // filled by the runtime: per access kind (0 load, 1 store, 2 atomic)
     uint64_t requests[3];     // warp instructions
     uint64_t sectors[3];      // distinct 32-byte sectors per warp instruction, summed
@@ -482,38 +482,129 @@ void check_shared(Worker& w, Fiber& f, uintptr_t address, int size, bool write)
     }
 }
 
-// Global shadow, two words per element: the writing thread's global linear id + 1 (0: no thread
-// wrote the element in this launch), then its barrier epoch (high half) and its warp's __syncwarp
-// generation (low half) at the write. The id is exchanged atomically, so that writers in
-// different blocks (on different workers) see each other; the second word is only compared
-// within a block, whose threads run on one worker.
+// Global shadow, five words per element of each array the kernel may write:
+//   [0] the last writing thread's global linear id + 1 (0: no thread wrote the element in this launch);
+//   [1] its barrier epoch (high half) and its warp's __syncwarp generation (low half) at the write;
+//   [2] who read the element since that write (or since the launch began): 0 nobody, a thread's global
+//       linear id + 1, READERS_OF_BLOCK | (block's linear id + 1) for several threads of one block, or
+//       READERS_OF_BLOCKS for threads of several blocks;
+//   [3] the readers' barrier epoch and __syncwarp generation, as [1] (the latest of several readers');
+//   [4] the readers' warp (high half; all ones: several warps) and their lanes in it (low half).
+// Words [0] and [2] are exchanged atomically, so that accesses from different blocks (on different
+// workers) see each other; [1], [3] and [4] are only compared within a block, whose threads run on one
+// worker. A write resets [2]: later reads are checked against the write instead.
+constexpr uint64_t READERS_OF_BLOCK = 1ull << 63;
+constexpr uint64_t READERS_OF_BLOCKS = UINT64_MAX;
+
+struct GlobalThreads {  // the current thread, in the global numbering of the shadow
+    uint64_t threads, block, me;
+};
+
+uint64_t reader_block(const GlobalThreads& g, uint64_t reader)
+{
+    return reader & READERS_OF_BLOCK ? (reader & ~READERS_OF_BLOCK) - 1 : (reader - 1) / g.threads;
+}
+
+// Whether every read recorded in `reader` (not READERS_OF_BLOCKS), made in the current block at
+// `when`, by the lanes `who`, happened before `now`'s access.
+bool global_reads_ordered(const Fiber& now, const GlobalThreads& g, uint64_t reader, uint64_t when, uint64_t who)
+{
+    uint32_t epoch = (uint32_t)(when >> 32), sync = (uint32_t)when;
+    if (!(reader & READERS_OF_BLOCK)) return ordered(now, (int)((reader - 1) % g.threads), epoch, sync);
+    if (now.epoch > epoch) return true;
+    if ((uint32_t)(who >> 32) != (uint32_t)now.warp) return false;
+    for (uint32_t lanes = (uint32_t)who & ~(1u << now.lane); lanes; lanes &= lanes - 1) {
+        if (now.synced[__builtin_ctz(lanes)] <= sync) return false;
+    }
+    return true;
+}
+
+void record_global_read(const Fiber& f, const GlobalThreads& g, uint64_t* shadow, uint32_t sync)
+{
+    uint64_t reader = __atomic_load_n(&shadow[2], __ATOMIC_RELAXED);
+    for (;;) {
+        if (reader == READERS_OF_BLOCKS) return;
+        uint64_t when = (uint64_t)f.epoch << 32 | sync, who = (uint64_t)f.warp << 32 | 1u << f.lane, next = g.me;
+        if (reader != 0 && reader != g.me) {
+            uint64_t old_when = __atomic_load_n(&shadow[3], __ATOMIC_RELAXED);
+            uint64_t old_who = __atomic_load_n(&shadow[4], __ATOMIC_RELAXED);
+            if (reader_block(g, reader) != g.block) {
+                next = READERS_OF_BLOCKS;
+            } else if (!global_reads_ordered(f, g, reader, old_when, old_who)) {
+                // several readers of this block: the latest epoch and generation, the lanes while of one warp
+                next = READERS_OF_BLOCK | (g.block + 1);
+                when = std::max(old_when >> 32, when >> 32) << 32 | std::max((uint32_t)old_when, sync);
+                who = (old_who >> 32) == (uint64_t)f.warp ? old_who | 1u << f.lane : 0xffffffffull << 32;
+            }
+            // else every earlier read happened before this one, so a write ordered after it is after them all
+        }
+        if (__atomic_compare_exchange_n(&shadow[2], &reader, next, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+            if (next != READERS_OF_BLOCKS) {
+                __atomic_store_n(&shadow[3], when, __ATOMIC_RELAXED);
+                __atomic_store_n(&shadow[4], who, __ATOMIC_RELAXED);
+            }
+            return;
+        }
+    }
+}
+
+[[noreturn]] void global_race(Worker& w, const Fiber& f, const EmuRegion& r, uint64_t e, const char* kind,
+                              const char* others, bool other_blocks, bool write)
+{
+    char who[96];
+    describe_thread(w, f, who, sizeof who);
+    fail(w, f.pc, 0, "%s race on %s[%llu]: %s in this launch, and %s %s it with no __syncthreads (or __syncwarp "
+         "within a warp) between%s", kind, r.name, (unsigned long long)e, others, who, write ? "writes" : "reads",
+         other_blocks ? " (threads of different blocks can only meet through atomics)" : "");
+    abandon(w);
+}
+
 void check_global(Worker& w, Fiber& f, EmuRegion& r, uintptr_t address, int size, bool write)
 {
-    uint64_t threads = w.launch->block[0] * w.launch->block[1] * w.launch->block[2];
-    uint64_t block_linear = w.block_idx.x + w.launch->grid[0] * (w.block_idx.y + w.launch->grid[1] * w.block_idx.z);
-    uint64_t me = block_linear * threads + f.linear + 1;
+    GlobalThreads g;
+    g.threads = w.launch->block[0] * w.launch->block[1] * w.launch->block[2];
+    g.block = w.block_idx.x + w.launch->grid[0] * (w.block_idx.y + w.launch->grid[1] * w.block_idx.z);
+    g.me = g.block * g.threads + f.linear + 1;
+    uint32_t sync = w.warp_generation[f.warp];
+    char others[96];
     for (uintptr_t e = (address - r.begin) / r.element_size; e <= (address + size - 1 - r.begin) / r.element_size;
          ++e) {
-        uint64_t* shadow = &r.shadow[2 * e];
-        uint64_t writer = write ? __atomic_exchange_n(&shadow[0], me, __ATOMIC_RELAXED)
+        uint64_t* shadow = &r.shadow[5 * e];
+        uint64_t writer = write ? __atomic_exchange_n(&shadow[0], g.me, __ATOMIC_RELAXED)
                                 : __atomic_load_n(&shadow[0], __ATOMIC_RELAXED);
         uint64_t when = __atomic_load_n(&shadow[1], __ATOMIC_RELAXED);
-        if (write) {
-            __atomic_store_n(&shadow[1], (uint64_t)f.epoch << 32 | w.warp_generation[f.warp], __ATOMIC_RELAXED);
+        if (write) __atomic_store_n(&shadow[1], (uint64_t)f.epoch << 32 | sync, __ATOMIC_RELAXED);
+        if (writer && writer != g.me) {
+            uint64_t writer_block = (writer - 1) / g.threads;
+            int writer_thread = (int)((writer - 1) % g.threads);
+            if (writer_block != g.block || !ordered(f, writer_thread, (uint32_t)(when >> 32), (uint32_t)when)) {
+                snprintf(others, sizeof others, "thread %d of block %llu wrote it", writer_thread,
+                         (unsigned long long)writer_block);
+                global_race(w, f, r, e, write ? "write-after-write" : "read-after-write", others,
+                            writer_block != g.block, write);
+            }
         }
-        if (!writer || writer == me) continue;
-        uint64_t writer_block = (writer - 1) / threads;
-        int writer_thread = (int)((writer - 1) % threads);
-        if (writer_block == block_linear && ordered(f, writer_thread, (uint32_t)(when >> 32), (uint32_t)when)) {
+        if (!write) {
+            record_global_read(f, g, shadow, sync);
             continue;
         }
-        char who[96];
-        describe_thread(w, f, who, sizeof who);
-        fail(w, f.pc, 0, "%s race on %s[%llu]: thread %d of block %llu wrote it in this launch, and %s %s it "
-             "with no __syncthreads (or __syncwarp within a warp) between (threads of different blocks can only "
-             "meet through atomics)", write ? "write-after-write" : "read-after-write", r.name, (unsigned long long)e,
-             writer_thread, (unsigned long long)writer_block, who, write ? "writes" : "reads");
-        abandon(w);
+        uint64_t reader = __atomic_exchange_n(&shadow[2], 0, __ATOMIC_RELAXED);
+        if (!reader || reader == g.me) continue;
+        bool same_block = reader != READERS_OF_BLOCKS && reader_block(g, reader) == g.block;
+        if (same_block && global_reads_ordered(f, g, reader, __atomic_load_n(&shadow[3], __ATOMIC_RELAXED),
+                                               __atomic_load_n(&shadow[4], __ATOMIC_RELAXED))) {
+            continue;
+        }
+        if (reader == READERS_OF_BLOCKS) {
+            snprintf(others, sizeof others, "threads of several blocks read it");
+        } else if (reader & READERS_OF_BLOCK) {
+            snprintf(others, sizeof others, "several threads of block %llu read it",
+                     (unsigned long long)reader_block(g, reader));
+        } else {
+            snprintf(others, sizeof others, "thread %d of block %llu read it", (int)((reader - 1) % g.threads),
+                     (unsigned long long)reader_block(g, reader));
+        }
+        global_race(w, f, r, e, "write-after-read", others, !same_block, true);
     }
 }
 

@@ -734,13 +734,39 @@ extern "C" __global__ void read_other_block(int* flags, int* out)
     __syncthreads();
     if (threadIdx.x == 0) out[blockIdx.x] = flags[0];
 }
+
+extern "C" __global__ void read_then_write_other_block(int* y, int* out)
+{
+    if (blockIdx.x == 0 && threadIdx.x == 0) out[0] = y[3];  // read
+    if (blockIdx.x == 1 && threadIdx.x == 0) y[3] = 7;  // write
+}
+
+extern "C" __global__ void read_then_write_other_warp(int* y, int* out)
+{
+    out[threadIdx.x] = y[threadIdx.x];  // read
+    BARRIER;
+    y[(threadIdx.x + 32) % blockDim.x] = threadIdx.x;  // write
+}
+
+extern "C" __global__ void read_all_then_write(int* y, int* out)
+{
+    out[blockIdx.x * blockDim.x + threadIdx.x] = y[blockIdx.x];  // every thread of the block reads
+    BARRIER;
+    if (threadIdx.x == 0) y[blockIdx.x] = 5;
+}
+
+extern "C" __global__ void read_then_write_own(int* y)
+{
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    y[i] = y[i] + 1;
+    y[i] += y[i];
+}
 """
 
 
 def test_global_races():
-    """Global memory keeps the last writer of each element, not its readers: a write, then a read or
-    write by another thread, with no barrier between, is reported whatever the schedule; a read
-    that the schedule happens to run before the write is not, so these tests order them."""
+    """Global memory keeps the last writer of each element and its readers since: a write, then a read
+    or write by another thread, with no barrier between, is reported whatever the schedule."""
     ordered = kernel("#define BARRIER __syncthreads()\n" + GLOBAL_RACES, "publish")
     flags, out = cuda_emu.zeros(3, np.int32), cuda_emu.zeros(3 * 64, np.int32)
     ordered((3,), (64,), (flags, out))
@@ -765,13 +791,71 @@ def test_syncwarp_orders_global_memory_within_a_warp():
                          r"thread \(\d+,0,0\) of block \(0,0,0\) reads it", message), message
 
 
-def test_a_global_write_read_by_another_block_is_a_race(monkeypatch):
-    monkeypatch.setenv("REPRO_CUDA_EMU_WORKERS", "1")  # block 0 runs before block 1, so the read comes second
+@pytest.mark.parametrize("workers", ["1", "4"])
+def test_a_global_write_read_by_another_block_is_a_race(monkeypatch, workers):
+    monkeypatch.setenv("REPRO_CUDA_EMU_WORKERS", workers)  # 1: block 0 runs first; 4: either may
     function = kernel("#define BARRIER\n" + GLOBAL_RACES, "read_other_block")
-    message = kernel_error(function, (2,), (32,), (cuda_emu.zeros(2, np.int32), cuda_emu.zeros(2, np.int32)))
-    assert ("read-after-write race on flags[0]: thread 0 of block 0 wrote it in this launch, and thread (0,0,0) of "
-            "block (1,0,0) reads it") in message
-    assert "threads of different blocks can only meet through atomics" in message
+    for _ in range(5):
+        message = kernel_error(function, (2,), (32,), (cuda_emu.zeros(2, np.int32), cuda_emu.zeros(2, np.int32)))
+        # block 1 reads flags[0] after block 0 wrote it, or block 0 writes it after block 1 read it
+        assert ("read-after-write race on flags[0]: thread 0 of block 0 wrote it in this launch, and thread (0,0,0) "
+                "of block (1,0,0) reads it") in message or \
+            ("write-after-read race on flags[0]: thread 0 of block 1 read it in this launch, and thread (0,0,0) of "
+             "block (0,0,0) writes it") in message, message
+        assert "threads of different blocks can only meet through atomics" in message
+
+
+@pytest.mark.parametrize("workers", ["1", "4"])
+def test_a_global_read_then_write_by_another_block_is_a_race_every_time(monkeypatch, workers):
+    monkeypatch.setenv("REPRO_CUDA_EMU_WORKERS", workers)
+    function = kernel("#define BARRIER\n" + GLOBAL_RACES, "read_then_write_other_block")
+    for _ in range(10):  # with one worker block 0 always reads first; with four, either block may run first
+        message = kernel_error(function, (2,), (32,), (cuda_emu.zeros(8, np.int32), cuda_emu.zeros(1, np.int32)))
+        assert ("write-after-read race on y[3]: thread 0 of block 0 read it in this launch, and thread (0,0,0) of "
+                "block (1,0,0) writes it with no __syncthreads (or __syncwarp within a warp) between (threads of "
+                "different blocks can only meet through atomics)") in message or \
+            ("read-after-write race on y[3]: thread 0 of block 1 wrote it in this launch, and thread (0,0,0) of "
+             "block (0,0,0) reads it") in message, message
+        assert workers != "1" or "write-after-read" in message, message
+
+
+def test_a_global_read_then_write_by_another_warp_needs_a_syncthreads():
+    y, out = cuda_emu.zeros(64, np.int32), cuda_emu.zeros(64, np.int32)
+    for _ in range(6):  # whichever warp runs first, the read is recorded
+        message = kernel_error(kernel("#define BARRIER\n" + GLOBAL_RACES, "read_then_write_other_warp"), (1,), (64,),
+                               (y, out))
+        found = re.search(r"(write-after-read|read-after-write) race on y\[(\d+)\]: thread (\d+) of block 0 "
+                          r"(read|wrote) it in this launch, and thread \((\d+),0,0\) of block \(0,0,0\) (writes|reads) "
+                          r"it with no __syncthreads \(or __syncwarp within a warp\) between \[", message)
+        assert found and int(found[3]) // 32 != int(found[5]) // 32, message  # two warps
+    y = cuda_emu.asarray(np.arange(64, dtype=np.int32))
+    kernel("#define BARRIER __syncthreads()\n" + GLOBAL_RACES, "read_then_write_other_warp")((1,), (64,), (y, out))
+    np.testing.assert_array_equal(out.get(), np.arange(64))
+    np.testing.assert_array_equal(y.get(), np.roll(np.arange(64), 32))
+
+
+@pytest.mark.parametrize(("barrier", "threads", "race"), [("", 32, True), ("__syncwarp()", 32, False),
+                                                          ("__syncwarp()", 64, True), ("__syncthreads()", 128, False)])
+def test_a_write_after_several_readers_is_ordered_only_after_them_all(barrier, threads, race):
+    function = kernel(f"#define BARRIER {barrier}\n" + GLOBAL_RACES, "read_all_then_write")
+    args = (cuda_emu.zeros(3, np.int32), cuda_emu.zeros(3 * threads, np.int32))
+    if race:
+        message = kernel_error(function, (3,), (threads,), args)
+        assert re.search(ANY_RACE + r" on y\[\d\]: ", message), message
+        if threads == 32:  # one warp in lockstep: every lane reads before lane 0 writes
+            assert re.search(r"write-after-read race on y\[\d\]: several threads of block \d read it in this launch, "
+                             r"and thread \(0,0,0\) of block \(\d,0,0\) writes it", message), message
+    else:
+        function((3,), (threads,), args)
+        np.testing.assert_array_equal(args[0].get(), 5)
+
+
+@pytest.mark.parametrize("workers", ["1", "4"])
+def test_a_thread_reading_then_writing_its_own_element_is_no_race(monkeypatch, workers):
+    monkeypatch.setenv("REPRO_CUDA_EMU_WORKERS", workers)
+    y = cuda_emu.asarray(np.arange(4 * 64, dtype=np.int32))
+    kernel("#define BARRIER\n" + GLOBAL_RACES, "read_then_write_own")((4,), (64,), (y,))
+    np.testing.assert_array_equal(y.get(), 2 * (np.arange(4 * 64) + 1))
 
 
 # ---- uninitialised data ----------------------------------------------------------------------------
