@@ -147,8 +147,8 @@ def _emulated_module(file: str, defines: tuple[tuple[str, str], ...]):
 
 def backend(kind: str = "cuda"):
     """The backend of device kind ``kind`` (``cuda`` or ``cuda-emu``)."""
-    if kind == "cuda":
+    if kind == CupyBackend.kind:
         return CupyBackend()
-    if kind == "cuda-emu":
+    if kind == EmulatedBackend.kind:
         return EmulatedBackend()
     raise ValueError(f"CUDA executors run on {' or '.join(DEVICE_KINDS)}, not {kind!r}")

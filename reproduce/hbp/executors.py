@@ -32,9 +32,9 @@ from methods.spmv.hbp import HBPMatrix
 from methods.spmv.hbp_cpu import HBPCpuExecutor
 from methods.spmv.regu2d import Regu2DMatrix, spmv_regu2d
 from reproduce.harness.artifact import SkipUnit
+from reproduce.harness.device import EMULATED
 from reproduce.harness.records import Record, metric
 
-EMULATED = "cuda-emu"
 # The CSR kernel each device's HBP speed-up is measured against, and the HBP executor.
 BASELINE = {"cpu": "csr_numba", "cuda": "csr_scalar", EMULATED: "csr_scalar"}
 HBP = {"cpu": "hbp_cpu", "cuda": "hbp_cuda", EMULATED: "hbp_cuda"}
