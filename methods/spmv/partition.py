@@ -1,12 +1,12 @@
-"""2D partitioning shared by the blocked SpMV formats (HBP and Regu2D): canonical input and the split.
+"""2D partitioning of the blocked SpMV formats: canonical input (both), the layouts' shared base and Regu2D's split.
 
 A matrix of shape (nrows, ncols) is cut into 2D blocks of ``block_height`` (H) rows by
 ``block_width`` (W) columns: block (rb, cb) covers rows ``[rb*H, min((rb+1)*H, nrows))`` and
 columns ``[cb*W, min((cb+1)*W, ncols))``. :func:`split_blocks` finds, in one pass over each
 row's columns, the row's *segment* in every block it touches, and gathers each row block's
 segments by column block (a counting sort): O(nnz + n_rowblocks * n_colblocks), parallel over
-row blocks. Both formats build on exactly this code, so their preprocessing times differ only
-in what they do after it (hbp.md section 8: "implement every baseline with the same care").
+row blocks. Regu2D builds on it; HBP fuses the same split into its one pass per row block
+(:mod:`methods.spmv.hbp`), with the orderings of :mod:`methods.spmv.ordering` shared by both.
 """
 
 from __future__ import annotations

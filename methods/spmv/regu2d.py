@@ -19,7 +19,8 @@ preprocessing of Regu2D". We implement the **standard optimal-grouping DP**:
 
 Because the rows are sorted, the longest row of a group is its last, and the DP over prefix
 lengths is exact: ``cost[i] = min_k cost[i - k] + k * counts[i - 1] + group_overhead`` for
-``1 <= k <= min(max_group_size, i)``, O(m * max_group_size) per block of m rows.
+``1 <= k <= min(max_group_size, i)``, O(m * max_group_size) per block of m rows. The code is
+:func:`methods.spmv.ordering.mark_optimal_groups`, shared with HBP.
 
 For HBP's warp groups ``GROUP_OVERHEAD = 32`` and ``MAX_GROUP_SIZE = 32`` (our choice): one
 group costs as much as one more round of a full 32-lane warp. With it, rows of equal length form
@@ -83,114 +84,13 @@ import numpy as np
 import scipy.sparse as sp
 from numba import njit, prange, uint64
 
+from methods.spmv.ordering import DP, block_scratch, order_block
 from methods.spmv.partition import INT32_LIMIT, BlockLayout, canonical_csr, offsets, split_blocks
 
-GROUP_OVERHEAD = 32
-MAX_GROUP_SIZE = 32
 SIMD_BYTES = 64  # one AVX-512 register
 X_SLICE_BYTES = 256 * 1024
 UINT16_SPAN = 65536
 DEFAULT_BLOCK_HEIGHT = 512
-
-
-@njit(cache=True, nogil=True)
-def mark_optimal_groups(sorted_counts, group_overhead, max_group_size, cost, choice, group_start):
-    """Cut rows sorted by count into groups of minimal padded work plus per-group overhead.
-
-    Parameters
-    ----------
-    sorted_counts : ndarray of int, shape (m,)
-        In-block nonzero counts, ascending.
-    group_overhead : int
-        Cost of one group, in padded nonzeros.
-    max_group_size : int
-        Most rows in one group (32: one warp).
-    cost, choice : ndarray of int64, shape (>= m + 1,)
-        Scratch: the optimal cost of each prefix and the size of its last group.
-    group_start : ndarray of bool, shape (>= m,)
-        Written: ``group_start[i]`` is True where a group begins at sorted row i.
-
-    Returns
-    -------
-    int
-        The number of groups. On ties the larger last group wins (fewer groups).
-    """
-    m = sorted_counts.shape[0]
-    cost[0] = 0
-    for end in range(1, m + 1):
-        longest = sorted_counts[end - 1]
-        best_size = 1
-        best_cost = cost[end - 1] + longest + group_overhead
-        for size in range(min(max_group_size, end), 1, -1):
-            candidate = cost[end - size] + size * longest + group_overhead
-            if candidate < best_cost:
-                best_cost = candidate
-                best_size = size
-        cost[end] = best_cost
-        choice[end] = best_size
-    group_start[:m] = False
-    n_groups = 0
-    end = m
-    while end > 0:
-        end -= choice[end]
-        group_start[end] = True
-        n_groups += 1
-    return n_groups
-
-
-def regular_arrangement(counts: np.ndarray, group_overhead: int = GROUP_OVERHEAD,
-                        max_group_size: int = MAX_GROUP_SIZE) -> tuple[np.ndarray, np.ndarray]:
-    """The DP arrangement of one block: row order and group sizes.
-
-    Parameters
-    ----------
-    counts : ndarray of int, shape (m,)
-        In-block nonzero count of each of the block's rows.
-    group_overhead, max_group_size : int
-        As in :func:`mark_optimal_groups`.
-
-    Returns
-    -------
-    order : ndarray of int64, shape (m,)
-        ``order[i]`` is the row (index into ``counts``) in position i: a stable ascending sort.
-    group_sizes : ndarray of int64, shape (n_groups,)
-        Sizes of consecutive groups of ``order``, each in ``1..max_group_size``.
-    """
-    counts = np.asarray(counts)
-    order = np.argsort(counts, kind="stable")
-    m = counts.shape[0]
-    cost = np.empty(m + 1, dtype=np.int64)
-    choice = np.empty(m + 1, dtype=np.int64)
-    group_start = np.empty(m, dtype=np.bool_)
-    mark_optimal_groups(counts[order], group_overhead, max_group_size, cost, choice, group_start)
-    starts = np.flatnonzero(group_start)
-    return order, np.diff(np.append(starts, m))
-
-
-@njit(cache=True, nogil=True)
-def sort_and_group(counts, group_overhead, max_group_size, cost, choice, order, group_start):
-    """Stable sort of one block's rows by count, then :func:`mark_optimal_groups`.
-
-    Parameters
-    ----------
-    counts : ndarray of int, shape (m,)
-        In-block nonzero counts, rows in original order.
-    group_overhead, max_group_size : int
-    cost, choice : ndarray of int64, shape (>= m + 1,)
-        Scratch.
-    order : ndarray of int64, shape (>= m,)
-        Written: ``order[i]`` is the row (index into ``counts``) in position i.
-    group_start : ndarray of bool, shape (>= m,)
-        Written: True where a group begins.
-
-    Returns
-    -------
-    int
-        The number of groups.
-    """
-    m = counts.shape[0]
-    order[:m] = np.argsort(counts, kind="mergesort")
-    return mark_optimal_groups(counts[order[:m]], group_overhead, max_group_size, cost, choice, group_start)
 
 
 def adaptive_block_width(ncols: int, itemsize: int, x_slice_bytes: int = X_SLICE_BYTES) -> int:
@@ -311,12 +211,9 @@ def preprocess_timed(csr, block_height: int = DEFAULT_BLOCK_HEIGHT, block_width:
     matrix : Regu2DMatrix
     seconds : dict of str to float
         Wall-clock seconds of ``"split"``, ``"reorder"`` (sort and DP), ``"emit"`` and ``"total"``
-        (their sum), as :func:`methods.spmv.hbp.preprocess_timed` reports them; the conversion
-        to canonical CSR is not timed. The first call with new argument types also compiles the
-        numba kernels: time a warm call.
+        (their sum); the conversion to canonical CSR is not timed. The first call with new argument
+        types also compiles the numba kernels: time a warm call.
     """
-    from methods.spmv.hbp import _DP, _reorder_phase  # HBP's reorder driver; it imports this module's DP
-
     indptr, indices, data, shape = canonical_csr(csr, dtype, "Regu2D")
     itemsize = data.dtype.itemsize
     block_width = adaptive_block_width(shape[1], itemsize) if block_width is None else block_width
@@ -335,7 +232,7 @@ def preprocess_timed(csr, block_height: int = DEFAULT_BLOCK_HEIGHT, block_width:
         raise ValueError(f"{segments['slot_offsets'][-1]} slots: Regu2D numbers slots in int32")
     seconds["split"] = time.perf_counter() - start
     start = time.perf_counter()
-    arrangement = _reorder_phase(_DP, indptr, block_height, segments, int(slice_overhead), slice_height)
+    arrangement = _reorder_phase(indptr, block_height, segments, int(slice_overhead), slice_height)
     seconds["reorder"] = time.perf_counter() - start
     start = time.perf_counter()
     col_dtype = np.uint16 if block_width <= UINT16_SPAN else np.int32
@@ -345,6 +242,40 @@ def preprocess_timed(csr, block_height: int = DEFAULT_BLOCK_HEIGHT, block_width:
     matrix = Regu2DMatrix(**arrays, shape=shape, block_height=block_height, block_width=block_width,
                           slice_height=slice_height, slice_overhead=int(slice_overhead), nnz=int(indptr[-1]))
     return matrix, seconds
+
+
+def _reorder_phase(indptr, block_height, segments, slice_overhead, slice_height) -> dict[str, np.ndarray]:
+    """Phase 2: every block's slots sorted by count and cut into slices by the DP."""
+    n_slots = int(segments["slot_offsets"][-1])
+    slot_seg = np.empty(n_slots, np.int64)
+    slice_start = np.empty(n_slots, np.bool_)
+    rb_slices = np.empty(segments["rb_segments"].shape[0], np.int64)
+    _dp_blocks(block_height, slice_overhead, slice_height, indptr, segments["rb_segments"], segments["rb_blocks"],
+               segments["blk_first"], segments["sorted_seg"], segments["sorted_len"], segments["slot_offsets"],
+               slot_seg, slice_start, rb_slices)
+    return {"slot_seg": slot_seg, "group_start": slice_start, "group_offsets": offsets(rb_slices)}
+
+
+@njit(parallel=True, cache=True)
+def _dp_blocks(block_height, slice_overhead, slice_height, indptr, rb_segments, rb_blocks, blk_first, sorted_seg,
+               sorted_len, slot_offsets, slot_seg, slice_start, rb_slices):
+    """Per stored block: :func:`~methods.spmv.ordering.order_block` (DP); ``rb_slices`` counts the slices."""
+    for rb in prange(rb_segments.shape[0]):
+        base = indptr[rb * block_height]
+        scratch = block_scratch(DP, block_height)
+        order, starts = scratch[6], scratch[7]
+        n_blocks = rb_blocks[rb]
+        n_slices = 0
+        for j in range(n_blocks):
+            first = blk_first[base + j]
+            last = blk_first[base + j + 1] if j + 1 < n_blocks else rb_segments[rb]
+            counts = sorted_len[base + first:base + last]
+            n_slices += order_block(DP, counts, block_height, slice_overhead, slice_height, scratch)
+            slot0 = slot_offsets[rb] + first
+            for i in range(last - first):
+                slot_seg[slot0 + i] = sorted_seg[base + first + order[i]]
+                slice_start[slot0 + i] = starts[i]
+        rb_slices[rb] = n_slices
 
 
 def _emit_phase(indptr, indices, data, block_height, block_width, segments, arrangement,
