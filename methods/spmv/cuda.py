@@ -36,8 +36,8 @@ from methods.spmv.cuda_kernels import (
     REGU2D_LAYOUT_DTYPES,
     WARP_SIZE,
     check_array,
-    check_hbp_layout,
     check_regu2d_layout,
+    hbp_chain_arrays,
     hbp_launch,
     hbp_schedule,
     pack_arguments,
@@ -200,8 +200,10 @@ class CsrCusparse(_Executor):
 class HBPCuda(_Executor):
     """``y = A @ x`` by HBP (arXiv 2504.08860): ``hbp_spmv`` (mixed execution allocation) + ``hbp_merge``.
 
-    The layout arrays the kernels read are uploaded once, to the current device, here.
-    A call zeroes the queue counter (on the GPU ``cudaMemsetAsync`` on the current stream, so
+    The kernels read the chain form of the layout (global int32 columns, per-nonzero ``next``
+    offsets, the merge arrays): :func:`~methods.spmv.cuda_kernels.hbp_chain_arrays` derives it
+    on the host once, here, and it is uploaded to the current device (the host copies are not
+    kept). A call zeroes the queue counter (on the GPU ``cudaMemsetAsync`` on the current stream, so
     it is part of every timed SpMV, as it must be for the competitive part to run at all; see
     docs/papers/hbp.md), launches ``hbp_spmv`` (fills :attr:`partial`), then ``hbp_merge``
     (writes y).
@@ -211,7 +213,7 @@ class HBPCuda(_Executor):
     hbp : methods.spmv.hbp.HBPMatrix
         shape (nrows, ncols), block_height x block_width blocks, values float64 or float32,
         index arrays with the dtypes of :data:`~methods.spmv.cuda_kernels.HBP_LAYOUT_DTYPES`
-        (checked, never cast).
+        (checked, never cast; a layout that breaks the contract raises ValueError).
     warps : int, default 256
         Warps in the ``hbp_spmv`` launch (the authors' 8192 threads). A multiple of
         ``threads_per_block / 32``.
@@ -234,7 +236,7 @@ class HBPCuda(_Executor):
     def __init__(self, hbp, warps: int = 256, chunk: int = 10, threads_per_block: int = 32,
                  fixed_per_warp: int | None = None, merge_threads_per_block: int = 256, device: str = "cuda"):
         super().__init__(device)
-        check_hbp_layout(hbp)
+        chain = hbp_chain_arrays(hbp)
         self.dtype = np.dtype(hbp.values.dtype)
         self.shape = tuple(int(n) for n in hbp.shape)
         self.block_width = int(hbp.block_width)
@@ -250,8 +252,8 @@ class HBPCuda(_Executor):
             self._merge = xp.kernel("hbp", defines, "hbp_merge")
             xp.allow_shared(self._spmv, self.shared_bytes,
                             f"{threads_per_block // WARP_SIZE} warps' x tiles of {self.block_width} {self.dtype.name}")
-            self.arrays = {name: xp.asarray(getattr(hbp, name)) for name in HBP_DEVICE_ARRAYS}
-            self.partial = xp.empty(len(hbp.merge_slot), self.dtype)
+            self.arrays = {name: xp.asarray(chain[name]) for name in HBP_DEVICE_ARRAYS}
+            self.partial = xp.empty(len(chain["merge_slot"]), self.dtype)  # one entry per slot
             self.queue_counter = xp.zeros(1, np.int32)
         a = self.arrays
         self._spmv_arguments = pack_arguments("hbp_spmv", {

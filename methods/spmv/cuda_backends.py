@@ -12,7 +12,8 @@ packs the arguments, sizes the launches, zeroes the counters and merges on eithe
   dynamic shared memory per block, or raises ValueError naming ``what`` needs it.
 
 :func:`backend` returns the one for a device kind; a GPU backend on a machine without CuPy or a
-GPU raises :class:`~reproduce.harness.errors.DeviceError` saying what is missing.
+GPU (or an emulated device without a host compiler) raises
+:class:`~methods.errors.DeviceUnavailableError` saying what is missing.
 """
 
 from __future__ import annotations
@@ -21,21 +22,21 @@ import functools
 
 import numpy as np
 
+from methods.errors import DeviceUnavailableError
 from methods.spmv.cuda_kernels import DEFAULT_SHARED_LIMIT, kernel_source
-from reproduce.harness.errors import DeviceError
 
 DEVICE_KINDS = ("cuda", "cuda-emu")
 
 
 def _cupy():
-    """CuPy, if it imports and sees a GPU; otherwise a DeviceError that says what to do."""
+    """CuPy, if it imports and sees a GPU; otherwise a DeviceUnavailableError that says what to do."""
     try:
         import cupy
     except ImportError as exc:
-        raise DeviceError("CUDA SpMV needs CuPy: install the 'gpu' extra (pip install cupy-cuda12x) "
+        raise DeviceUnavailableError("CUDA SpMV needs CuPy: install the 'gpu' extra (pip install cupy-cuda12x) "
                           "on a machine with an NVIDIA GPU, or use --device cuda-emu") from exc
     if not cupy.cuda.is_available():
-        raise DeviceError("CUDA SpMV needs a CUDA GPU, and CuPy sees none here (no device or no driver); "
+        raise DeviceUnavailableError("CUDA SpMV needs a CUDA GPU, and CuPy sees none here (no device or no driver); "
                           "run it on a GPU machine, or on the emulated device (--device cuda-emu)")
     return cupy
 
@@ -103,7 +104,7 @@ class EmulatedBackend:
         try:
             cuda_emu.build.compiler()
         except cuda_emu.BuildError as err:
-            raise DeviceError(str(err)) from err
+            raise DeviceUnavailableError(str(err)) from err
 
     def device(self):
         return self.emu.DEVICE
@@ -135,14 +136,16 @@ class EmulatedBackend:
 
 @functools.cache
 def _emulated_module(file: str, defines: tuple[tuple[str, str], ...]):
-    """The emulated device's module of ``kernels/<file>.cu`` with ``defines`` prepended; DeviceError if it
-    does not build (the compiler's messages say why)."""
+    """The emulated device's module of ``kernels/<file>.cu`` with ``defines`` prepended.
+
+    DeviceUnavailableError if it does not build (the compiler's messages say why).
+    """
     import cuda_emu
 
     try:
         return cuda_emu.RawModule(kernel_source(file, dict(defines)), f"{file}.cu")
     except cuda_emu.BuildError as err:
-        raise DeviceError(str(err)) from err
+        raise DeviceUnavailableError(str(err)) from err
 
 
 def backend(kind: str = "cuda"):

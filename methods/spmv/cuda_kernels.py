@@ -5,8 +5,10 @@ device needs to launch them and nothing device-specific: :func:`kernel_source` (
 ``#define`` lines of the compile-time parameters, then the file), the argument table
 :data:`KERNEL_ARGUMENTS` that mirrors the ``.cu`` signatures (a CPU test parses the sources
 and compares) and :func:`pack_arguments`, which puts every array and scalar into exactly the
-type its signature declares; the layout checks that the kernels rely on; and HBP's work
-allocation (:func:`hbp_schedule`) and launch geometry (:func:`hbp_launch`).
+type its signature declares; the layout checks that the kernels rely on; the chain form of the
+HBP layout that ``kernels/hbp.cu`` reads (:func:`hbp_chain_arrays`, derived on the host from
+:mod:`methods.spmv.hbp`'s compact layout); and HBP's work allocation (:func:`hbp_schedule`)
+and launch geometry (:func:`hbp_launch`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from numba import njit, prange
 
 KERNEL_DIR = Path(__file__).resolve().parent / "kernels"
 
@@ -51,17 +54,22 @@ KERNEL_FILES = {"csr_scalar": "csr", "csr_vector": "csr", "hbp_spmv": "hbp", "hb
 # C type of COL_T for each column-offset dtype of the Regu2D layout ("col" in the table above).
 COL_TYPES = {"uint16": "unsigned short", "int32": "int"}
 
-# The HBP layout's arrays and their dtypes (the contract of methods.spmv.hbp.HBPMatrix);
-# "value" is the values dtype.
+# The HBP layout's arrays and their dtypes (the contract of methods.spmv.hbp.HBPMatrix, its module
+# docstring); "value" is the values dtype. check_hbp_layout checks them.
 HBP_LAYOUT_DTYPES = {
-    "block_row": "int32", "block_col": "int32", "block_group_ptr": "int32", "group_slot_ptr": "int32",
-    "group_nz_ptr": "int64", "slot_row": "int32", "cols": "int32", "values": "value", "next": "int32",
-    "merge_ptr": "int64", "merge_slot": "int32",
+    "row_block_ptr": "int32", "block_col": "int32", "block_nz_ptr": "int64", "block_group_ptr": "int32",
+    "group_slot_ptr": "int32", "group_nz_offset": "uint32", "slot_row": "uint16", "slot_last": "uint16",
+    "cols": "uint16", "values": "value",
 }
-# The layout arrays the kernels read (block_row and slot_row are not uploaded: merge_ptr and
-# merge_slot already say where each slot's sum goes).
-HBP_DEVICE_ARRAYS = ("block_col", "block_group_ptr", "group_slot_ptr", "group_nz_ptr", "cols", "values", "next",
-                     "merge_ptr", "merge_slot")
+# The arrays hbp_spmv and hbp_merge read (the chain form, derived on the host from the layout by
+# hbp_chain_arrays, which documents them) and their dtypes; all are uploaded.
+HBP_CHAIN_DTYPES = {
+    "block_col": "int32", "block_group_ptr": "int32", "group_slot_ptr": "int32", "group_nz_ptr": "int64",
+    "cols": "int32", "values": "value", "next": "int32", "merge_ptr": "int64", "merge_slot": "int32",
+}
+HBP_DEVICE_ARRAYS = tuple(HBP_CHAIN_DTYPES)
+# The largest HBP block side: the layout's 16-bit row and column offsets.
+HBP_MAX_BLOCK_SIDE = 65536
 # The Regu2D layout's arrays (methods.spmv.regu2d.Regu2DMatrix), all read by regu2d_spmv; "col" is
 # the column-offset dtype (uint16 or int32).
 REGU2D_LAYOUT_DTYPES = {
@@ -132,10 +140,13 @@ def check_array(what: str, array, dtype: np.dtype, length: int | None = None, co
 def check_hbp_layout(hbp) -> None:
     """Check the dtypes and lengths of an HBP layout against the contract, in O(n_groups) host work.
 
-    Every array must have its :data:`HBP_LAYOUT_DTYPES` dtype (the kernels read them as
-    declared; nothing is cast), every pointer array its length, and every group 1 to 32
-    slots: ``hbp_spmv`` gives slot q of a group to lane q, so a larger group would lose
-    rows silently. Raises TypeError or ValueError naming the array.
+    Every array must have its :data:`HBP_LAYOUT_DTYPES` dtype (nothing is cast), every pointer
+    array its length, first entry 0 and no decrease, the block shape 1 to 65536 (16-bit
+    offsets), the shape int32, and every group 1 to 32 slots: ``hbp_spmv`` gives slot q of a
+    group to lane q, so a larger group would lose rows silently. What needs a pass over the
+    slots or nonzeros (lane order, offsets inside the block, the groups' nonzeros tiling
+    ``cols``) is checked by :func:`hbp_chain_arrays` as it derives the chain form. Raises
+    TypeError or ValueError naming the array.
     """
     dtype = np.dtype(hbp.values.dtype)
     value_type(dtype)
@@ -143,26 +154,185 @@ def check_hbp_layout(hbp) -> None:
         array = getattr(hbp, name)
         check_array(f"HBPMatrix.{name}", array, dtype if kind == "value" else np.dtype(kind), contiguous=False)
     nrows, ncols = (int(n) for n in hbp.shape)
-    n_blocks = len(hbp.block_col)
-    if int(hbp.block_width) < 1 or int(hbp.block_height) < 1:
-        raise ValueError(f"HBPMatrix block size must be positive, not {hbp.block_height} x {hbp.block_width}")
-    if nrows > INT32_MAX or ncols > INT32_MAX:
+    height, width = int(hbp.block_height), int(hbp.block_width)
+    if not (1 <= height <= HBP_MAX_BLOCK_SIDE and 1 <= width <= HBP_MAX_BLOCK_SIDE):
+        raise ValueError(f"HBPMatrix block size must be 1 to {HBP_MAX_BLOCK_SIDE} (16-bit offsets) each way, "
+                         f"not {height} x {width}")
+    if not (0 <= nrows <= INT32_MAX and 0 <= ncols <= INT32_MAX):
         raise ValueError(f"HBPMatrix shape {hbp.shape} does not fit the kernels' int32 row and column indices")
-    expected = {"block_row": n_blocks, "block_group_ptr": n_blocks + 1, "merge_ptr": nrows + 1}
-    n_groups = int(hbp.block_group_ptr[-1]) if len(hbp.block_group_ptr) else -1
-    expected.update(group_slot_ptr=n_groups + 1, group_nz_ptr=n_groups + 1)
-    n_slots = int(hbp.group_slot_ptr[-1]) if len(hbp.group_slot_ptr) else -1
-    expected.update(slot_row=n_slots, merge_slot=n_slots)
-    nnz = int(hbp.group_nz_ptr[-1]) if len(hbp.group_nz_ptr) else -1
-    expected.update(cols=nnz, values=nnz, next=nnz)
+    n_blocks = len(hbp.block_col)
+
+    def last(name: str) -> int:
+        array = getattr(hbp, name)
+        return int(array[-1]) if len(array) else -1
+
+    expected = {"row_block_ptr": -(-nrows // height) + 1, "block_nz_ptr": n_blocks + 1,
+                "block_group_ptr": n_blocks + 1}
+    n_groups = last("block_group_ptr")
+    expected.update(group_slot_ptr=n_groups + 1, group_nz_offset=n_groups)
+    n_slots = last("group_slot_ptr")
+    expected.update(slot_row=n_slots, slot_last=n_slots)
+    nnz = last("block_nz_ptr")
+    expected.update(cols=nnz, values=nnz)
     for name, length in expected.items():
         if len(getattr(hbp, name)) != length:
             raise ValueError(f"HBPMatrix.{name} has length {len(getattr(hbp, name))}, expected {length}")
-    if int(hbp.merge_ptr[-1]) != n_slots:
-        raise ValueError(f"HBPMatrix.merge_ptr ends at {int(hbp.merge_ptr[-1])}, expected n_slots = {n_slots}")
+    if last("row_block_ptr") != n_blocks:
+        raise ValueError(f"HBPMatrix.row_block_ptr ends at {last('row_block_ptr')}, expected n_blocks = {n_blocks}")
+    for name in ("row_block_ptr", "block_nz_ptr", "block_group_ptr", "group_slot_ptr"):
+        pointers = np.asarray(getattr(hbp, name))
+        if pointers[0] != 0 or (pointers.size > 1 and np.diff(pointers).min() < 0):
+            raise ValueError(f"HBPMatrix.{name} must start at 0 and never decrease")
+    if n_blocks and not (np.diff(np.asarray(hbp.block_group_ptr)).min() >= 1
+                         and 0 <= int(np.min(hbp.block_col)) and int(np.max(hbp.block_col)) * width < ncols):
+        raise ValueError("HBPMatrix blocks must each hold at least one group and a column block inside the matrix")
     group_sizes = np.diff(np.asarray(hbp.group_slot_ptr))
     if group_sizes.size and not (group_sizes.min() >= 1 and group_sizes.max() <= WARP_SIZE):
         raise ValueError(f"HBPMatrix groups must hold 1 to 32 slots; found {group_sizes.min()} to {group_sizes.max()}")
+
+
+def hbp_chain_arrays(hbp) -> dict[str, np.ndarray]:
+    """The arrays ``hbp_spmv`` and ``hbp_merge`` read, derived from an HBP layout on the host.
+
+    ``kernels/hbp.cu`` reads the chain form of the layout: global columns and, for each nonzero,
+    the offset to its lane's next one. This derives it from the compact layout
+    (:mod:`methods.spmv.hbp`) in O(nnz + n_slots + nrows) work, parallel over row blocks, after
+    :func:`check_hbp_layout`; a layout that breaks the contract raises ValueError (never an
+    out-of-bounds write here). With n_t the lanes of round t of a group (those whose
+    ``slot_last`` >= t) and its nonzeros ``[group_nz_ptr[g], group_nz_ptr[g+1])``:
+
+    ===============  ==================  =====  ==========================================================
+    key              shape               dtype  holds
+    ===============  ==================  =====  ==========================================================
+    block_col        (n_blocks,)         int32  the layout's (its array, not a copy, if contiguous)
+    block_group_ptr  (n_blocks + 1,)     int32  the layout's
+    group_slot_ptr   (n_groups + 1,)     int32  the layout's; lane q of group g owns slot
+                                                ``group_slot_ptr[g] + q``, and its partial sum lands there
+    group_nz_ptr     (n_groups + 1,)     int64  ``block_nz_ptr[block of g] + group_nz_offset[g]``; last nnz.
+                                                Lane q's first nonzero is ``group_nz_ptr[g] + q``
+    cols             (nnz,)              int32  global column: the layout's cols + block_col * block_width
+    values           (nnz,)              value  the layout's
+    next             (nnz,)              int32  for lane q's nonzero of round t: n_t, the offset to its
+                                                nonzero of round t + 1; -1 on the lane's last
+    merge_ptr        (nrows + 1,)        int64  slots of row r: ``merge_slot[merge_ptr[r]:merge_ptr[r+1]]``
+    merge_slot       (n_slots,)          int32  each row's slots in column-block order (the order of the
+                                                row's blocks in the layout), so y sums as the CPU's does
+    ===============  ==================  =====  ==========================================================
+    """
+    check_hbp_layout(hbp)
+    nrows, ncols = (int(n) for n in hbp.shape)
+    height, width = int(hbp.block_height), int(hbp.block_width)
+    n_groups = len(hbp.group_nz_offset)
+    group_nz_ptr = np.empty(n_groups + 1, np.int64)
+    group_nz_ptr[n_groups] = len(hbp.values)
+    group_len = np.empty(n_groups, np.int64)
+    merge_ptr = np.zeros(nrows + 1, np.int64)
+    bad = np.zeros(len(hbp.row_block_ptr) - 1, np.int8)
+    _chain_groups(nrows, height, hbp.row_block_ptr, hbp.block_col, hbp.block_nz_ptr, hbp.block_group_ptr,
+                  hbp.group_slot_ptr, hbp.group_nz_offset, hbp.slot_row, hbp.slot_last, group_nz_ptr, group_len,
+                  merge_ptr, bad)
+    _raise_chain_error(bad, hbp)
+    if n_groups and not np.array_equal(group_nz_ptr[:-1] + group_len, group_nz_ptr[1:]):
+        raise ValueError("HBPMatrix groups' nonzeros (block_nz_ptr + group_nz_offset, sum of slot_last + 1 each) "
+                         "must tile [0, nnz) in order")
+    if n_groups and group_nz_ptr[0] != 0:
+        raise ValueError(f"HBPMatrix's first group starts at nonzero {group_nz_ptr[0]}, not 0")
+    np.cumsum(merge_ptr, out=merge_ptr)
+    cols = np.empty(len(hbp.cols), np.int32)
+    nxt = np.empty(len(hbp.cols), np.int32)
+    merge_slot = np.empty(len(hbp.slot_row), np.int32)
+    _chain_nonzeros(ncols, height, width, hbp.row_block_ptr, hbp.block_col, hbp.block_group_ptr, hbp.group_slot_ptr,
+                    hbp.slot_row, hbp.slot_last, hbp.cols, group_nz_ptr, merge_ptr[:-1].copy(), cols, nxt, merge_slot,
+                    bad)
+    _raise_chain_error(bad, hbp)
+    shared = {name: np.ascontiguousarray(getattr(hbp, name))  # the layout's own arrays where contiguous
+              for name in ("block_col", "block_group_ptr", "group_slot_ptr", "values")}
+    return {**shared, "group_nz_ptr": group_nz_ptr, "cols": cols, "next": nxt, "merge_ptr": merge_ptr,
+            "merge_slot": merge_slot}
+
+
+# What each error code of the chain derivation means (the first row block's code is reported).
+_CHAIN_ERRORS = {
+    1: "the blocks of a row block must be stored by increasing column block",
+    2: "a group's lanes must be ordered by slot_last, longest first",
+    3: "slot_row must lie in its row block and inside the matrix",
+    4: "a nonzero's column (block_col * block_width + cols) must lie in its block and inside the matrix",
+}
+
+
+def _raise_chain_error(bad: np.ndarray, hbp) -> None:
+    where = np.flatnonzero(bad)
+    if where.size:
+        raise ValueError(f"HBPMatrix breaks the layout contract in row block {where[0]} (block height "
+                         f"{hbp.block_height}): {_CHAIN_ERRORS[int(bad[where[0]])]}")
+
+
+@njit(parallel=True, cache=True)
+def _chain_groups(nrows, height, row_block_ptr, block_col, block_nz_ptr, block_group_ptr, group_slot_ptr,
+                  group_nz_offset, slot_row, slot_last, group_nz_ptr, group_len, row_count, bad):
+    """Pass 1: each group's first nonzero and length, each row's slot count at ``row_count[row + 1]``.
+
+    Checks what the pass relies on (lanes longest first, rows inside their row block and the
+    matrix, blocks by increasing column block); ``bad[rb]`` gets the code of the first problem
+    (:data:`_CHAIN_ERRORS`) and the row block is left. Rows belong to one row block, so the
+    threads write disjoint entries.
+    """
+    for rb in prange(row_block_ptr.shape[0] - 1):
+        row0 = np.int64(rb) * height
+        rows = min(np.int64(height), nrows - row0)
+        for block in range(row_block_ptr[rb], row_block_ptr[rb + 1]):
+            if block > row_block_ptr[rb] and block_col[block] <= block_col[block - 1]:
+                bad[rb] = 1
+                break
+            for group in range(block_group_ptr[block], block_group_ptr[block + 1]):
+                first = group_slot_ptr[group]
+                end = group_slot_ptr[group + 1]
+                length = np.int64(0)
+                for slot in range(first, end):
+                    if slot > first and slot_last[slot] > slot_last[slot - 1]:
+                        bad[rb] = 2
+                    if np.int64(slot_row[slot]) >= rows:
+                        bad[rb] = 3
+                    length += np.int64(slot_last[slot]) + 1
+                if bad[rb]:
+                    break
+                for slot in range(first, end):
+                    row_count[row0 + np.int64(slot_row[slot]) + 1] += 1
+                group_nz_ptr[group] = block_nz_ptr[block] + np.int64(group_nz_offset[group])
+                group_len[group] = length
+            if bad[rb]:
+                break
+
+
+@njit(parallel=True, cache=True)
+def _chain_nonzeros(ncols, height, width, row_block_ptr, block_col, block_group_ptr, group_slot_ptr, slot_row,
+                    slot_last, local_cols, group_nz_ptr, cursor, cols, nxt, merge_slot, bad):
+    """Pass 2, after pass 1's checks and the groups' tiling of the nonzeros: global columns, the
+    ``next`` offsets and ``merge_slot`` (each row's slots in storage order, i.e. by column block;
+    ``cursor[row]`` starts at ``merge_ptr[row]``). ``bad[rb]`` = 4 for a column outside its block."""
+    for rb in prange(row_block_ptr.shape[0] - 1):
+        row0 = np.int64(rb) * height
+        for block in range(row_block_ptr[rb], row_block_ptr[rb + 1]):
+            col0 = np.int64(block_col[block]) * width
+            span = min(np.int64(width), ncols - col0)
+            for group in range(block_group_ptr[block], block_group_ptr[block + 1]):
+                first = group_slot_ptr[group]
+                active = group_slot_ptr[group + 1] - first
+                k = group_nz_ptr[group]
+                for t in range(np.int64(slot_last[first]) + 1):
+                    while np.int64(slot_last[first + active - 1]) < t:
+                        active -= 1
+                    for q in range(active):
+                        offset = np.int64(local_cols[k + q])
+                        if offset >= span:
+                            bad[rb] = 4
+                        cols[k + q] = col0 + offset
+                        nxt[k + q] = active if np.int64(slot_last[first + q]) > t else -1
+                    k += active
+                for slot in range(first, group_slot_ptr[group + 1]):
+                    row = row0 + np.int64(slot_row[slot])
+                    merge_slot[cursor[row]] = slot
+                    cursor[row] += 1
 
 
 def check_regu2d_layout(matrix) -> None:

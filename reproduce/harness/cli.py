@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from reproduce.harness.artifact import SCALES, Artifact, Context
-from reproduce.harness.errors import ReproError
+from reproduce.harness.errors import EXPECTED_ERRORS, ReproError
 from reproduce.harness.executors import EXECUTORS, SUBMITIT_DEFAULTS
 
 EXIT_FAILED_UNITS, EXIT_ERROR = 1, 2
@@ -243,7 +243,7 @@ def _guarded(action) -> int:
     """Run ``action()``; expected failures become one ``error:`` line, not a traceback."""
     try:
         return action()
-    except ReproError as err:
+    except EXPECTED_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:

@@ -4,7 +4,13 @@ An expected failure (a missing file, no network, a bad checksum, a corrupt input
 raised as :class:`ReproError` with one sentence that says what happened and what to do.
 The CLI prints that sentence and exits with status 2; no traceback is shown. Anything
 else is a bug and keeps its traceback.
+
+The methods (``methods/``, which never import the harness) raise their own
+:class:`methods.errors.DeviceUnavailableError` when a device is missing; :class:`DeviceError`
+subclasses it, and :data:`EXPECTED_ERRORS` is what the harness catches as an expected failure.
 """
+
+from methods.errors import DeviceUnavailableError
 
 
 class ReproError(Exception):
@@ -15,5 +21,10 @@ class DataError(ReproError):
     """Input data is missing, unreachable, corrupt or fails its checksum."""
 
 
-class DeviceError(ReproError):
-    """The requested device does not exist or cannot be used."""
+class DeviceError(ReproError, DeviceUnavailableError):
+    """The requested device does not exist or cannot be used (also a methods' DeviceUnavailableError)."""
+
+
+# Expected failures: the harness's own and a device the methods found missing. Caught where the
+# harness turns a failure into one line (the CLI) or a failed record (the runner).
+EXPECTED_ERRORS = (ReproError, DeviceUnavailableError)

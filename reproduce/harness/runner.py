@@ -35,7 +35,7 @@ from reproduce.harness import claims as claims_mod
 from reproduce.harness.artifact import Artifact, Context, SkipUnit, Summary, Unit
 from reproduce.harness.device import Device, timing_comparable
 from reproduce.harness.environment import environment
-from reproduce.harness.errors import ReproError
+from reproduce.harness.errors import EXPECTED_ERRORS, ReproError
 from reproduce.harness.executors import Executor, InlineExecutor
 from reproduce.harness.paths import atomic_write_text
 from reproduce.harness.records import Record, config_hash, find_record, latest_config, load_records, write_record
@@ -258,7 +258,7 @@ def _run_unit(artifact: Artifact, unit: Unit, ctx: Context, identity: dict, chas
         outcome = artifact.run_unit(unit, ctx)
     except SkipUnit as skip:
         return Record(status="skipped", reason=str(skip), duration_s=time.perf_counter() - clock, **fields)
-    except ReproError as err:
+    except EXPECTED_ERRORS as err:
         return Record(status="failed", error=str(err), duration_s=time.perf_counter() - clock, **fields)
     except Exception as err:  # noqa: BLE001 - a failing unit is recorded and the sweep goes on
         detail = "".join(traceback.format_exception(err, limit=-3)).strip()

@@ -43,12 +43,12 @@ import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from methods.errors import DeviceUnavailableError
 from methods.spmv import cuda, cuda_kernels
 from methods.spmv.accuracy import componentwise_error
 from methods.spmv.cuda_backends import backend
 from methods.spmv.hbp import ORDERINGS, build_hbp
 from reproduce.harness.data import synthetic
-from reproduce.harness.errors import DeviceError
 from tests.methods.spmv_cases import matrix_files, shared_matrix
 
 ARCHES = ["87", "89", "90"]  # Jetson AGX Orin, RTX 4090, H100/H200
@@ -94,59 +94,49 @@ def reference_layout(matrix: sp.csr_matrix, block_height: int = 512, block_width
     """Our HBP layout (methods/spmv/hbp.py's contract), rows kept in their original order, groups of 32.
 
     Written from the contract alone, independently of the real builder: a second layout the
-    kernels must handle (rows in their original order); slow (Python loops), for small matrices.
+    kernels must handle (each block's rows in their original order, cut into groups of 32
+    consecutive ones, lanes longest first); slow (Python loops), for small matrices.
     """
     matrix = sp.csr_matrix(matrix, copy=True)
     matrix.sum_duplicates()
     matrix.eliminate_zeros()
     nrows, ncols = matrix.shape
-    block_row, block_col, slot_row, cols, values, nxt = [], [], [], [], [], []
-    block_group_ptr, group_slot_ptr, group_nz_ptr = [0], [0], [0]
-    row_slots = [[] for _ in range(nrows)]
+    row_block_ptr, block_col, block_nz_ptr, block_group_ptr, group_slot_ptr = [0], [], [0], [0], [0]
+    group_nz_offset, slot_row, slot_last, cols, values = [], [], [], [], []
     for first_row in range(0, nrows, block_height):
-        pieces = {}  # column block -> [(row, its columns in the block, their values)]
+        pieces = {}  # column block -> [(row - first_row, its columns in the block, their values)]
         for row in range(first_row, min(first_row + block_height, nrows)):
             start, end = matrix.indptr[row], matrix.indptr[row + 1]
             row_cols, row_values = matrix.indices[start:end], matrix.data[start:end]
             for cb in np.unique(row_cols // block_width):
                 inside = row_cols // block_width == cb
-                pieces.setdefault(int(cb), []).append((row, row_cols[inside], row_values[inside]))
+                pieces.setdefault(int(cb), []).append((row - first_row, row_cols[inside] - cb * block_width,
+                                                       row_values[inside]))
         for cb in sorted(pieces):
-            block_row.append(first_row // block_height)
             block_col.append(cb)
             for g in range(0, len(pieces[cb]), 32):
-                group = pieces[cb][g:g + 32]
-                lengths = [len(c) for _, c, _ in group]
-                position, end = {}, len(cols)
-                for t in range(max(lengths)):  # round t: element t of every lane that has one
-                    for lane, length in enumerate(lengths):
-                        if t < length:
-                            position[lane, t] = end
-                            end += 1
-                cols.extend([0] * (end - len(cols)))
-                values.extend([0.0] * (end - len(values)))
-                nxt.extend([0] * (end - len(nxt)))
-                for (lane, t), k in position.items():
-                    cols[k] = group[lane][1][t]
-                    values[k] = group[lane][2][t]
-                    nxt[k] = position[lane, t + 1] - k if t + 1 < lengths[lane] else -1
-                for row, _, _ in group:
-                    row_slots[row].append(len(slot_row))
-                    slot_row.append(row)
+                group = sorted(pieces[cb][g:g + 32], key=lambda piece: -len(piece[1]))  # stable: longest first
+                group_nz_offset.append(len(cols) - block_nz_ptr[-1])
+                for t in range(len(group[0][1])):  # round t: element t of every lane that has one
+                    for _, lane_cols, lane_values in group:
+                        if t < len(lane_cols):
+                            cols.append(lane_cols[t])
+                            values.append(lane_values[t])
+                for local_row, lane_cols, _ in group:
+                    slot_row.append(local_row)
+                    slot_last.append(len(lane_cols) - 1)
                 group_slot_ptr.append(len(slot_row))
-                group_nz_ptr.append(len(cols))
+            block_nz_ptr.append(len(cols))
             block_group_ptr.append(len(group_slot_ptr) - 1)
-    merge_ptr = np.zeros(nrows + 1, dtype=np.int64)
-    merge_ptr[1:] = np.cumsum([len(s) for s in row_slots])
-    merge_slot = [s for slots in row_slots for s in slots]
-    i32 = np.int32
+        row_block_ptr.append(len(block_col))
+    i32, u16 = np.int32, np.uint16
     return SimpleNamespace(
         shape=(nrows, ncols), block_height=block_height, block_width=block_width,
-        block_row=np.array(block_row, i32), block_col=np.array(block_col, i32),
-        block_group_ptr=np.array(block_group_ptr, i32), group_slot_ptr=np.array(group_slot_ptr, i32),
-        group_nz_ptr=np.array(group_nz_ptr, np.int64), slot_row=np.array(slot_row, i32),
-        cols=np.array(cols, i32), values=np.array(values, matrix.dtype), next=np.array(nxt, i32),
-        merge_ptr=merge_ptr, merge_slot=np.array(merge_slot, i32),
+        row_block_ptr=np.array(row_block_ptr, i32), block_col=np.array(block_col, i32),
+        block_nz_ptr=np.array(block_nz_ptr, np.int64), block_group_ptr=np.array(block_group_ptr, i32),
+        group_slot_ptr=np.array(group_slot_ptr, i32), group_nz_offset=np.array(group_nz_offset, np.uint32),
+        slot_row=np.array(slot_row, u16), slot_last=np.array(slot_last, u16), cols=np.array(cols, u16),
+        values=np.array(values, matrix.dtype), n_slots=len(slot_row),
     )
 
 
@@ -210,11 +200,14 @@ def test_argument_table_matches_the_cu_signatures():
 
 
 def test_argument_table_matches_the_layout_dtypes():
+    """The HBP kernels take exactly the chain arrays, in their dtypes; Regu2D's its layout's."""
+    hbp_arrays = {}
     for kernel in ("hbp_spmv", "hbp_merge"):
         for name, kind in cuda_kernels.KERNEL_ARGUMENTS[kernel]:
-            if name in cuda_kernels.HBP_LAYOUT_DTYPES:
-                assert kind == cuda_kernels.HBP_LAYOUT_DTYPES[name] + "*", (kernel, name)
-    assert set(cuda_kernels.HBP_DEVICE_ARRAYS) <= set(cuda_kernels.HBP_LAYOUT_DTYPES)
+            if name in cuda_kernels.HBP_CHAIN_DTYPES:
+                assert kind == cuda_kernels.HBP_CHAIN_DTYPES[name] + "*", (kernel, name)
+                hbp_arrays[name] = kind
+    assert set(hbp_arrays) == set(cuda_kernels.HBP_CHAIN_DTYPES) == set(cuda_kernels.HBP_DEVICE_ARRAYS)
     for name, kind in cuda_kernels.KERNEL_ARGUMENTS["regu2d_spmv"]:
         if name in cuda_kernels.REGU2D_LAYOUT_DTYPES:
             assert kind == cuda_kernels.REGU2D_LAYOUT_DTYPES[name] + "*", name
@@ -222,14 +215,15 @@ def test_argument_table_matches_the_layout_dtypes():
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_builder_layout_has_the_kernel_dtypes(dtype):
-    """methods/spmv/hbp.py's arrays have exactly the dtypes the kernels declare (nothing is cast)."""
+    """methods/spmv/hbp.py's arrays have the contract's dtypes, their chain form the kernels' (nothing is cast)."""
     matrix = edge_matrix("rows_multiple_of_512", dtype)
     for ordering in ORDERINGS:
         layout = build_hbp(matrix, ordering=ordering)
         cuda_kernels.check_hbp_layout(layout)
-        assert layout.values.dtype == np.dtype(dtype), ordering
-        arrays = {name: np.ascontiguousarray(getattr(layout, name))
-                  for name, _ in cuda_kernels.KERNEL_ARGUMENTS["hbp_spmv"] if name in cuda_kernels.HBP_LAYOUT_DTYPES}
+        for name, kind in cuda_kernels.HBP_LAYOUT_DTYPES.items():
+            assert getattr(layout, name).dtype == np.dtype(dtype if kind == "value" else kind), (ordering, name)
+        chain = cuda_kernels.hbp_chain_arrays(layout)
+        arrays = {name: chain[name] for name, _ in cuda_kernels.KERNEL_ARGUMENTS["hbp_spmv"] if name in chain}
         scalars = {"n_blocks": len(layout.block_col), "fixed_per_warp": 0, "ncols": matrix.shape[1]}
         packed = cuda_kernels.pack_arguments("hbp_spmv", {**scalars, **arrays}, dtype)
         assert [type(a) for a in packed[:3]] == [np.int32] * 3
@@ -315,8 +309,9 @@ def test_kernels_compile_with_nvrtc(name, defines, arch):
 
 
 def test_module_imports_without_cupy():
-    code = ("import sys; sys.modules['cupy'] = None; import methods.spmv.cuda, methods.spmv.cuda_kernels, "
-            "methods.spmv.cuda_backends; print('ok')")
+    """... and without the harness: methods/ never imports reproduce/."""
+    code = ("import sys; sys.modules['cupy'] = None; sys.modules['reproduce'] = None; import methods.spmv.cuda, "
+            "methods.spmv.cuda_kernels, methods.spmv.cuda_backends, methods.errors; print('ok')")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             cwd=Path(cuda.__file__).resolve().parents[2], timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
@@ -328,12 +323,26 @@ def test_executor_without_cupy_says_what_to_install(monkeypatch):
     matrix = sp.csr_matrix(np.eye(3))
     layout = reference_layout(matrix)
     for make in (cuda.CsrScalarCuda, cuda.CsrVectorCuda, cuda.CsrCusparse, cuda.HBPCuda):
-        with pytest.raises(DeviceError, match="needs CuPy: install the 'gpu' extra.*cuda-emu"):
+        with pytest.raises(DeviceUnavailableError, match="needs CuPy: install the 'gpu' extra.*cuda-emu"):
             make(layout if make is cuda.HBPCuda else matrix)
     # The emulated device needs no CuPy.
     x = np.ones(3)
     emulated = cuda.CsrScalarCuda(matrix, device="cuda-emu")
     np.testing.assert_array_equal(host(emulated(backend("cuda-emu").asarray(x))), x)
+
+
+def test_harness_takes_a_missing_device_as_an_expected_failure(capsys):
+    """The harness's DeviceError is the methods' DeviceUnavailableError too; the CLI prints either in one line."""
+    from reproduce.harness import cli
+    from reproduce.harness.errors import DeviceError, ReproError
+
+    assert issubclass(DeviceError, ReproError) and issubclass(DeviceError, DeviceUnavailableError)
+
+    def missing():
+        raise DeviceUnavailableError("CUDA SpMV needs CuPy")
+
+    assert cli._guarded(missing) == cli.EXIT_ERROR
+    assert capsys.readouterr().err == "error: CUDA SpMV needs CuPy\n"
 
 
 def test_executor_without_gpu_says_so():
@@ -343,9 +352,9 @@ def test_executor_without_gpu_says_so():
         pytest.skip("a CUDA GPU is visible: this checks the error on a machine without one")
     matrix = sp.csr_matrix(np.eye(3))
     for make in (cuda.CsrScalarCuda, cuda.CsrVectorCuda, cuda.CsrCusparse):
-        with pytest.raises(DeviceError, match="CuPy|CUDA GPU"):
+        with pytest.raises(DeviceUnavailableError, match="CuPy|CUDA GPU"):
             make(matrix)
-    with pytest.raises(DeviceError, match="CuPy|CUDA GPU"):
+    with pytest.raises(DeviceUnavailableError, match="CuPy|CUDA GPU"):
         cuda.HBPCuda(reference_layout(matrix))
 
 
@@ -393,19 +402,131 @@ def test_schedule_rejects_bad_parameters():
         cuda_kernels.hbp_schedule(2**31 - 100, 256, 10)
 
 
+def replaced(layout, **arrays) -> SimpleNamespace:
+    """A copy of ``layout`` (an HBPMatrix or a reference layout) with some arrays replaced."""
+    fields = {name: getattr(layout, name) for name in ("shape", "block_height", "block_width",
+                                                       *cuda_kernels.HBP_LAYOUT_DTYPES)}
+    return SimpleNamespace(**{**fields, **arrays})
+
+
 def test_layout_check_catches_contract_violations():
     layout = reference_layout(edge_matrix("empty_rows"))
     cuda_kernels.check_hbp_layout(layout)
-    wrong_dtype = SimpleNamespace(**{**vars(layout), "group_nz_ptr": layout.group_nz_ptr.astype(np.int32)})
-    with pytest.raises(TypeError, match="group_nz_ptr must have dtype int64"):
-        cuda_kernels.check_hbp_layout(wrong_dtype)
-    short = SimpleNamespace(**{**vars(layout), "merge_ptr": layout.merge_ptr[:-1]})
-    with pytest.raises(ValueError, match="merge_ptr has length"):
-        cuda_kernels.check_hbp_layout(short)
-    big_group = SimpleNamespace(**{**vars(layout), "group_slot_ptr": layout.group_slot_ptr.copy()})
-    big_group.group_slot_ptr[1] += 1  # group 0 gets 33 slots
-    with pytest.raises(ValueError, match="1 to 32 slots"):
+    built = build_hbp(edge_matrix("empty_rows"), "sort")
+    cuda_kernels.check_hbp_layout(built)
+    for name, wrong in (("slot_row", np.int32), ("cols", np.int32), ("group_nz_offset", np.int64),
+                        ("block_nz_ptr", np.int32), ("slot_last", np.int16)):
+        with pytest.raises(TypeError, match=f"HBPMatrix.{name} must have dtype"):
+            cuda_kernels.check_hbp_layout(replaced(built, **{name: getattr(built, name).astype(wrong)}))
+    with pytest.raises(TypeError, match="float64 and float32 values, not int64"):
+        cuda_kernels.check_hbp_layout(replaced(built, values=built.values.astype(np.int64)))
+    with pytest.raises(ValueError, match="slot_last has length"):
+        cuda_kernels.check_hbp_layout(replaced(layout, slot_last=layout.slot_last[:-1]))
+    with pytest.raises(ValueError, match="row_block_ptr has length"):
+        cuda_kernels.check_hbp_layout(replaced(layout, row_block_ptr=layout.row_block_ptr[:-1]))
+    with pytest.raises(ValueError, match="block size must be 1 to 65536"):
+        cuda_kernels.check_hbp_layout(SimpleNamespace(**{**vars(replaced(layout)), "block_width": 65537}))
+    # Group 0 of the reference layout has 32 slots (its first block has > 32 rows): move one more into it.
+    assert layout.group_slot_ptr[1] == 32 and layout.block_group_ptr[1] > 1
+    big_group = replaced(layout, group_slot_ptr=layout.group_slot_ptr.copy())
+    big_group.group_slot_ptr[1] += 1
+    with pytest.raises(ValueError, match="1 to 32 slots; found .* to 33"):
         cuda_kernels.check_hbp_layout(big_group)
+    with pytest.raises(ValueError, match="1 to 32 slots"):
+        cuda_kernels.hbp_chain_arrays(big_group)
+
+
+def test_chain_arrays_reject_what_the_check_leaves_to_them():
+    """What needs a pass over the slots or nonzeros: lane order, rows and columns inside their block, tiling."""
+    layout = build_hbp(edge_matrix("empty_rows"), "hash", block_height=64, block_width=64)
+    ptr = layout.group_slot_ptr
+    group = next(g for g in range(layout.n_groups) if layout.slot_last[ptr[g]] > layout.slot_last[ptr[g + 1] - 1])
+    shuffled = layout.slot_last.copy()
+    shuffled[ptr[group]:ptr[group + 1]] = shuffled[ptr[group]:ptr[group + 1]][::-1]
+    with pytest.raises(ValueError, match="row block .* longest first"):
+        cuda_kernels.hbp_chain_arrays(replaced(layout, slot_last=shuffled))
+    outside = layout.slot_row.copy()
+    outside[-1] = layout.block_height
+    with pytest.raises(ValueError, match="slot_row must lie in its row block"):
+        cuda_kernels.hbp_chain_arrays(replaced(layout, slot_row=outside))
+    wide = layout.cols.copy()
+    wide[0] = layout.block_width
+    with pytest.raises(ValueError, match="column .* must lie in its block"):
+        cuda_kernels.hbp_chain_arrays(replaced(layout, cols=wide))
+    shifted = layout.group_nz_offset.copy()
+    shifted[1] += 1
+    with pytest.raises(ValueError, match="must tile"):
+        cuda_kernels.hbp_chain_arrays(replaced(layout, group_nz_offset=shifted))
+
+
+CHAIN_CASES = [(case, block) for case in ("empty_rows", "dense_row", "single_column", "all_zero", "odd_sizes")
+               for block in ((512, 4096), (8, 16), (1, 1), (32, 7))]
+
+
+@pytest.mark.parametrize(("case", "block"), CHAIN_CASES)
+def test_chain_arrays_give_the_old_chain_semantics(case, block):
+    """Each lane's chain (from ``group_nz_ptr[g] + q`` via ``next`` to -1) is its row's nonzeros in its
+    block, in column order; every nonzero is on one chain; ``merge_slot`` lists each row's slots once,
+    by column block; the offsets are the rounds' lane counts."""
+    matrix = edge_matrix(case)
+    if case == "odd_sizes":
+        matrix = matrix[:301, :1033]  # still no multiple of a block side; a tenth of the nonzeros (Python loops)
+    height, width = block
+    layouts = layouts_for(matrix, height, width)
+    for name, layout in layouts.items():
+        what = f"{case} {height}x{width} {name}"
+        canonical = sp.csr_matrix(matrix, copy=True)
+        canonical.sum_duplicates()
+        if name == "reference":
+            canonical.eliminate_zeros()  # the reference layout drops explicit zeros, the builder keeps them
+        chain = cuda_kernels.hbp_chain_arrays(layout)
+        n_slots, nnz = len(layout.slot_row), len(layout.values)
+        n_groups = len(layout.group_slot_ptr) - 1
+        expected_lengths = {"block_col": len(layout.block_col), "block_group_ptr": len(layout.block_col) + 1,
+                            "group_slot_ptr": n_groups + 1, "group_nz_ptr": n_groups + 1, "cols": nnz,
+                            "values": nnz, "next": nnz, "merge_ptr": matrix.shape[0] + 1, "merge_slot": n_slots}
+        for key, kind in cuda_kernels.HBP_CHAIN_DTYPES.items():
+            array = chain[key]
+            assert array.dtype == (layout.values.dtype if kind == "value" else np.dtype(kind)), (what, key)
+            assert array.shape == (expected_lengths[key],), (what, key)
+        assert chain["group_nz_ptr"][-1] == nnz
+        seen = np.zeros(nnz, np.int64)
+        slot_global_row = np.empty(n_slots, np.int64)
+        slot_block_col = np.empty(n_slots, np.int64)
+        for rb in range(len(layout.row_block_ptr) - 1):
+            for b in range(layout.row_block_ptr[rb], layout.row_block_ptr[rb + 1]):
+                cb = int(chain["block_col"][b])
+                for g in range(chain["block_group_ptr"][b], chain["block_group_ptr"][b + 1]):
+                    first, end = chain["group_slot_ptr"][g], chain["group_slot_ptr"][g + 1]
+                    lasts = layout.slot_last[first:end].astype(np.int64)
+                    for q in range(end - first):
+                        row = rb * height + int(layout.slot_row[first + q])
+                        slot_global_row[first + q], slot_block_col[first + q] = row, cb
+                        k, rounds, walked_cols, walked_values = int(chain["group_nz_ptr"][g]) + q, 0, [], []
+                        while True:
+                            seen[k] += 1
+                            walked_cols.append(chain["cols"][k])
+                            walked_values.append(chain["values"][k])
+                            step = int(chain["next"][k])
+                            if step < 0:
+                                break
+                            assert step == np.count_nonzero(lasts >= rounds), f"{what}: offset of round {rounds}"
+                            k += step
+                            rounds += 1
+                        start, stop = canonical.indptr[row], canonical.indptr[row + 1]
+                        inside = canonical.indices[start:stop] // width == cb
+                        np.testing.assert_array_equal(walked_cols, canonical.indices[start:stop][inside], what)
+                        np.testing.assert_array_equal(walked_values, canonical.data[start:stop][inside], what)
+        assert (seen == 1).all(), f"{what}: nonzeros not on exactly one chain"
+        merge_ptr, merge_slot = chain["merge_ptr"], chain["merge_slot"]
+        assert merge_ptr[0] == 0 and np.all(np.diff(merge_ptr) >= 0) and merge_ptr[-1] == n_slots
+        assert sorted(merge_slot) == list(range(n_slots)), what
+        for row in range(matrix.shape[0]):
+            slots = merge_slot[merge_ptr[row]:merge_ptr[row + 1]]
+            assert (slot_global_row[slots] == row).all(), f"{what}: row {row}"
+            assert np.all(np.diff(slot_block_col[slots]) > 0), f"{what}: row {row} not in column-block order"
+            row_blocks = np.unique(canonical.indices[canonical.indptr[row]:canonical.indptr[row + 1]] // width)
+            assert len(slots) == len(row_blocks), f"{what}: row {row} has {len(slots)} slots"
 
 
 # ---------------------------------------------------------------- devices: a GPU and the emulated device
@@ -616,12 +737,13 @@ def expected_partial(matrix: sp.csr_matrix, layout, x: np.ndarray) -> tuple[np.n
     n_slots = len(layout.slot_row)
     group = np.searchsorted(layout.group_slot_ptr, np.arange(n_slots), side="right") - 1
     block = np.searchsorted(layout.block_group_ptr, group, side="right") - 1
+    row_block = np.searchsorted(layout.row_block_ptr, block, side="right") - 1
     column_block = sp.csr_matrix((np.ones(matrix.shape[1]), (np.arange(matrix.shape[1]),
                                                              np.arange(matrix.shape[1]) // layout.block_width)))
     products = matrix.astype(np.float64).multiply(x.astype(np.float64)[None, :])
     sums = (products @ column_block).toarray()
     scales = (abs(products) @ column_block).toarray()
-    where = (layout.slot_row, layout.block_col[block])
+    where = (row_block * layout.block_height + layout.slot_row, layout.block_col[block])
     return sums[where], scales[where]
 
 
@@ -639,7 +761,7 @@ def test_hbp_spmv_and_merge_separately(dtype, device):
         y = host(executor(x_device))
         executor.partial.fill(np.nan)
         partial = host(executor.spmv_only(x_device))
-        assert partial.dtype == np.dtype(dtype) and partial.shape == (len(layout.merge_slot),)
+        assert partial.dtype == np.dtype(dtype) and partial.shape == (layout.n_slots,)
         expected, scale = expected_partial(matrix, layout, x)
         error = np.max(np.abs(partial - expected) / scale)
         assert error <= TOLERANCE[dtype], f"{ordering}: partial's componentwise error {error:.3g}"

@@ -116,7 +116,7 @@ def test_correctness_checks_every_cuda_executor_and_counts_its_traffic(emulated_
             x_reuse = record.value(f"{name}_sector_bytes_per_nnz_xreuse")
             if record.value("nnz"):
                 # Every kernel reads at least the values and columns once; reuse never adds traffic.
-                assert x_reuse >= record.value("csr_bytes_per_nnz") * 0.5, (record.unit, name)
+                assert x_reuse >= record.value("csr_min_bytes_per_nnz") * 0.5, (record.unit, name)
                 assert 0 < x_reuse <= no_reuse, (record.unit, name)
             else:
                 assert no_reuse is None and x_reuse is None
@@ -133,7 +133,7 @@ def test_spmv_on_the_emulated_device_is_never_judged(emulated_results):
         assert record.status == "ok" and record.device["kind"] == "cuda-emu"
         assert record.data["timing_comparable"] is False and record.data["preprocessing_device"] == "cpu"
         assert record.value("csr_scalar_repeats") == 1 and record.value("hbp_cuda_ms") > 0
-        assert record.value("csr_bytes_per_nnz") is None or record.value("hbp_cuda_sector_bytes_per_nnz") > 0
+        assert record.value("csr_min_bytes_per_nnz") is None or record.value("hbp_cuda_sector_bytes_per_nnz") > 0
         for name in ("csr_scalar", "csr_vector", "hbp_cuda", "regu2d_cuda"):
             assert record.value(f"{name}_error") <= 1e-12, (record.unit, name)
         assert "csr_cusparse_ms" not in record.metrics and "hbp_cuda_no_merge_ms" in record.metrics
