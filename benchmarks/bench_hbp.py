@@ -1,38 +1,33 @@
-"""HBP preprocessing (the whole conversion and the reordering step alone, per ordering) and the Regu2D build."""
+"""Preprocessing: every format's build on the CPU (the registry's, CSR's being the copy of its arrays), and the
+HBP orderings at the paper's 512 x 4096 blocks (hash against sorting and the DP, the paper's claim)."""
 
 from benchmarks.common import MATRICES, matrix
-from methods.spmv.hbp import ORDERINGS, build_hbp, preprocess_timed
-from methods.spmv.regu2d import build_regu2d
+from methods.spmv.formats import CPU, FORMATS
+from methods.spmv.hbp import GPU_BLOCK_SHAPE, ORDERINGS, build_hbp
 
 
-class HbpPreprocessing:
+class Preprocessing:
+    params = (list(MATRICES), list(FORMATS))
+    param_names = ["matrix", "format"]
+    version = "1"
+
+    def setup(self, name, format_name):
+        self.csr = matrix(name)
+        self.build = FORMATS[format_name].build
+        self.build(self.csr, CPU)  # compiles the numba kernels outside the timing
+
+    def time_build(self, name, format_name):
+        self.build(self.csr, CPU)
+
+
+class HbpOrderings:
     params = (list(MATRICES), list(ORDERINGS))
     param_names = ["matrix", "ordering"]
-    version = "1"
+    version = "2"
 
     def setup(self, name, ordering):
         self.csr = matrix(name)
-        build_hbp(self.csr, ordering)  # compiles the ordering's kernels outside the timing
+        build_hbp(self.csr, ordering, *GPU_BLOCK_SHAPE)  # compiles the ordering's kernels outside the timing
 
     def time_build(self, name, ordering):
-        build_hbp(self.csr, ordering)
-
-    def track_reorder_seconds(self, name, ordering):
-        """Median seconds of the reordering phase alone over 5 runs (lower is better)."""
-        runs = sorted(preprocess_timed(self.csr, ordering)[1]["reorder"] for _ in range(5))
-        return runs[2]
-
-    track_reorder_seconds.unit = "seconds"
-
-
-class Regu2DPreprocessing:
-    params = [list(MATRICES)]
-    param_names = ["matrix"]
-    version = "1"
-
-    def setup(self, name):
-        self.csr = matrix(name)
-        build_regu2d(self.csr)  # compiles the kernels outside the timing
-
-    def time_build(self, name):
-        build_regu2d(self.csr)
+        build_hbp(self.csr, ordering, *GPU_BLOCK_SHAPE)

@@ -29,3 +29,10 @@ def matrix(name: str, dtype: str = "float64") -> sp.csr_matrix:
 def vector(n: int, dtype: str = "float64") -> np.ndarray:
     """A dense vector of length ``n`` with uniform values in [-1, 1), fixed seed."""
     return np.random.default_rng(SEED + 1).uniform(-1.0, 1.0, n).astype(dtype)
+
+
+def executor_formats(device: str) -> dict:
+    """Every executor name on ``device`` -> its format in the registry (:data:`methods.spmv.formats.FORMATS`)."""
+    from methods.spmv.formats import FORMATS
+
+    return {name: spmv_format for spmv_format in FORMATS.values() for name in spmv_format.executors(device)}

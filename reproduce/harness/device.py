@@ -144,10 +144,14 @@ def _memory_bytes() -> int | None:
 
 
 def describe_cpu(reason: str) -> Device:
-    """The CPU as a :class:`Device` (model, usable cores, total memory)."""
+    """The CPU as a :class:`Device` (model, usable cores, total memory, cache sizes: the CPU block shape of the
+    blocked SpMV formats is chosen from them)."""
+    from methods.spmv.machine import caches_measured, cpu_caches
+
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    caches = {"cache_bytes": cpu_caches(), "cache_source": "sysfs" if caches_measured() else "assumed"}
     return Device(kind="cpu", index=None, name=_cpu_model(), reason=reason, memory_bytes=_memory_bytes(),
-                  cores=cores, extra={"machine": platform.machine(), "hostname": socket.gethostname()})
+                  cores=cores, extra={"machine": platform.machine(), "hostname": socket.gethostname(), **caches})
 
 
 def describe_cuda(index: int, reason: str) -> Device:

@@ -52,6 +52,30 @@ def time_host(fn: Callable[[], object], *, warmup: int = 1, min_repeats: int = 5
     return Timing(tuple(samples))
 
 
+def time_host_interleaved(fns: dict[str, Callable[[], object]], *, warmup: int = 1, min_repeats: int = 5,
+                          max_repeats: int = 200, min_time: float = 0.2) -> dict[str, Timing]:
+    """:func:`time_host` of several functions side by side: round after round, each called once per round.
+
+    Drift in the machine's state (frequency, other processes, memory) then hits every function
+    alike, so the ratios of their medians are fair. Rounds continue until every function has
+    ``min_repeats`` calls and the slowest has spent ``min_time`` s (at most ``max_repeats`` rounds).
+    """
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    spent = dict.fromkeys(fns, 0.0)
+    rounds = 0
+    while rounds < max_repeats and (rounds < min_repeats or max(spent.values(), default=min_time) < min_time):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            samples[name].append(time.perf_counter() - start)
+            spent[name] += samples[name][-1]
+        rounds += 1
+    return {name: Timing(tuple(times)) for name, times in samples.items()}
+
+
 def time_cuda(fn: Callable[[], object], *, warmup: int = 1, repeats: int = 10) -> Timing:
     """Device time of each of ``repeats`` calls of ``fn()`` by CUDA events on the current stream."""
     import cupy

@@ -25,18 +25,16 @@ import pandas as pd  # noqa: E402
 
 from methods.spmv.accuracy import componentwise_error, norm2_error  # noqa: E402
 from methods.spmv.csr import spmv_scipy  # noqa: E402
-from methods.spmv.hbp import ORDERINGS, build_hbp  # noqa: E402
-from methods.spmv.regu2d import build_regu2d  # noqa: E402
+from methods.spmv.formats import FORMATS, hbp_block_shape  # noqa: E402
+from methods.spmv.hbp import GPU_BLOCK_SHAPE, ORDERINGS  # noqa: E402
 from reproduce.harness.artifact import Artifact, Context, Outcome, Summary, Unit  # noqa: E402
 from reproduce.harness.data.matrix_sets import MATRIX_SWEEP, load_unit_matrix  # noqa: E402
 from reproduce.harness.records import Record, metric  # noqa: E402
 from reproduce.hbp import matrices  # noqa: E402
 from reproduce.hbp.executors import (  # noqa: E402
     EMULATED,
-    REGU2D_SLICE_HEIGHT,
     check_emulator_size,
-    cpu_executors,
-    cuda_executors,
+    device_executors,
     run_emulated,
     traffic_columns,
     traffic_executors,
@@ -46,21 +44,21 @@ from reproduce.hbp.executors import (  # noqa: E402
 
 # A short named list: correctness needs variety, not the whole SpMV set.
 FULL_MATRICES = matrices.FULL[:12]
-LAYOUT = {"block_height": 512, "block_width": 4096}
 
 
 def run_unit(unit: Unit, ctx: Context) -> Outcome:
     matrix, provenance = load_unit_matrix(unit, ctx)
     if ctx.device.kind == EMULATED:
-        check_emulator_size(matrix, ctx.config["block_height"], ctx.config["block_width"])
+        check_emulator_size(matrix, *GPU_BLOCK_SHAPE)
     real_part_only = bool(np.iscomplexobj(matrix.data))
     matrix = matrix.real if real_part_only else matrix
     x = ctx.rng(unit).uniform(-1.0, 1.0, matrix.shape[1])
     y_ref = spmv_scipy(matrix, x)
-    layouts = {o: build_hbp(matrix, o, ctx.config["block_height"], ctx.config["block_width"]) for o in ORDERINGS}
-    regu2d = build_regu2d(matrix, ctx.config["block_height"], slice_height=REGU2D_SLICE_HEIGHT[ctx.device.kind])
+    device = ctx.device.kind
+    layouts = {"csr": matrix, "hbp": {o: FORMATS["hbp"].build(matrix, device, ordering=o)[0] for o in ORDERINGS},
+               "regu2d": FORMATS["regu2d"].build(matrix, device)[0]}
     metrics = {"nrows": metric(matrix.shape[0]), "ncols": metric(matrix.shape[1]), "nnz": metric(matrix.nnz)}
-    results, traffic = _results(matrix, layouts, regu2d, x, ctx)
+    results, traffic = _results(matrix, layouts, x, ctx)
     for name, y in results.items():
         metrics[f"{name}_error"] = metric(componentwise_error(matrix, x, y, y_ref))
         metrics[f"{name}_norm2_error"] = metric(norm2_error(y, y_ref))
@@ -68,28 +66,26 @@ def run_unit(unit: Unit, ctx: Context) -> Outcome:
     metrics["max_error"] = metric(worst)
     metrics["passed"] = metric(bool(worst <= ctx.config["tolerance"]))
     metrics.update(traffic)
-    return Outcome(metrics=metrics, data={**provenance, "real_part_only": real_part_only})
+    data = {**provenance, "real_part_only": real_part_only, "hbp_block_shape": list(hbp_block_shape(matrix, device))}
+    return Outcome(metrics=metrics, data=data)
 
 
-def _results(matrix, layouts, regu2d, x, ctx: Context) -> tuple[dict, dict]:
+def _results(matrix, layouts, x, ctx: Context) -> tuple[dict, dict]:
     """Every executor's ``A @ x`` on the run's device, as NumPy arrays (scipy, the oracle, left out), and the
     memory-traffic metrics (on the emulated device only; otherwise none)."""
     if ctx.device.kind == EMULATED:
-        calls, traffic = run_emulated(cuda_executors(matrix, layouts, regu2d, device=EMULATED), x, matrix)
+        calls, traffic = run_emulated(device_executors(matrix, layouts, EMULATED), x, matrix)
         return {name: call.result for name, call in calls.items() if not name.endswith("merge")}, traffic
     if ctx.device.kind == "cuda":
         import cupy
 
         with cupy.cuda.Device(ctx.device.index):
-            executors = cuda_executors(matrix, layouts, regu2d)
+            executors = device_executors(matrix, layouts, "cuda")
             x_gpu = cupy.asarray(x)
             return {name: cupy.asnumpy(run(x_gpu)) for name, run in executors.items()
                     if not name.endswith("merge")}, {}
-    executors, close = cpu_executors(matrix, layouts, regu2d=regu2d)
-    try:
-        return {name: np.array(run(x)) for name, run in executors.items() if name != "csr_scipy"}, {}
-    finally:
-        close()
+    executors = device_executors(matrix, layouts, "cpu")
+    return {name: np.array(run(x)) for name, run in executors.items() if name != "csr_scipy"}, {}
 
 
 def summarize(records: list[Record], ctx: Context) -> Summary:
@@ -132,13 +128,13 @@ ARTIFACT = Artifact(
     name="correctness",
     title="SpMV correctness: every executor against scipy",
     scales={
-        "smoke": {**LAYOUT, "generated": matrices.SMOKE, "tolerance": 1e-12},
-        "quick": {**LAYOUT, "local": True, "generated": matrices.QUICK_LARGE, "tolerance": 1e-12},
-        "full": {**LAYOUT, "named": FULL_MATRICES, "tolerance": 1e-12},
+        "smoke": {"generated": matrices.SMOKE, "tolerance": 1e-12},
+        "quick": {"local": True, "generated": matrices.QUICK_LARGE, "tolerance": 1e-12},
+        "full": {"named": FULL_MATRICES, "tolerance": 1e-12},
     },
     needs={
         "smoke": "nothing: 7 generated edge-case matrices.",
-        "quick": "the .mtx files in REPRO_MATRIX_DIRS (offline) and three generated 1-4 M-row matrices; ~1 min "
+        "quick": "the .mtx files in REPRO_MATRIX_DIRS (offline) and four generated 1-4 M-row matrices; ~2 min "
                  "(on --device cuda-emu the generated ones are skipped, being above its 2 M nonzero limit).",
         "full": f"{len(FULL_MATRICES)} SuiteSparse matrices, downloaded on first use (repro fetch hbp/correctness).",
     },

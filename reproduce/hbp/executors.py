@@ -13,7 +13,7 @@ On ``cuda-emu`` (:func:`run_emulated`) every executor is called once inside
 ``cuda_emu.recorded()``: the result is checked as on a GPU, and the launches' 32-byte
 sectors give the memory traffic per nonzero under two bounds, no cache reuse at all and
 perfect reuse of ``x`` within a thread block (``<executor>_sector_bytes_per_nnz`` and
-``..._xreuse``), beside the CSR minimum :func:`csr_bytes` (``csr_bytes_per_nnz``). Its
+``..._xreuse``), beside the CSR minimum :func:`csr_bytes` (``csr_min_bytes_per_nnz``). Its
 times say nothing of a GPU's.
 """
 
@@ -27,10 +27,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from methods.spmv.csr import spmv_numba, spmv_scipy
-from methods.spmv.hbp import HBPMatrix
-from methods.spmv.hbp_cpu import HBPCpuExecutor
-from methods.spmv.regu2d import Regu2DMatrix, spmv_regu2d
+from methods.spmv.formats import CPU, FORMATS
 from reproduce.harness.artifact import SkipUnit
 from reproduce.harness.device import EMULATED
 from reproduce.harness.records import Record, metric
@@ -39,8 +36,6 @@ from reproduce.harness.records import Record, metric
 BASELINE = {"cpu": "csr_numba", "cuda": "csr_scalar", EMULATED: "csr_scalar"}
 HBP = {"cpu": "hbp_cpu", "cuda": "hbp_cuda", EMULATED: "hbp_cuda"}
 REGU2D = {"cpu": "regu2d_cpu", "cuda": "regu2d_cuda", EMULATED: "regu2d_cuda"}
-# Regu2D's slice height per device: the AVX-512 width on the CPU (the format's default), a warp on CUDA.
-REGU2D_SLICE_HEIGHT = {"cpu": None, "cuda": 32, EMULATED: 32}
 
 # The largest matrices the HBP artifacts run on the emulated device, which checks and counts every
 # thread's every access (about 10-20 M accesses a second on two cores). Two things bound a
@@ -56,50 +51,22 @@ EMULATOR_MAX_NNZ = 2_000_000
 EMULATOR_MAX_TILE_ENTRIES = 500_000_000
 
 
-def hbp_name(device_kind: str, ordering: str) -> str:
-    return HBP[device_kind] if ordering == "hash" else f"{HBP[device_kind]}_{ordering}"
+def device_executors(matrix: sp.csr_matrix, layouts: dict[str, object], device: str) -> dict[str, Callable]:
+    """Every executor on ``device`` of every format in ``layouts``, by name (:mod:`methods.spmv.formats`).
 
-
-def cpu_executors(matrix: sp.csr_matrix, layouts: dict[str, HBPMatrix], threads: int | None = None,
-                  regu2d: Regu2DMatrix | None = None) -> tuple[dict[str, Callable], Callable[[], None]]:
-    """scipy, numba CSR, one threaded HBP executor per layout and Regu2D (if given); and a function that stops
-    the HBP executors' threads. Regu2D runs on numba's thread pool."""
-    out = np.empty(matrix.shape[0], matrix.dtype)
-    hbp = {ordering: HBPCpuExecutor(layout, threads=threads) for ordering, layout in layouts.items()}
-    executors = {"csr_scipy": lambda x: spmv_scipy(matrix, x), "csr_numba": lambda x: spmv_numba(matrix, x, out=out)}
-    executors.update({hbp_name("cpu", ordering): executor for ordering, executor in hbp.items()})
-    if regu2d is not None:
-        regu2d_out = np.empty(matrix.shape[0], regu2d.dtype)
-        executors[REGU2D["cpu"]] = lambda x: spmv_regu2d(regu2d, x, out=regu2d_out)
-
-    def close():
-        for executor in hbp.values():
-            executor.close()
-
-    return executors, close
-
-
-def cuda_executors(matrix: sp.csr_matrix, layouts: dict[str, HBPMatrix], regu2d: Regu2DMatrix | None = None,
-                   device: str = "cuda") -> dict[str, Callable]:
-    """The CSR kernels (scalar, vector), cuSPARSE (GPU only), HBP per layout, HBP without its merge (hash only)
-    and Regu2D (if given; build it with ``slice_height=32``), on ``device``: ``"cuda"`` (the current GPU) or
-    ``"cuda-emu"`` (the emulated CUDA device)."""
-    from methods.spmv import cuda
-
-    if device == "cuda":
-        import cupyx.scipy.sparse as gpu_sparse
-
-        matrix = gpu_sparse.csr_matrix(matrix)
-    executors = {"csr_scalar": cuda.CsrScalarCuda(matrix, device=device),
-                 "csr_vector": cuda.CsrVectorCuda(matrix, device=device)}
-    if device == "cuda":
-        executors["csr_cusparse"] = cuda.CsrCusparse(matrix)
-    for ordering, layout in layouts.items():
-        executors[hbp_name("cuda", ordering)] = cuda.HBPCuda(layout, device=device)
-    if "hash" in layouts:
+    ``layouts`` maps a format name to its layout built for ``device``, or, for ``"hbp"``, to a
+    dict ordering -> layout: HBP executors are named ``hbp_<device>`` for the paper's hash ordering
+    and ``hbp_<device>_<ordering>`` for the others. On CUDA (and the emulated device) HBP's kernel
+    without its merge is added as ``hbp_cuda_no_merge`` (hash only).
+    """
+    executors = {}
+    for format_name, layout in layouts.items():
+        variants = layout if isinstance(layout, dict) else {"hash": layout}
+        for ordering, variant in variants.items():
+            for name, make in FORMATS[format_name].executors(device).items():
+                executors[name if ordering == "hash" else f"{name}_{ordering}"] = make(matrix, variant, device)
+    if device != CPU and "hbp_cuda" in executors:
         executors["hbp_cuda_no_merge"] = executors["hbp_cuda"].spmv_only
-    if regu2d is not None:
-        executors[REGU2D["cuda"]] = cuda.Regu2DCuda(regu2d, device=device)
     return executors
 
 
@@ -142,7 +109,7 @@ def run_emulated(executors: dict[str, Callable], x: np.ndarray, matrix) -> tuple
     ``x`` is the host input (uploaded here). Returns each executor's :class:`EmulatedCall`
     and the traffic metrics: per executor ``<name>_sector_bytes_per_nnz`` (the 32-byte
     sectors of all its launches in that call, no reuse) and ``<name>_sector_bytes_per_nnz_xreuse``
-    (each sector of x counted once per thread block), and ``csr_bytes_per_nnz``, the CSR
+    (each sector of x counted once per thread block), and ``csr_min_bytes_per_nnz``, the CSR
     minimum (:func:`csr_bytes`); all None for a matrix without nonzeros.
     """
     import cuda_emu
@@ -159,7 +126,7 @@ def run_emulated(executors: dict[str, Callable], x: np.ndarray, matrix) -> tuple
         for suffix, reused in (("", ()), ("_xreuse", ("x",))):
             moved = sum(report.sector_bytes(reused=reused) for report in reports)
             traffic[f"{name}_sector_bytes_per_nnz{suffix}"] = metric(moved / nnz if nnz else None, "B")
-    traffic["csr_bytes_per_nnz"] = metric(csr_bytes(matrix, matrix.dtype.itemsize) / nnz if nnz else None, "B")
+    traffic["csr_min_bytes_per_nnz"] = metric(csr_bytes(matrix, matrix.dtype.itemsize) / nnz if nnz else None, "B")
     return calls, traffic
 
 
@@ -177,7 +144,7 @@ def traffic_columns(record: Record, executors: list[str]) -> dict:
     """The summary-table cells of one record's traffic: the CSR minimum, then per executor both bounds."""
     if not executors:
         return {}
-    columns = {CSR_MINIMUM: record.value("csr_bytes_per_nnz")}
+    columns = {CSR_MINIMUM: record.value("csr_min_bytes_per_nnz")}
     for name in executors:
         columns[f"{name} B/nnz"] = record.value(f"{name}{TRAFFIC_SUFFIX}")
         columns[f"{name} B/nnz x reuse"] = record.value(f"{name}{TRAFFIC_SUFFIX}_xreuse")

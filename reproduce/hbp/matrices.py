@@ -2,8 +2,10 @@
 
 - smoke: generated edge cases (seconds).
 - quick: every .mtx in ``REPRO_MATRIX_DIRS`` (offline; the shared set is 35 real
-  SuiteSparse matrices, all cache-resident) plus generated matrices large enough to
-  exceed the CPU's last-level cache, so SpMV is memory-bound as on the paper's inputs.
+  SuiteSparse matrices, all cache-resident) plus generated matrices whose arrays exceed the
+  CPU's last-level cache, so SpMV is memory-bound as on the paper's inputs; in the last one x
+  itself (16 M columns, 128 MB in fp64) exceeds it, so every CSR read of x is a random read
+  from memory, the case 2D blocking exists for.
 - full: a named list of SuiteSparse matrices of diverse structure (FEM, circuits,
   web and road graphs, optimisation, QCD), downloaded on first use. The paper's own list
   is not known; Sandia/ASIC_320k is the only matrix certainly used (its repo loads it).
@@ -20,13 +22,15 @@ SMOKE = [
     {"name": "all_zero_64x32", "generator": "all_zero", "nrows": 64, "ncols": 32},
 ]
 
-# About 200-350 MB of CSR each: beyond this machine class's last-level cache.
+# About 200-350 MB of CSR each: beyond this machine class's last-level cache (32 MB here).
 QUICK_LARGE = [
     {"name": "power_law_2Mx2M", "generator": "power_law", "nrows": 2_000_000, "ncols": 2_000_000,
      "mean_row_length": 8},
     {"name": "banded_4M", "generator": "banded", "n": 4_000_000, "half_width": 3},
     {"name": "uniform_1Mx1M", "generator": "random_uniform", "nrows": 1_000_000, "ncols": 1_000_000,
      "density": 1.6e-5},
+    {"name": "scattered_1Mx16M", "generator": "random_uniform", "nrows": 1_000_000, "ncols": 16_000_000,
+     "density": 1e-6},
 ]
 
 FULL = [

@@ -37,25 +37,24 @@ from scipy.stats import gmean  # noqa: E402
 
 from methods.spmv.accuracy import componentwise_error  # noqa: E402
 from methods.spmv.csr import spmv_scipy  # noqa: E402
-from methods.spmv.hbp import preprocess_timed  # noqa: E402
-from methods.spmv.regu2d import preprocess_timed as regu2d_preprocess_timed  # noqa: E402
+from methods.spmv.formats import FORMATS, hbp_block_shape  # noqa: E402
+from methods.spmv.hbp import GPU_BLOCK_SHAPE  # noqa: E402
+from methods.spmv.machine import cpu_caches  # noqa: E402
 from methods.spmv.stats import row_length_stats  # noqa: E402
 from reproduce.harness.artifact import Artifact, Context, Outcome, Summary, Unit  # noqa: E402
 from reproduce.harness.data.matrix_sets import MATRIX_SWEEP, load_unit_matrix  # noqa: E402
 from reproduce.harness.device import cpu_bandwidth  # noqa: E402
 from reproduce.harness.records import Record, metric  # noqa: E402
-from reproduce.harness.timing import time_cuda, time_host  # noqa: E402
+from reproduce.harness.timing import time_cuda, time_host_interleaved  # noqa: E402
 from reproduce.hbp import matrices  # noqa: E402
 from reproduce.hbp.executors import (  # noqa: E402
     BASELINE,
     EMULATED,
     HBP,
     REGU2D,
-    REGU2D_SLICE_HEIGHT,
     check_emulator_size,
-    cpu_executors,
     csr_bytes,
-    cuda_executors,
+    device_executors,
     run_emulated,
     traffic_columns,
     traffic_executors,
@@ -63,35 +62,36 @@ from reproduce.hbp.executors import (  # noqa: E402
     traffic_plot,
 )
 
-FORMATS = {"hbp": HBP, "regu2d": REGU2D}  # metric prefix -> executor name per device
+COMPARED = {"hbp": HBP, "regu2d": REGU2D}  # format -> its executor per device, compared with the CSR baseline
+LARGE_NNZ = 1_000_000  # the notes on the CPU executor single out matrices from this size on
 
 
 def run_unit(unit: Unit, ctx: Context) -> Outcome:
     cfg, device = ctx.config, ctx.device
     matrix, provenance = load_unit_matrix(unit, ctx)
     if device.kind == EMULATED:
-        check_emulator_size(matrix, cfg["block_height"], cfg["block_width"])
+        check_emulator_size(matrix, *GPU_BLOCK_SHAPE)
     matrix = (matrix.real if np.iscomplexobj(matrix.data) else matrix).astype(cfg["dtype"])
     x = ctx.rng(unit).uniform(-1.0, 1.0, matrix.shape[1]).astype(cfg["dtype"])
     y_ref = spmv_scipy(matrix.astype(np.float64), x.astype(np.float64))
-    layouts, pre_seconds = {}, {}
-    builders = {
-        "hbp": lambda: preprocess_timed(matrix, "hash", cfg["block_height"], cfg["block_width"]),
-        "regu2d": lambda: regu2d_preprocess_timed(matrix, cfg["block_height"],
-                                                  slice_height=REGU2D_SLICE_HEIGHT[device.kind]),
-    }
-    for name, build in builders.items():
-        layouts[name], pre_seconds[name] = _preprocess(build, cfg["preprocess_repeats"])
+    layouts, pre_seconds = _preprocess(matrix, device.kind, cfg["preprocess_repeats"])
+    height, width = hbp_block_shape(matrix, device.kind)
     metrics = {"nrows": metric(matrix.shape[0]), "ncols": metric(matrix.shape[1]), "nnz": metric(matrix.nnz),
                **{f"{name}_preprocess_ms": metric(seconds * 1e3, "ms") for name, seconds in pre_seconds.items()},
-               **{f"{name}_bytes_per_nnz": metric(layout.bytes_per_nonzero(), "B") for name, layout in layouts.items()},
+               **{f"{name}_bytes_per_nnz": metric(FORMATS[name].bytes_per_nonzero(layout), "B")
+                  for name, layout in layouts.items()},
+               "hbp_preprocess_vs_copy": metric(pre_seconds["hbp"] / pre_seconds["csr"]
+                                                if pre_seconds["csr"] > 0 else None, "x"),
+               "hbp_block_height": metric(height), "hbp_block_width": metric(width),
                "regu2d_padding_fraction": metric(layouts["regu2d"].padding_fraction),
                "regu2d_block_width": metric(layouts["regu2d"].block_width),
                **{k: metric(v) for k, v in row_length_stats(matrix).items()}}
-    data = {**provenance, "dtype": cfg["dtype"], "preprocessing_device": "cpu"}
+    data = {**provenance, "dtype": cfg["dtype"], "preprocessing_device": "cpu", "hbp_block_shape": [height, width]}
+    if device.kind == "cpu":
+        data["x_exceeds_llc"] = bool(matrix.shape[1] * matrix.dtype.itemsize > cpu_caches()["L3"])
+    executors = device_executors(matrix, layouts, device.kind)
     if device.kind == EMULATED:
         bandwidth = None
-        executors = cuda_executors(matrix, {"hash": layouts["hbp"]}, layouts["regu2d"], device=EMULATED)
         metrics.update(_measure_emulated(executors, matrix, x, y_ref))
         data["timing_comparable"] = False
     elif device.kind == "cuda":
@@ -99,21 +99,18 @@ def run_unit(unit: Unit, ctx: Context) -> Outcome:
 
         bandwidth = device.peak_bandwidth_gbs
         with cupy.cuda.Device(device.index):
-            metrics.update(_measure(cuda_executors(matrix, {"hash": layouts["hbp"]}, layouts["regu2d"]),
-                                    cupy.asarray(x), cupy.asnumpy, matrix, x, y_ref, bandwidth,
-                                    lambda f: time_cuda(f, warmup=cfg["warmup"], repeats=cfg["repeats"])))
+            metrics.update(_measure(executors, cupy.asarray(x), cupy.asnumpy, matrix, x, y_ref, bandwidth,
+                                    lambda runs: {name: time_cuda(run, warmup=cfg["warmup"], repeats=cfg["repeats"])
+                                                  for name, run in runs.items()}))
     else:
         bandwidth = cpu_bandwidth()["triad_gbs"]
-        executors, close = cpu_executors(matrix, {"hash": layouts["hbp"]}, cfg.get("threads"), layouts["regu2d"])
-        try:
-            metrics.update(_measure(executors, x, np.asarray, matrix, x, y_ref, bandwidth,
-                                    lambda f: time_host(f, warmup=cfg["warmup"], min_repeats=cfg["repeats"],
-                                                        min_time=cfg["min_time"])))
-        finally:
-            close()
+        metrics.update(_measure(executors, x, np.asarray, matrix, x, y_ref, bandwidth,
+                                lambda runs: time_host_interleaved(runs, warmup=cfg["warmup"],
+                                                                   min_repeats=cfg["repeats"],
+                                                                   min_time=cfg["min_time"])))
     metrics["bandwidth_gbs"] = metric(bandwidth, "GB/s")
     base = metrics[f"{BASELINE[device.kind]}_ms"]["value"]
-    for name, executor in FORMATS.items():
+    for name, executor in COMPARED.items():
         new = metrics[f"{executor[device.kind]}_ms"]["value"]
         # "speedup" and "break_even_iterations" (HBP's) keep their names: the claims read them.
         prefix = "" if name == "hbp" else f"{name}_"
@@ -125,25 +122,29 @@ def run_unit(unit: Unit, ctx: Context) -> Outcome:
     return Outcome(metrics=metrics, data=data)
 
 
-def _preprocess(build, repeats: int) -> tuple:
-    """A layout and the median seconds of ``repeats`` warm preprocessing runs (the first call compiles)."""
-    seconds = []
-    for _ in range(repeats + 1):
-        layout, phases = build()
-        seconds.append(phases["total"])
-    return layout, statistics.median(seconds[1:])
+def _preprocess(matrix, device: str, repeats: int) -> tuple[dict, dict[str, float]]:
+    """Every format's layout for ``device`` and the median seconds of ``repeats`` warm builds of each, the
+    formats interleaved (CSR's build is the copy of its arrays: the floor of any conversion)."""
+    seconds = {name: [] for name in FORMATS}
+    layouts = {}
+    for run in range(repeats + 1):  # the first round compiles
+        for name, fmt in FORMATS.items():
+            layouts[name] = None  # free the previous layout before building the next
+            layouts[name], phases = fmt.build(matrix, device)
+            if run:
+                seconds[name].append(phases["total"])
+    return layouts, {name: statistics.median(samples) for name, samples in seconds.items()}
 
 
 def _measure(executors, x, to_host, matrix, x_host, y_ref, bandwidth, timer) -> dict:
-    """Check each executor against scipy, then time it; metrics named ``<executor>_<quantity>``.
-
-    ``x`` is the input on the executors' device and ``to_host`` brings a result back.
-    """
+    """Check each executor against scipy, then time them all (``timer(runs) -> Timing per name``); metrics named
+    ``<executor>_<quantity>``. ``x`` is the input on the executors' device and ``to_host`` brings a result back."""
     metrics = {}
     for name, run in executors.items():
         if not name.endswith("no_merge"):
             metrics[f"{name}_error"] = metric(componentwise_error(matrix, x_host, to_host(run(x)), y_ref))
-        timing = timer(lambda run=run: run(x))
+    timings = timer({name: (lambda run=run: run(x)) for name, run in executors.items()})
+    for name, timing in timings.items():
         metrics.update(_time_metrics(name, timing.median, timing.repeats, matrix, bandwidth))
     return metrics
 
@@ -186,7 +187,10 @@ def summarize(records: list[Record], ctx: Context) -> Summary:
         row["max error"] = max(r.value(f"{e}_error") or 0.0 for e in executors)
         row.update({"speed-up": r.value("speedup"), "preprocess ms": r.value("hbp_preprocess_ms"),
                     "break-even SpMVs": r.value("break_even_iterations"),
-                    "HBP B/nnz": r.value("hbp_bytes_per_nnz"),
+                    "HBP B/nnz": r.value("hbp_bytes_per_nnz"), "CSR B/nnz": r.value("csr_bytes_per_nnz"),
+                    "HBP shape": f"{r.value('hbp_block_height')}x{r.value('hbp_block_width')}",
+                    "preprocess / copy": r.value("hbp_preprocess_vs_copy"),
+                    "x beyond LLC": r.data.get("x_exceeds_llc"),
                     "Regu2D speed-up": r.value("regu2d_speedup"),
                     "Regu2D preprocess ms": r.value("regu2d_preprocess_ms"),
                     "Regu2D break-even SpMVs": r.value("regu2d_break_even_iterations"),
@@ -212,6 +216,7 @@ def summarize(records: list[Record], ctx: Context) -> Summary:
         error_note,
         _speedup_means_note(table, kind),
         _cost_note(table),
+        *(_cpu_notes(table) if kind == "cpu" else []),
         *_comparison_notes(table, executors, kind),
     ]
     measured = {"spmv-orin-max": float(speedups.max()), "spmv-4090-max": float(speedups.max())} if kind == "cuda" \
@@ -221,6 +226,33 @@ def summarize(records: list[Record], ctx: Context) -> Summary:
     return Summary(table=table, measured=measured, notes=notes,
                    figures=[("Speed-up of HBP and Regu2D over CSR per matrix", _speedup_plot(table, kind)),
                             ("Throughput per executor", _gflops_plot(table, executors))])
+
+
+def _cpu_notes(table: pd.DataFrame) -> list[str]:
+    """HBP on the CPU against the numba CSR kernel where it matters: large matrices, x beyond the last-level
+    cache, bytes per nonzero and preprocessing against the copy of the CSR arrays."""
+    ratio = 1.0 / table["speed-up"].astype(float)  # HBP time / CSR time
+    large = table["nnz"] >= LARGE_NNZ
+    beyond = table["x beyond LLC"].fillna(False).astype(bool)
+    bytes_ratio = table["HBP B/nnz"].astype(float) / table["CSR B/nnz"].astype(float)
+    parts = [f"hbp_cpu time / csr_numba time, geometric mean: {_geomean(ratio):.2f} over all {len(table)} matrices"]
+    if large.any():
+        parts.append(f"{_geomean(ratio[large]):.2f} over the {int(large.sum())} with at least {LARGE_NNZ:,} nonzeros")
+    if beyond.any():
+        parts.append(f"{_geomean(ratio[beyond]):.2f} where x exceeds the last-level cache "
+                     f"({', '.join(table.loc[beyond, 'matrix'])})")
+    notes = ["; ".join(parts) + "."]
+    notes.append(f"HBP's bytes per nonzero (every array its SpMV reads) / CSR's: at most {bytes_ratio.max():.2f} "
+                 f"({table.loc[bytes_ratio.idxmax(), 'matrix']}), median {bytes_ratio.median():.2f}.")
+    if large.any():
+        notes.append("HBP preprocessing (hash, CPU block shape) / the copy of the CSR arrays, median over the matrices "
+                     f"with at least {LARGE_NNZ:,} nonzeros: "
+                     f"{table.loc[large, 'preprocess / copy'].astype(float).median():.2f}x.")
+    return notes
+
+
+def _geomean(values: pd.Series) -> float:
+    return float(gmean(values.astype(float))) if len(values) else float("nan")
 
 
 def _median(table: pd.DataFrame, column: str) -> float:
@@ -288,7 +320,7 @@ def _gflops_plot(table: pd.DataFrame, executors: list[str]):
     return fig
 
 
-COMMON = {"block_height": 512, "block_width": 4096, "dtype": "float64", "threads": None, "warmup": 2}
+COMMON = {"dtype": "float64", "warmup": 2}
 
 ARTIFACT = Artifact(
     paper="hbp",
@@ -303,7 +335,7 @@ ARTIFACT = Artifact(
     },
     needs={
         "smoke": "nothing: generated edge cases.",
-        "quick": "the .mtx files in REPRO_MATRIX_DIRS (offline) and three generated 1-4 M-row matrices that exceed "
+        "quick": "the .mtx files in REPRO_MATRIX_DIRS (offline) and four generated 1-4 M-row matrices that exceed "
                  "the CPU caches; the GPU claims need a CUDA device.",
         "full": f"{len(matrices.FULL)} SuiteSparse matrices (downloaded on first use) and the GPU the claim names "
                 "(Jetson AGX Orin or RTX 4090).",
