@@ -6,7 +6,7 @@ Every setup checks the executor's result against scipy once before anything is t
 
 import numpy as np
 
-from benchmarks.common import MATRICES, executor_formats, matrix, vector
+from benchmarks.common import MATRICES, executor_formats, make_executor, matrix, vector
 from methods.spmv.csr import spmv_scipy
 from methods.spmv.formats import CPU, CUDA
 
@@ -23,10 +23,8 @@ class CpuSpmv:
 
     def setup(self, name, dtype, kernel):
         csr = matrix(name, dtype)
-        spmv_format = executor_formats(CPU)[kernel]
-        layout, _ = spmv_format.build(csr, CPU)
         self.x = vector(csr.shape[1], dtype)
-        self.run = spmv_format.executors(CPU)[kernel](csr, layout, CPU)
+        self.run = make_executor(csr, CPU, kernel)
         _check(self.run(self.x), spmv_scipy(csr, self.x), dtype)
 
     def time_spmv(self, name, dtype, kernel):
@@ -48,9 +46,7 @@ class CudaSpmv:
         import cupy
 
         csr = matrix(name, dtype)
-        spmv_format = executor_formats(CUDA)[kernel]
-        layout, _ = spmv_format.build(csr, CUDA)
-        self.executor = spmv_format.executors(CUDA)[kernel](csr, layout, CUDA)
+        self.executor = make_executor(csr, CUDA, kernel)
         self.x = cupy.asarray(vector(csr.shape[1], dtype))
         _check(cupy.asnumpy(self.executor(self.x)), spmv_scipy(csr, vector(csr.shape[1], dtype)), dtype)
 

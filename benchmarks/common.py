@@ -36,3 +36,9 @@ def executor_formats(device: str) -> dict:
     from methods.spmv.formats import FORMATS
 
     return {name: spmv_format for spmv_format in FORMATS.values() for name in spmv_format.executors(device)}
+
+
+def make_executor(csr: sp.csr_matrix, device: str, kernel: str):
+    """The registry's executor ``kernel`` on ``device`` over ``csr``, its layout built for that device."""
+    spmv_format = executor_formats(device)[kernel]
+    return spmv_format.executors(device)[kernel](csr, spmv_format.build(csr, device)[0], device)

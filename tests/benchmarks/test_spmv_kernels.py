@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from benchmarks.common import MATRICES, executor_formats, matrix, vector
+from benchmarks.common import MATRICES, executor_formats, make_executor, matrix, vector
 from methods.spmv.accuracy import componentwise_error
 from methods.spmv.formats import CPU, CUDA, FORMATS
 from methods.spmv.hbp import GPU_BLOCK_SHAPE, ORDERINGS, build_hbp
@@ -33,8 +33,7 @@ def _assert_matches_scipy(csr: sp.csr_matrix, x: np.ndarray, y: np.ndarray, what
 def test_spmv_cpu(benchmark, name, kernel):
     """SpMV by each CPU executor (layout built outside the timing), checked against scipy first."""
     csr, x = matrix(name), vector(matrix(name).shape[1])
-    spmv_format = executor_formats(CPU)[kernel]
-    run = spmv_format.executors(CPU)[kernel](csr, spmv_format.build(csr, CPU)[0], CPU)
+    run = make_executor(csr, CPU, kernel)
     _assert_matches_scipy(csr, x, run(x), kernel)
     benchmark(run, x)
 
@@ -47,8 +46,7 @@ def test_spmv_cuda(benchmark, name, kernel):
     import cupy
 
     csr, x = matrix(name), vector(matrix(name).shape[1])
-    spmv_format = executor_formats(CUDA)[kernel]
-    executor = spmv_format.executors(CUDA)[kernel](csr, spmv_format.build(csr, CUDA)[0], CUDA)
+    executor = make_executor(csr, CUDA, kernel)
     x_gpu = cupy.asarray(x)
     _assert_matches_scipy(csr, x, cupy.asnumpy(executor(x_gpu)), kernel)
 
