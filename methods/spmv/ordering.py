@@ -48,6 +48,12 @@ def hash_slot_order(counts: np.ndarray, table_size: int = 512) -> np.ndarray:
     counts = np.ascontiguousarray(counts, dtype=np.int32)
     if counts.shape[0] > table_size:
         raise ValueError(f"{counts.shape[0]} rows do not fit a table of {table_size} slots")
+    return _hash_slot_order(counts, table_size)
+
+
+@njit(cache=True, nogil=True)
+def _hash_slot_order(counts, table_size):
+    """:func:`hash_slot_order` in nopython mode (the scratch tuple never crosses into Python)."""
     scratch = block_scratch(HASH, table_size)
     order_block(HASH, counts, table_size, GROUP_OVERHEAD, MAX_GROUP_SIZE, scratch)
     return scratch[6][:counts.shape[0]].copy()
@@ -90,8 +96,8 @@ def block_scratch(ordering, table_size):
     hash_size = table_size if ordering == HASH else 0
     # int32 (a table has at most 65536 slots in HBP): half the cache footprint of the hash's random accesses.
     table = np.full(hash_size, -1, np.int32)
-    free_right = np.arange(hash_size + 1).astype(np.int32)
-    free_left = np.arange(hash_size + 1).astype(np.int32)
+    free_right = np.arange(hash_size + 1, dtype=np.int32)
+    free_left = np.arange(hash_size + 1, dtype=np.int32)
     run_starts = np.empty(hash_size, np.int32)
     dp_cost = np.empty(table_size + 1 if ordering == DP else 0, np.int64)
     dp_choice = np.empty_like(dp_cost)
