@@ -2,7 +2,7 @@
 # asv continuous: benchmark the merge base with main (HEAD~1 when HEAD is main itself) and
 # HEAD, each built and installed from its commit in asv's own virtualenv (asv.conf.json
 # pins the CPU torch first), and fail (exit 1) when a benchmark got slower by more than
-# ASV_FACTOR (default 1.1). Extra arguments go to asv, e.g. -b Regu2DPreprocessing.
+# ASV_FACTOR (default 1.1). Extra arguments go to asv, e.g. -b Preprocessing.
 # Only committed code is measured. Run it through `tox -e bench`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
