@@ -12,12 +12,14 @@ replaces the paper's mixed fixed/competitive block allocation, which serves a GP
 one grid; on a CPU the static nonzero-balanced split needs no shared counter.
 
 Traversal. A panel runs its blocks column block by column block (for each column block, the
-panel's row blocks in order; a cursor per row block walks its blocks, stored by column block):
+panel's row blocks in order: :func:`column_major_blocks`, computed once per executor):
 each slice of x is read while it sits in L2 by every row block of the panel, and the panel's
 rows of y (a few MB at most) stay in the last-level cache. With the CPU block shape
 (:func:`methods.spmv.hbp.cpu_block_shape`) one block's x slice and rows of y fit L2 together.
-On a matrix whose x exceeds the last-level cache this turns CSR's random reads of x from memory
-into reads from L2 and updates of y in cache.
+When x exceeds one core's L2, each slice is first copied to a per-thread tile (``stage_x``), as the
+GPU kernel copies its x tile to shared memory: one sequential read per slice and panel instead of
+scattered reads from memory. On a matrix whose x exceeds the last-level cache this turns CSR's
+random reads of x from memory into reads from L2 and updates of y in cache.
 
 A group of n lanes and R rounds (R is the first lane's length: lanes are longest first): round t
 adds ``values[k+q] * x[cols[k+q]]`` to the row of lane q for its n_t active lanes, then advances
@@ -38,6 +40,7 @@ import numpy as np
 from numba import njit, prange, uint64
 
 from methods.spmv.hbp import WARP_SIZE, HBPMatrix
+from methods.spmv.machine import cpu_caches
 
 
 class HBPCpuExecutor:
@@ -50,18 +53,25 @@ class HBPCpuExecutor:
     threads : int, optional
         Panels (one per numba thread); default numba's thread count. Fewer panels than numba
         threads leave threads idle; more run one after another on each thread.
+    stage_x : bool, optional
+        Copy each x slice to a per-thread tile before a panel's blocks read it at random (as the
+        GPU kernel's shared-memory tile): one sequential read of the slice instead of scattered
+        reads from memory. Default: when x exceeds one core's L2 cache.
     """
 
-    def __init__(self, hbp: HBPMatrix, threads: int | None = None):
+    def __init__(self, hbp: HBPMatrix, threads: int | None = None, stage_x: bool | None = None):
         threads = numba.get_num_threads() if threads is None else threads
         if not (isinstance(threads, int) and threads >= 1):
             raise ValueError(f"threads must be a positive int, got {threads!r}")
         self.hbp = hbp
         self.threads = threads
         self.panels = balanced_panels(hbp, threads)
-        self._arguments = (self.panels, hbp.shape[0], hbp.block_height, hbp.block_width, hbp.row_block_ptr,
-                           hbp.block_col, hbp.block_nz_ptr, hbp.block_group_ptr, hbp.group_slot_ptr,
-                           hbp.group_nz_offset, hbp.slot_row, hbp.slot_last, hbp.cols, hbp.values)
+        self.block_order, self.block_row = column_major_blocks(hbp, self.panels)
+        self.stage_x = bool(hbp.shape[1] * hbp.dtype.itemsize > cpu_caches()["L2"]) if stage_x is None else stage_x
+        self._arguments = (self.panels, hbp.shape[0], hbp.block_height, hbp.block_width, self.stage_x,
+                           hbp.row_block_ptr, self.block_order, self.block_row, hbp.block_col, hbp.block_nz_ptr,
+                           hbp.block_group_ptr, hbp.group_slot_ptr, hbp.group_nz_offset, hbp.slot_row, hbp.slot_last,
+                           hbp.cols, hbp.values)
 
     def __call__(self, x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """``A @ x``.
@@ -99,6 +109,25 @@ def balanced_panels(hbp: HBPMatrix, parts: int) -> np.ndarray:
     nearer_before = targets - before_rowblock[after - 1] < before_rowblock[after] - targets
     cuts = np.where(nearer_before, after - 1, after)
     return np.unique(np.concatenate(([0], cuts, [hbp.n_rowblocks]))).astype(np.int64)
+
+
+def column_major_blocks(hbp: HBPMatrix, panels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The order in which the executor visits the stored blocks, and each block's row block.
+
+    Returns
+    -------
+    order : ndarray of int32, shape (n_blocks,)
+        Block numbers, panel by panel (a panel's blocks keep their range of the layout's block list),
+        each panel's blocks by column block, then row block: a panel reads each x slice once.
+    block_row : ndarray of int32, shape (n_blocks,)
+        The row block of each stored block.
+
+    Both are the executor's workspace (8 bytes per stored block), not part of the format.
+    """
+    block_row = np.repeat(np.arange(hbp.n_rowblocks, dtype=np.int32), np.diff(hbp.row_block_ptr))
+    panel = np.searchsorted(panels, block_row, side="right") - 1
+    order = np.lexsort((block_row, hbp.block_col, panel)).astype(np.int32)
+    return order, block_row
 
 
 def spmv_hbp(hbp: HBPMatrix, x: np.ndarray, threads: int | None = None) -> np.ndarray:
@@ -147,29 +176,36 @@ def _checked_vector(hbp: HBPMatrix, x: np.ndarray) -> np.ndarray:
 
 
 @njit(parallel=True, cache=True)
-def _spmv_panels(panels, nrows, height, width, row_block_ptr, block_col, block_nz_ptr, block_group_ptr,
-                 group_slot_ptr, group_nz_offset, slot_row, slot_last, cols, values, x, y):
-    """y for every panel of row blocks [panels[p], panels[p + 1]), panels in parallel, each column block by
-    column block."""
-    n_colblocks = (x.shape[0] + width - 1) // width
+def _spmv_panels(panels, nrows, height, width, stage_x, row_block_ptr, block_order, block_row, block_col,
+                 block_nz_ptr, block_group_ptr, group_slot_ptr, group_nz_offset, slot_row, slot_last, cols, values, x,
+                 y):
+    """y for every panel of row blocks [panels[p], panels[p + 1]), panels in parallel, each panel's blocks in
+    ``block_order`` (column block by column block); with ``stage_x``, each x slice is first copied to a tile."""
+    ncols = x.shape[0]
     for panel in prange(panels.shape[0] - 1):
-        rb0 = panels[panel]
-        rb1 = panels[panel + 1]
-        y[rb0 * height:min(rb1 * height, nrows)] = 0
-        cursor = row_block_ptr[rb0:rb1].copy()
-        for cb in range(n_colblocks):
-            x_block = x[cb * width:]
-            for rb in range(rb0, rb1):
-                block = cursor[rb - rb0]
-                if block < row_block_ptr[rb + 1] and block_col[block] == cb:
-                    row0 = rb * height
-                    _block_spmv(uint64(block_nz_ptr[block]), block_group_ptr[block], block_group_ptr[block + 1],
-                                group_slot_ptr, group_nz_offset, slot_row, slot_last, cols, values,
-                                x_block, y[row0:min(row0 + height, nrows)])
-                    cursor[rb - rb0] = block + 1
+        first_row_block, end_row_block = panels[panel], panels[panel + 1]
+        y[first_row_block * height:min(end_row_block * height, nrows)] = 0
+        tile = np.empty(width if stage_x else 0, x.dtype)
+        x_block = x
+        current = -1
+        for i in range(row_block_ptr[first_row_block], row_block_ptr[end_row_block]):
+            block = block_order[i]
+            if block_col[block] != current:
+                current = block_col[block]
+                col0 = current * width
+                if stage_x:  # one sequential read of the slice instead of random reads from memory
+                    slice_width = min(width, ncols - col0)
+                    tile[:slice_width] = x[col0:col0 + slice_width]
+                    x_block = tile
+                else:
+                    x_block = x[col0:]
+            row0 = block_row[block] * height
+            _block_spmv(uint64(block_nz_ptr[block]), block_group_ptr[block], block_group_ptr[block + 1],
+                        group_slot_ptr, group_nz_offset, slot_row, slot_last, cols, values, x_block,
+                        y[row0:min(row0 + height, nrows)])
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _block_spmv(base, first_group, end_group, group_slot_ptr, group_nz_offset, slot_row, slot_last, cols, values,
                 x_block, y_rows):
     """Add one block's products to its rows of y (``y_rows``), group by group, round by round (module docstring)."""

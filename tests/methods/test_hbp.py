@@ -29,7 +29,7 @@ from methods.spmv.hbp import (
     cpu_block_shape,
     preprocess_timed,
 )
-from methods.spmv.hbp_cpu import HBPCpuExecutor, balanced_panels, spmv_hbp, spmv_hbp_serial
+from methods.spmv.hbp_cpu import HBPCpuExecutor, balanced_panels, column_major_blocks, spmv_hbp, spmv_hbp_serial
 from methods.spmv.ordering import hash_slot_order, regular_arrangement
 from reproduce.harness.data import synthetic
 from tests.methods.spmv_cases import EDGE_CASES, TOLERANCE, edge_matrix, matrix_files, shared_matrix
@@ -468,6 +468,22 @@ def test_executor_is_deterministic_across_calls_and_thread_counts(power_law_hbp)
         numba.set_num_threads(numba_threads)
     serial = spmv_hbp_serial(hbp, x)
     assert componentwise_error(matrix, x, serial, matrix @ x) <= TOLERANCE[np.float64]
+
+
+@pytest.mark.parametrize("stage_x", [False, True])
+def test_executor_with_and_without_the_x_tile(power_law_hbp, stage_x):
+    """Reading x directly or through a per-panel tile (the default above one core's L2) gives the same bits,
+    over every column block (the last one narrower) and the empty row blocks."""
+    matrix, hbp = power_law_hbp
+    x = np.random.default_rng(7).uniform(-1.0, 1.0, matrix.shape[1])
+    for threads in (1, 3):
+        executor = HBPCpuExecutor(hbp, threads=threads, stage_x=stage_x)
+        assert executor.stage_x is stage_x
+        np.testing.assert_array_equal(executor(x), spmv_numba(matrix, x))
+    assert HBPCpuExecutor(hbp).stage_x is (matrix.shape[1] * 8 > machine.cpu_caches()["L2"])
+    order, block_row = column_major_blocks(hbp, balanced_panels(hbp, 3))
+    assert sorted(order.tolist()) == list(range(hbp.n_blocks))
+    np.testing.assert_array_equal(block_row, np.repeat(np.arange(hbp.n_rowblocks), np.diff(hbp.row_block_ptr)))
 
 
 def test_executor_default_threads(power_law_hbp):
