@@ -2,7 +2,7 @@
 
 The HBP artifacts (``reproduce/hbp``), the asv suites (``benchmarks/``) and the pytest-benchmark
 suite (``tests/benchmarks/``) all read :data:`FORMATS` instead of keeping their own lists, so a
-new format is added here once (docs/adding.md). Devices are named by kind: ``"cpu"``, ``"cuda"``
+new format is added here once. Devices are named by kind: ``"cpu"``, ``"cuda"``
 (a GPU through CuPy) and ``"cuda-emu"`` (the emulated CUDA device of :mod:`cuda_emu`, which runs
 the CUDA executors but cuSPARSE).
 

@@ -41,7 +41,7 @@ Block shape. The paper's (GPU) shape is 512 x 4096 (:data:`GPU_BLOCK_SHAPE`). On
 :func:`cpu_block_shape` chooses a shape from the machine's caches: both are the HBP method, and
 the records name the shape used.
 
-Where we deviate from the authors' code (docs/papers/hbp.md)
+Where we deviate from the authors' code
 -----------------------------------------------------------
 - Only non-empty blocks are stored, and only rows with nonzeros in a block get a slot (the
   authors give every row of every block a slot; their per-block arrays are n_colblocks x nrows).
