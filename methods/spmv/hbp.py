@@ -251,7 +251,8 @@ def preprocess_timed(csr, ordering: str = "hash", block_height: int = GPU_BLOCK_
     # Column block of column c: c >> shift when W is a power of two (a shift, not a division, per nonzero).
     shift = width.bit_length() - 1 if width & (width - 1) == 0 else -1
     code = ORDERINGS.index(ordering)
-    chunks = _chunk_bounds(indptr, height, n_rowblocks)
+    rowblock_nz = indptr[np.minimum(np.arange(n_rowblocks + 1) * height, nrows)]  # nonzeros before each
+    chunks = _chunk_bounds(rowblock_nz)
     seconds = {}
     start = time.perf_counter()
     rb_slots, rb_blocks, rb_groups = (np.zeros(n_rowblocks, np.int64) for _ in range(3))
@@ -277,7 +278,7 @@ def preprocess_timed(csr, ordering: str = "hash", block_height: int = GPU_BLOCK_
     loose_nz_offset = np.empty(n_loose, np.uint32)
     # Per-thread staging for one row block at a time, allocated once (numba's threads pick theirs by id).
     threads = numba.get_num_threads()
-    most = max(1, int(np.diff(indptr[np.minimum(np.arange(n_rowblocks + 1) * height, nrows)]).max(initial=0)))
+    most = max(1, int(np.diff(rowblock_nz).max(initial=0)))
     _build_row_blocks(code, indptr, indices, data, nrows, height, width, shift, n_colblocks, chunks, slot_offsets,
                       block_offsets, loose_offsets, np.empty((threads, most), np.uint16),
                       np.empty((threads, most), np.uint16), np.empty((threads, most), data.dtype),
@@ -305,12 +306,13 @@ def preprocess_timed(csr, ordering: str = "hash", block_height: int = GPU_BLOCK_
     return hbp, seconds
 
 
-def _chunk_bounds(indptr: np.ndarray, height: int, n_rowblocks: int) -> np.ndarray:
+def _chunk_bounds(before: np.ndarray) -> np.ndarray:
     """Bounds, shape (n_chunks + 1,), of runs of row blocks with about equal nonzeros: one preprocessing task each
-    (:data:`_CHUNKS_PER_THREAD` per CPU), each allocating its scratch once."""
+    (:data:`_CHUNKS_PER_THREAD` per CPU), each allocating its scratch once. ``before`` (n_rowblocks + 1,): the
+    nonzeros before each row block, and the total."""
+    n_rowblocks = before.shape[0] - 1
     n_chunks = max(1, min(n_rowblocks, _CHUNKS_PER_THREAD * available_cpus()))
-    before = indptr[np.minimum(np.arange(n_rowblocks + 1) * height, indptr.shape[0] - 1)]
-    cuts = np.searchsorted(before, np.linspace(0, indptr[-1], n_chunks + 1)[1:-1], side="left")
+    cuts = np.searchsorted(before, np.linspace(0, before[-1], n_chunks + 1)[1:-1], side="left")
     return np.unique(np.concatenate(([0], cuts, [n_rowblocks]))).astype(np.int64)
 
 
