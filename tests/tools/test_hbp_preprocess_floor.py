@@ -1,16 +1,13 @@
 """The blocked floor of tools/hbp_preprocess_floor.py does the conversion it claims to bound."""
 
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
 
-_PATH = Path(__file__).resolve().parents[2] / "tools" / "hbp_preprocess_floor.py"
-_SPEC = importlib.util.spec_from_file_location("hbp_preprocess_floor", _PATH)
-floor = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(floor)
+from tests.tools import load_tool
+
+floor = load_tool("hbp_preprocess_floor")
 
 
 @pytest.mark.parametrize(("shape", "block"), [((300, 500), (64, 128)), ((1000, 70), (1000, 64)), ((5, 5), (2, 1))])
