@@ -33,21 +33,20 @@ from methods.spmv.regu2d import DEFAULT_BLOCK_HEIGHT  # noqa: E402
 _ENTRY = re.compile(r"Compiling entry function '(\w+)' for")
 _USAGE = re.compile(r"Used (\d+) registers(?:, used \d+ barriers)?(?:, (\d+) bytes smem)?")
 # The executors' default launches (methods/spmv/cuda.py): threads per block, and dynamic shared bytes per dtype.
-HBP_WARPS, HBP_THREADS, HBP_CHUNK = 256, 32, 10
+HBP_WARPS, HBP_THREADS, HBP_CHUNK = 256, 128, 1
 LAUNCHES = {
     "csr_scalar": ("csr", 256, lambda dtype: 0),
     "csr_vector": ("csr", 256, lambda dtype: 0),
-    "hbp_spmv": ("hbp", HBP_THREADS, lambda dtype: hbp_launch(HBP_WARPS, HBP_THREADS, GPU_BLOCK_SHAPE[1], dtype)[1]),
-    "hbp_merge": ("hbp", 256, lambda dtype: 0),
+    "hbp_spmv": ("hbp", HBP_THREADS, lambda dtype: hbp_launch(HBP_WARPS, HBP_THREADS, GPU_BLOCK_SHAPE[0], dtype)[1]),
     "regu2d_spmv": ("regu2d", 256, lambda dtype: DEFAULT_BLOCK_HEIGHT * np.dtype(dtype).itemsize),
 }
 
 
 def defines(file: str, dtype) -> dict:
-    """The ``#define``s the executors compile ``file`` with for ``dtype`` (at the paper's block width)."""
+    """The ``#define``s the executors compile ``file`` with for ``dtype``."""
     common = {"VALUE_T": value_type(dtype)}
     if file == "hbp":
-        return {**common, "BLOCK_WIDTH": GPU_BLOCK_SHAPE[1], "CHUNK": HBP_CHUNK}
+        return {**common, "CHUNK": HBP_CHUNK}
     if file == "regu2d":
         return {**common, "COL_T": "unsigned short"}
     return common

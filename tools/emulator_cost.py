@@ -8,9 +8,7 @@ The matrix comes from ``reproduce.harness.data.synthetic`` (the generators of th
 matrix sets); the executors are those ``hbp/correctness`` runs on ``--device cuda-emu``, with its
 512 x 4096 layout, each called once, checked against scipy, timed, and its 32-byte sectors
 counted. This is the measurement behind the emulated device's size limit
-(``reproduce.hbp.executors.EMULATOR_MAX_NNZ``). HBP's kernels read the chain form of its layout,
-derived on the host when an executor is built (``methods.spmv.cuda_kernels.hbp_chain_arrays``);
-the time of that derivation is printed with the layouts'.
+(``reproduce.hbp.executors.EMULATOR_MAX_NNZ``).
 """
 
 from __future__ import annotations
@@ -26,7 +24,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from methods.spmv.accuracy import componentwise_error  # noqa: E402
-from methods.spmv.cuda_kernels import hbp_chain_arrays  # noqa: E402
 from methods.spmv.formats import EMULATED, FORMATS  # noqa: E402
 from methods.spmv.hbp import ORDERINGS  # noqa: E402
 from reproduce.harness.data import synthetic  # noqa: E402
@@ -57,19 +54,14 @@ def main(argv: list[str] | None = None) -> int:
                        for ordering in ORDERINGS},
                "regu2d": FORMATS["regu2d"].build(matrix, EMULATED)[0]}
     built = time.perf_counter() - start
-    start = time.perf_counter()
-    for layout in layouts["hbp"].values():
-        hbp_chain_arrays(layout)
-    chains = time.perf_counter() - start
     print(f"{args.generator} {matrix.shape[0]:,} x {matrix.shape[1]:,}, {matrix.nnz:,} nonzeros; layouts built in "
-          f"{built:.1f} s, HBP chain forms derived in {chains:.1f} s (again in each executor)")
+          f"{built:.1f} s")
     calls, traffic = run_emulated(device_executors(matrix, layouts, EMULATED), x, matrix)
     reference = matrix @ x
     total = 0.0
     for name, call in calls.items():
         total += call.seconds
-        error = "" if name.endswith("no_merge") else \
-            f", error {componentwise_error(matrix, x, call.result, reference):.1e}"
+        error = f", error {componentwise_error(matrix, x, call.result, reference):.1e}"
         print(f"  {name:18} {call.seconds:8.2f} s, {traffic[f'{name}_sector_bytes_per_nnz']['value']:7.1f} B/nnz "
               f"({traffic[f'{name}_sector_bytes_per_nnz_xreuse']['value']:.1f} with x reused){error}")
     print(f"  all executors      {total:8.2f} s; CSR minimum {traffic['csr_min_bytes_per_nnz']['value']:.1f} B/nnz")

@@ -15,8 +15,9 @@ The executors:
   authors' ``csr_spmv.cu``; see docs/papers/hbp.md).
 - :class:`CsrVectorCuda`: one warp per row with a shuffle reduction.
 - :class:`CsrCusparse`: cuSPARSE's generic SpMV (GPU only; the emulator has no cuSPARSE).
-- :class:`HBPCuda`: the paper's mixed execution allocation over our HBP layout
-  (:mod:`methods.spmv.hbp`), then the merge kernel.
+- :class:`HBPCuda`: the paper's mixed execution allocation over row blocks of our compact HBP
+  layout (:mod:`methods.spmv.hbp`), read as it is, each row block summed in shared memory by one
+  warp: one kernel, no merge.
 - :class:`Regu2DCuda`: the Regu2D-style sliced-ELL 2D blocks (:mod:`methods.spmv.regu2d`),
   one thread block per row panel, no merge kernel.
 
@@ -36,8 +37,8 @@ from methods.spmv.cuda_kernels import (
     REGU2D_LAYOUT_DTYPES,
     WARP_SIZE,
     check_array,
+    check_hbp_contents,
     check_regu2d_layout,
-    hbp_chain_arrays,
     hbp_launch,
     hbp_schedule,
     pack_arguments,
@@ -198,15 +199,16 @@ class CsrCusparse(_Executor):
 
 
 class HBPCuda(_Executor):
-    """``y = A @ x`` by HBP (arXiv 2504.08860): ``hbp_spmv`` (mixed execution allocation) + ``hbp_merge``.
+    """``y = A @ x`` by HBP (arXiv 2504.08860): ``hbp_spmv``, the paper's mixed execution allocation
+    over row blocks, one kernel (``kernels/hbp.cu``; docs/hbp-cuda.md).
 
-    The kernels read the chain form of the layout (global int32 columns, per-nonzero ``next``
-    offsets, the merge arrays): :func:`~methods.spmv.cuda_kernels.hbp_chain_arrays` derives it
-    on the host once, here, and it is uploaded to the current device (the host copies are not
-    kept). A call zeroes the queue counter (on the GPU ``cudaMemsetAsync`` on the current stream, so
-    it is part of every timed SpMV, as it must be for the competitive part to run at all; see
-    docs/papers/hbp.md), launches ``hbp_spmv`` (fills :attr:`partial`), then ``hbp_merge``
-    (writes y).
+    The kernel reads the compact layout as :mod:`methods.spmv.hbp` builds it: its arrays are
+    checked all through (:func:`~methods.spmv.cuda_kernels.check_hbp_contents`) and uploaded to
+    the current device once, here. A call zeroes the queue counter (on the GPU
+    ``cudaMemsetAsync`` on the current stream, so it is part of every timed SpMV, as it must be
+    for the competitive part to run at all; docs/hbp-cuda.md), then launches ``hbp_spmv``,
+    which writes every entry of y. Each warp sums a row block in its own y panel in shared
+    memory, groups in storage order, so repeated calls give the same bits.
 
     Parameters
     ----------
@@ -215,79 +217,59 @@ class HBPCuda(_Executor):
         index arrays with the dtypes of :data:`~methods.spmv.cuda_kernels.HBP_LAYOUT_DTYPES`
         (checked, never cast; a layout that breaks the contract raises ValueError).
     warps : int, default 256
-        Warps in the ``hbp_spmv`` launch (the authors' 8192 threads). A multiple of
-        ``threads_per_block / 32``.
-    chunk : int, default 10
-        Blocks per competitive claim (the authors' SUB_N).
-    threads_per_block : int, default 32
-        A multiple of 32; the authors launch one warp per thread block. Each warp holds a
-        block_width x itemsize tile of x in shared memory (32 KB at 4096 fp64), so a thread
-        block needs ``threads_per_block / 32`` tiles; above 48 KB the kernel opts in to
-        more, up to the device's per-block limit (227 KB on H100/H200 and the emulated device,
-        99 KB on the RTX 4090 and 163 KB on Orin), past which this raises.
+        Warps in the launch (the authors' 8192 threads), a multiple of ``threads_per_block / 32``;
+        cut to the row blocks' count rounded up to whole thread blocks, since an idle warp would
+        still claim from the counter (:attr:`schedule` has the warps launched).
+    chunk : int, default 1
+        Row blocks per competitive claim.
+    threads_per_block : int, default 128
+        A multiple of 32. Each warp holds a ``block_height`` x itemsize y panel in shared memory
+        (4 KB at 512 rows in fp64), so a thread block needs ``threads_per_block / 32`` panels;
+        above 48 KB the kernel opts in to more, up to the device's per-block limit, past which
+        this raises.
     fixed_per_warp : int, optional
-        Blocks in each warp's fixed share; default ``n_blocks // warps`` (see
+        Row blocks in each warp's fixed share; default ``n_rowblocks // warps`` (see
         :func:`~methods.spmv.cuda_kernels.hbp_schedule`).
-    merge_threads_per_block : int, default 256
-        Threads per block of ``hbp_merge`` (one thread per row).
     device : {"cuda", "cuda-emu"}, default "cuda"
     """
 
-    def __init__(self, hbp, warps: int = 256, chunk: int = 10, threads_per_block: int = 32,
-                 fixed_per_warp: int | None = None, merge_threads_per_block: int = 256, device: str = "cuda"):
+    def __init__(self, hbp, warps: int = 256, chunk: int = 1, threads_per_block: int = 128,
+                 fixed_per_warp: int | None = None, device: str = "cuda"):
         super().__init__(device)
-        chain = hbp_chain_arrays(hbp)
+        check_hbp_contents(hbp)
         self.dtype = np.dtype(hbp.values.dtype)
         self.shape = tuple(int(n) for n in hbp.shape)
-        self.block_width = int(hbp.block_width)
-        self.schedule = hbp_schedule(len(hbp.block_col), warps, chunk, fixed_per_warp)
+        self.block_height, self.block_width = int(hbp.block_height), int(hbp.block_width)
+        n_rowblocks = len(hbp.row_block_ptr) - 1
+        hbp_launch(warps, threads_per_block, self.block_height, self.dtype)  # checks the geometry as asked
+        # No more warps than row blocks, in whole thread blocks: an idle warp would still claim from the counter.
+        per_block = threads_per_block // WARP_SIZE
+        warps = min(warps, max(1, -(-n_rowblocks // per_block)) * per_block)
+        self.schedule = hbp_schedule(n_rowblocks, warps, chunk, fixed_per_warp)
         self.threads_per_block = threads_per_block
-        self.blocks, self.shared_bytes = hbp_launch(warps, threads_per_block, self.block_width, self.dtype)
-        self.merge_threads_per_block = merge_threads_per_block
-        self.merge_blocks = _grid(self.shape[0], merge_threads_per_block)
+        self.blocks, self.shared_bytes = hbp_launch(warps, threads_per_block, self.block_height, self.dtype)
         xp = self.backend
         with self.device:
-            defines = {"VALUE_T": value_type(self.dtype), "BLOCK_WIDTH": self.block_width, "CHUNK": chunk}
-            self._spmv = xp.kernel("hbp", defines, "hbp_spmv")
-            self._merge = xp.kernel("hbp", defines, "hbp_merge")
-            xp.allow_shared(self._spmv, self.shared_bytes,
-                            f"{threads_per_block // WARP_SIZE} warps' x tiles of {self.block_width} {self.dtype.name}")
-            self.arrays = {name: xp.asarray(chain[name]) for name in HBP_DEVICE_ARRAYS}
-            self.partial = xp.empty(len(chain["merge_slot"]), self.dtype)  # one entry per slot
+            self._spmv = xp.kernel("hbp", {"VALUE_T": value_type(self.dtype), "CHUNK": chunk}, "hbp_spmv")
+            panels = f"{threads_per_block // WARP_SIZE} warps' y panels of {self.block_height} {self.dtype.name}"
+            xp.allow_shared(self._spmv, self.shared_bytes, panels)
+            self.arrays = {name: xp.asarray(np.ascontiguousarray(getattr(hbp, name))) for name in HBP_DEVICE_ARRAYS}
             self.queue_counter = xp.zeros(1, np.int32)
-        a = self.arrays
-        self._spmv_arguments = pack_arguments("hbp_spmv", {
-            "n_blocks": self.schedule.n_blocks, "fixed_per_warp": self.schedule.fixed_per_warp,
-            "ncols": self.shape[1], "block_col": a["block_col"], "block_group_ptr": a["block_group_ptr"],
-            "group_slot_ptr": a["group_slot_ptr"], "group_nz_ptr": a["group_nz_ptr"], "cols": a["cols"],
-            "values": a["values"], "next": a["next"], "queue_counter": self.queue_counter, "partial": self.partial,
-        }, self.dtype)
-        self._merge_arguments = pack_arguments("hbp_merge", {
-            "nrows": self.shape[0], "merge_ptr": a["merge_ptr"], "merge_slot": a["merge_slot"],
-            "partial": self.partial,
+        self._arguments = pack_arguments("hbp_spmv", {
+            "n_rowblocks": self.schedule.n_rowblocks, "fixed_per_warp": self.schedule.fixed_per_warp,
+            "nrows": self.shape[0], "block_height": self.block_height, "block_width": self.block_width,
+            **self.arrays, "queue_counter": self.queue_counter,
         }, self.dtype)
 
     def __call__(self, x, out=None):
-        """``A @ x``: :meth:`spmv_only` then :meth:`merge_only`. x of shape (ncols,); returns y (or ``out``)."""
-        self.spmv_only(x)
-        return self.merge_only(out)
-
-    def spmv_only(self, x):
-        """Zero the queue counter and run ``hbp_spmv``: fills and returns :attr:`partial`, shape (n_slots,)."""
+        """``A @ x`` for x of shape (ncols,): zero the queue counter, launch ``hbp_spmv``; returns y (or ``out``)."""
         self._check_x(x)
         with self.device:
-            self.backend.zero(self.queue_counter)
-            if self.schedule.n_blocks:
-                self._spmv((self.blocks,), (self.threads_per_block,), self._spmv_arguments + (x,),
-                           shared_mem=self.shared_bytes)
-        return self.partial
-
-    def merge_only(self, out=None):
-        """Run ``hbp_merge`` on the current :attr:`partial`: y of shape (nrows,) (written into ``out`` if given)."""
-        with self.device:
             y = self._output(out)
-            if self.shape[0]:
-                self._merge((self.merge_blocks,), (self.merge_threads_per_block,), self._merge_arguments + (y,))
+            self.backend.zero(self.queue_counter)
+            if self.schedule.n_rowblocks:
+                self._spmv((self.blocks,), (self.threads_per_block,), self._arguments + (x, y),
+                           shared_mem=self.shared_bytes)
         return y
 
 

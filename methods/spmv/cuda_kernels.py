@@ -5,10 +5,9 @@ device needs to launch them and nothing device-specific: :func:`kernel_source` (
 ``#define`` lines of the compile-time parameters, then the file), the argument table
 :data:`KERNEL_ARGUMENTS` that mirrors the ``.cu`` signatures (a CPU test parses the sources
 and compares) and :func:`pack_arguments`, which puts every array and scalar into exactly the
-type its signature declares; the layout checks that the kernels rely on; the chain form of the
-HBP layout that ``kernels/hbp.cu`` reads (:func:`hbp_chain_arrays`, derived on the host from
-:mod:`methods.spmv.hbp`'s compact layout); and HBP's work allocation (:func:`hbp_schedule`)
-and launch geometry (:func:`hbp_launch`).
+type its signature declares; the layout checks that the kernels rely on (``kernels/hbp.cu``
+reads :mod:`methods.spmv.hbp`'s compact layout as it is: :func:`check_hbp_contents`); and HBP's
+work allocation (:func:`hbp_schedule`) and launch geometry (:func:`hbp_launch`).
 """
 
 from __future__ import annotations
@@ -37,37 +36,30 @@ KERNEL_ARGUMENTS: dict[str, list[tuple[str, str]]] = {
                    ("x", "value*"), ("y", "value*")],
     "csr_vector": [("nrows", "int32"), ("row_ptr", "int64*"), ("cols", "int32*"), ("values", "value*"),
                    ("x", "value*"), ("y", "value*")],
-    "hbp_spmv": [("n_blocks", "int32"), ("fixed_per_warp", "int32"), ("ncols", "int32"),
-                 ("block_col", "int32*"), ("block_group_ptr", "int32*"), ("group_slot_ptr", "int32*"),
-                 ("group_nz_ptr", "int64*"), ("cols", "int32*"), ("values", "value*"), ("next", "int32*"),
-                 ("queue_counter", "int32*"), ("partial", "value*"), ("x", "value*")],
-    "hbp_merge": [("nrows", "int32"), ("merge_ptr", "int64*"), ("merge_slot", "int32*"), ("partial", "value*"),
-                  ("y", "value*")],
+    "hbp_spmv": [("n_rowblocks", "int32"), ("fixed_per_warp", "int32"), ("nrows", "int32"),
+                 ("block_height", "int32"), ("block_width", "int32"), ("row_block_ptr", "int32*"),
+                 ("block_col", "int32*"), ("block_nz_ptr", "int64*"), ("block_group_ptr", "int32*"),
+                 ("group_slot_ptr", "int32*"), ("group_nz_offset", "uint32*"), ("slot_row", "uint16*"),
+                 ("slot_last", "uint16*"), ("cols", "uint16*"), ("values", "value*"), ("queue_counter", "int32*"),
+                 ("x", "value*"), ("y", "value*")],
     "regu2d_spmv": [("n_panels", "int32"), ("panel_height", "int32"), ("nrows", "int32"), ("block_width", "int32"),
                     ("panel_block_ptr", "int32*"), ("block_col", "int32*"), ("block_slice_ptr", "int32*"),
                     ("slice_slot_ptr", "int32*"), ("slice_nz_ptr", "int64*"), ("slot_row", "uint16*"),
                     ("slot_len", "int32*"), ("cols", "col*"), ("values", "value*"), ("x", "value*"), ("y", "value*")],
 }
 # The .cu file (in KERNEL_DIR, without suffix) that defines each kernel.
-KERNEL_FILES = {"csr_scalar": "csr", "csr_vector": "csr", "hbp_spmv": "hbp", "hbp_merge": "hbp",
-                "regu2d_spmv": "regu2d"}
+KERNEL_FILES = {"csr_scalar": "csr", "csr_vector": "csr", "hbp_spmv": "hbp", "regu2d_spmv": "regu2d"}
 # C type of COL_T for each column-offset dtype of the Regu2D layout ("col" in the table above).
 COL_TYPES = {"uint16": "unsigned short", "int32": "int"}
 
 # The HBP layout's arrays and their dtypes (the contract of methods.spmv.hbp.HBPMatrix, its module
-# docstring); "value" is the values dtype. check_hbp_layout checks them.
+# docstring); "value" is the values dtype. check_hbp_layout checks them; hbp_spmv reads them all.
 HBP_LAYOUT_DTYPES = {
     "row_block_ptr": "int32", "block_col": "int32", "block_nz_ptr": "int64", "block_group_ptr": "int32",
     "group_slot_ptr": "int32", "group_nz_offset": "uint32", "slot_row": "uint16", "slot_last": "uint16",
     "cols": "uint16", "values": "value",
 }
-# The arrays hbp_spmv and hbp_merge read (the chain form, derived on the host from the layout by
-# hbp_chain_arrays, which documents them) and their dtypes; all are uploaded.
-HBP_CHAIN_DTYPES = {
-    "block_col": "int32", "block_group_ptr": "int32", "group_slot_ptr": "int32", "group_nz_ptr": "int64",
-    "cols": "int32", "values": "value", "next": "int32", "merge_ptr": "int64", "merge_slot": "int32",
-}
-HBP_DEVICE_ARRAYS = tuple(HBP_CHAIN_DTYPES)
+HBP_DEVICE_ARRAYS = tuple(HBP_LAYOUT_DTYPES)
 # The largest HBP block side: the layout's 16-bit row and column offsets.
 HBP_MAX_BLOCK_SIDE = 65536
 # The Regu2D layout's arrays (methods.spmv.regu2d.Regu2DMatrix), all read by regu2d_spmv; "col" is
@@ -145,8 +137,8 @@ def check_hbp_layout(hbp) -> None:
     offsets), the shape int32, and every group 1 to 32 slots: ``hbp_spmv`` gives slot q of a
     group to lane q, so a larger group would lose rows silently. What needs a pass over the
     slots or nonzeros (lane order, offsets inside the block, the groups' nonzeros tiling
-    ``cols``) is checked by :func:`hbp_chain_arrays` as it derives the chain form. Raises
-    TypeError or ValueError naming the array.
+    ``cols``) is checked by :func:`check_hbp_contents`. Raises TypeError or ValueError naming
+    the array.
     """
     dtype = np.dtype(hbp.values.dtype)
     value_type(dtype)
@@ -191,148 +183,74 @@ def check_hbp_layout(hbp) -> None:
         raise ValueError(f"HBPMatrix groups must hold 1 to 32 slots; found {group_sizes.min()} to {group_sizes.max()}")
 
 
-def hbp_chain_arrays(hbp) -> dict[str, np.ndarray]:
-    """The arrays ``hbp_spmv`` and ``hbp_merge`` read, derived from an HBP layout on the host.
+def check_hbp_contents(hbp) -> None:
+    """Check an HBP layout all through before ``hbp_spmv`` reads it: :func:`check_hbp_layout`, then one
+    pass over the slots and nonzeros, parallel over row blocks (O(n_slots + nnz)).
 
-    ``kernels/hbp.cu`` reads the chain form of the layout: global columns and, for each nonzero,
-    the offset to its lane's next one. This derives it from the compact layout
-    (:mod:`methods.spmv.hbp`) in O(nnz + n_slots + nrows) work, parallel over row blocks, after
-    :func:`check_hbp_layout`; a layout that breaks the contract raises ValueError (never an
-    out-of-bounds write here). With n_t the lanes of round t of a group (those whose
-    ``slot_last`` >= t) and its nonzeros ``[group_nz_ptr[g], group_nz_ptr[g+1])``:
-
-    ===============  ==================  =====  ==========================================================
-    key              shape               dtype  holds
-    ===============  ==================  =====  ==========================================================
-    block_col        (n_blocks,)         int32  the layout's (its array, not a copy, if contiguous)
-    block_group_ptr  (n_blocks + 1,)     int32  the layout's
-    group_slot_ptr   (n_groups + 1,)     int32  the layout's; lane q of group g owns slot
-                                                ``group_slot_ptr[g] + q``, and its partial sum lands there
-    group_nz_ptr     (n_groups + 1,)     int64  ``block_nz_ptr[block of g] + group_nz_offset[g]``; last nnz.
-                                                Lane q's first nonzero is ``group_nz_ptr[g] + q``
-    cols             (nnz,)              int32  global column: the layout's cols + block_col * block_width
-    values           (nnz,)              value  the layout's
-    next             (nnz,)              int32  for lane q's nonzero of round t: n_t, the offset to its
-                                                nonzero of round t + 1; -1 on the lane's last
-    merge_ptr        (nrows + 1,)        int64  slots of row r: ``merge_slot[merge_ptr[r]:merge_ptr[r+1]]``
-    merge_slot       (n_slots,)          int32  each row's slots in column-block order (the order of the
-                                                row's blocks in the layout), so y sums as the CPU's does
-    ===============  ==================  =====  ==========================================================
+    The kernel relies on each row block's blocks by increasing column block (so a row sums its
+    blocks in column order), each group's lanes longest first (round t is lanes 0 .. n_t - 1),
+    rows inside their row block and the matrix (the y panel), the groups' nonzeros tiling
+    ``[0, nnz)`` in order (``block_nz_ptr[block] + group_nz_offset[group]`` is where the previous
+    group ended) and every column inside its block and the matrix (x is never read past its
+    end). A layout that breaks any of these raises ValueError naming the first row block.
     """
     check_hbp_layout(hbp)
     nrows, ncols = (int(n) for n in hbp.shape)
-    height, width = int(hbp.block_height), int(hbp.block_width)
-    n_groups = len(hbp.group_nz_offset)
-    group_nz_ptr = np.empty(n_groups + 1, np.int64)
-    group_nz_ptr[n_groups] = len(hbp.values)
-    group_len = np.empty(n_groups, np.int64)
-    merge_ptr = np.zeros(nrows + 1, np.int64)
     bad = np.zeros(len(hbp.row_block_ptr) - 1, np.int8)
-    _chain_groups(nrows, height, hbp.row_block_ptr, hbp.block_col, hbp.block_nz_ptr, hbp.block_group_ptr,
-                  hbp.group_slot_ptr, hbp.group_nz_offset, hbp.slot_row, hbp.slot_last, group_nz_ptr, group_len,
-                  merge_ptr, bad)
-    _raise_chain_error(bad, hbp)
-    if n_groups and not np.array_equal(group_nz_ptr[:-1] + group_len, group_nz_ptr[1:]):
-        raise ValueError("HBPMatrix groups' nonzeros (block_nz_ptr + group_nz_offset, sum of slot_last + 1 each) "
-                         "must tile [0, nnz) in order")
-    if n_groups and group_nz_ptr[0] != 0:
-        raise ValueError(f"HBPMatrix's first group starts at nonzero {group_nz_ptr[0]}, not 0")
-    np.cumsum(merge_ptr, out=merge_ptr)
-    cols = np.empty(len(hbp.cols), np.int32)
-    nxt = np.empty(len(hbp.cols), np.int32)
-    merge_slot = np.empty(len(hbp.slot_row), np.int32)
-    _chain_nonzeros(ncols, height, width, hbp.row_block_ptr, hbp.block_col, hbp.block_group_ptr, hbp.group_slot_ptr,
-                    hbp.slot_row, hbp.slot_last, hbp.cols, group_nz_ptr, merge_ptr[:-1].copy(), cols, nxt, merge_slot,
-                    bad)
-    _raise_chain_error(bad, hbp)
-    shared = {name: np.ascontiguousarray(getattr(hbp, name))  # the layout's own arrays where contiguous
-              for name in ("block_col", "block_group_ptr", "group_slot_ptr", "values")}
-    return {**shared, "group_nz_ptr": group_nz_ptr, "cols": cols, "next": nxt, "merge_ptr": merge_ptr,
-            "merge_slot": merge_slot}
+    _check_row_blocks(nrows, ncols, int(hbp.block_height), int(hbp.block_width), hbp.row_block_ptr, hbp.block_col,
+                      hbp.block_nz_ptr, hbp.block_group_ptr, hbp.group_slot_ptr, hbp.group_nz_offset, hbp.slot_row,
+                      hbp.slot_last, hbp.cols, bad)
+    where = np.flatnonzero(bad)
+    if where.size:
+        raise ValueError(f"HBPMatrix breaks the layout contract in row block {where[0]} (block height "
+                         f"{hbp.block_height}): {_CONTENT_ERRORS[int(bad[where[0]])]}")
 
 
-# What each error code of the chain derivation means (the first row block's code is reported).
-_CHAIN_ERRORS = {
+# What each error code of the contents check means (the first row block's code is reported).
+_CONTENT_ERRORS = {
     1: "the blocks of a row block must be stored by increasing column block",
     2: "a group's lanes must be ordered by slot_last, longest first",
     3: "slot_row must lie in its row block and inside the matrix",
     4: "a nonzero's column (block_col * block_width + cols) must lie in its block and inside the matrix",
+    5: "the groups' nonzeros (block_nz_ptr + group_nz_offset, sum of slot_last + 1 each) must tile [0, nnz) in order",
 }
 
 
-def _raise_chain_error(bad: np.ndarray, hbp) -> None:
-    where = np.flatnonzero(bad)
-    if where.size:
-        raise ValueError(f"HBPMatrix breaks the layout contract in row block {where[0]} (block height "
-                         f"{hbp.block_height}): {_CHAIN_ERRORS[int(bad[where[0]])]}")
-
-
 @njit(parallel=True, cache=True)
-def _chain_groups(nrows, height, row_block_ptr, block_col, block_nz_ptr, block_group_ptr, group_slot_ptr,
-                  group_nz_offset, slot_row, slot_last, group_nz_ptr, group_len, row_count, bad):
-    """Pass 1: each group's first nonzero and length, each row's slot count at ``row_count[row + 1]``.
-
-    Checks what the pass relies on (lanes longest first, rows inside their row block and the
-    matrix, blocks by increasing column block); ``bad[rb]`` gets the code of the first problem
-    (:data:`_CHAIN_ERRORS`) and the row block is left. Rows belong to one row block, so the
-    threads write disjoint entries.
-    """
+def _check_row_blocks(nrows, ncols, height, width, row_block_ptr, block_col, block_nz_ptr, block_group_ptr,
+                      group_slot_ptr, group_nz_offset, slot_row, slot_last, cols, bad):
+    """:func:`check_hbp_contents`'s pass: ``bad[rb]`` gets the code of row block rb's first problem
+    (:data:`_CONTENT_ERRORS`), 0 if none. A row block's nonzeros must start where its first block
+    says, so the groups tile [0, nnz) when every row block's do and the blocks' offsets increase
+    (:func:`check_hbp_layout`)."""
     for rb in prange(row_block_ptr.shape[0] - 1):
-        row0 = np.int64(rb) * height
-        rows = min(np.int64(height), nrows - row0)
+        rows = min(np.int64(height), nrows - np.int64(rb) * height)
         for block in range(row_block_ptr[rb], row_block_ptr[rb + 1]):
             if block > row_block_ptr[rb] and block_col[block] <= block_col[block - 1]:
                 bad[rb] = 1
-                break
+            span = min(np.int64(width), ncols - np.int64(block_col[block]) * width)
+            k = block_nz_ptr[block]
             for group in range(block_group_ptr[block], block_group_ptr[block + 1]):
+                if block_nz_ptr[block] + np.int64(group_nz_offset[group]) != k:
+                    bad[rb] = 5
+                    break
                 first = group_slot_ptr[group]
-                end = group_slot_ptr[group + 1]
-                length = np.int64(0)
-                for slot in range(first, end):
+                for slot in range(first, group_slot_ptr[group + 1]):
                     if slot > first and slot_last[slot] > slot_last[slot - 1]:
                         bad[rb] = 2
                     if np.int64(slot_row[slot]) >= rows:
                         bad[rb] = 3
-                    length += np.int64(slot_last[slot]) + 1
-                if bad[rb]:
+                    k += np.int64(slot_last[slot]) + 1
+                if k > block_nz_ptr[block + 1]:
+                    bad[rb] = 5
                     break
-                for slot in range(first, end):
-                    row_count[row0 + np.int64(slot_row[slot]) + 1] += 1
-                group_nz_ptr[group] = block_nz_ptr[block] + np.int64(group_nz_offset[group])
-                group_len[group] = length
+                for nz in range(block_nz_ptr[block] + np.int64(group_nz_offset[group]), k):
+                    if np.int64(cols[nz]) >= span:
+                        bad[rb] = 4
+            if k != block_nz_ptr[block + 1]:
+                bad[rb] = 5
             if bad[rb]:
                 break
-
-
-@njit(parallel=True, cache=True)
-def _chain_nonzeros(ncols, height, width, row_block_ptr, block_col, block_group_ptr, group_slot_ptr, slot_row,
-                    slot_last, local_cols, group_nz_ptr, cursor, cols, nxt, merge_slot, bad):
-    """Pass 2, after pass 1's checks and the groups' tiling of the nonzeros: global columns, the
-    ``next`` offsets and ``merge_slot`` (each row's slots in storage order, i.e. by column block;
-    ``cursor[row]`` starts at ``merge_ptr[row]``). ``bad[rb]`` = 4 for a column outside its block."""
-    for rb in prange(row_block_ptr.shape[0] - 1):
-        row0 = np.int64(rb) * height
-        for block in range(row_block_ptr[rb], row_block_ptr[rb + 1]):
-            col0 = np.int64(block_col[block]) * width
-            span = min(np.int64(width), ncols - col0)
-            for group in range(block_group_ptr[block], block_group_ptr[block + 1]):
-                first = group_slot_ptr[group]
-                active = group_slot_ptr[group + 1] - first
-                k = group_nz_ptr[group]
-                for t in range(np.int64(slot_last[first]) + 1):
-                    while np.int64(slot_last[first + active - 1]) < t:
-                        active -= 1
-                    for q in range(active):
-                        offset = np.int64(local_cols[k + q])
-                        if offset >= span:
-                            bad[rb] = 4
-                        cols[k + q] = col0 + offset
-                        nxt[k + q] = active if np.int64(slot_last[first + q]) > t else -1
-                    k += active
-                for slot in range(first, group_slot_ptr[group + 1]):
-                    row = row0 + np.int64(slot_row[slot])
-                    merge_slot[cursor[row]] = slot
-                    cursor[row] += 1
 
 
 def check_regu2d_layout(matrix) -> None:
@@ -375,14 +293,14 @@ def check_regu2d_layout(matrix) -> None:
 
 @dataclass(frozen=True)
 class HBPSchedule:
-    """The work allocation of ``hbp_spmv`` (the paper's mixed execution allocation).
+    """The work allocation of ``hbp_spmv`` (the paper's mixed execution allocation, over row blocks).
 
-    Warp w processes the stored blocks [w * fixed_per_warp, (w + 1) * fixed_per_warp)
-    (fixed part); the blocks [queue_begin, n_blocks) form the queue that warps claim
-    ``chunk`` at a time from an atomic counter (competitive part).
+    Warp w sums the row blocks [w * fixed_per_warp, (w + 1) * fixed_per_warp) (fixed part);
+    the row blocks [queue_begin, n_rowblocks) form the queue that warps claim ``chunk`` at a
+    time from an atomic counter (competitive part).
     """
 
-    n_blocks: int
+    n_rowblocks: int
     warps: int
     chunk: int
     fixed_per_warp: int
@@ -393,40 +311,40 @@ class HBPSchedule:
 
     @property
     def queue_size(self) -> int:
-        return self.n_blocks - self.queue_begin
+        return self.n_rowblocks - self.queue_begin
 
 
-def hbp_schedule(n_blocks: int, warps: int, chunk: int, fixed_per_warp: int | None = None) -> HBPSchedule:
-    """The allocation for ``n_blocks`` stored blocks over ``warps`` warps, checked for int32 overflow.
+def hbp_schedule(n_rowblocks: int, warps: int, chunk: int, fixed_per_warp: int | None = None) -> HBPSchedule:
+    """The allocation of ``n_rowblocks`` row blocks over ``warps`` warps, checked for int32 overflow.
 
-    ``fixed_per_warp`` defaults to ``n_blocks // warps``: the authors' rule (each warp a fixed
-    share as large as fits, floor(row blocks / warps per column block) in their code) applied
-    to our list of stored blocks, so fewer than ``warps`` blocks are competed for. 0 makes
-    every block competitive. Unlike the authors' code, a share of 0 (fewer blocks than warps)
-    is fine (hbp.md section 5: their kernel divides by it).
+    ``fixed_per_warp`` defaults to ``n_rowblocks // warps``: the authors' rule (each warp a fixed
+    share as large as fits, the remainder competed for), so fewer than ``warps`` row blocks are
+    competed for. 0 makes every row block competitive. Unlike the authors' code, a share of 0
+    (fewer row blocks than warps) is fine (their kernel divides by it).
     """
     if warps < 1 or chunk < 1:
         raise ValueError(f"warps and chunk must be positive, not {warps} and {chunk}")
     if fixed_per_warp is None:
-        fixed_per_warp = n_blocks // warps
-    if fixed_per_warp < 0 or warps * fixed_per_warp > n_blocks:
-        raise ValueError(f"fixed_per_warp={fixed_per_warp} x {warps} warps exceeds the {n_blocks} stored blocks")
+        fixed_per_warp = n_rowblocks // warps
+    if fixed_per_warp < 0 or warps * fixed_per_warp > n_rowblocks:
+        raise ValueError(f"fixed_per_warp={fixed_per_warp} x {warps} warps exceeds the {n_rowblocks} row blocks")
     # The queue counter ends at most one chunk per warp past the queue; it and the thread ids are int32.
-    if n_blocks + warps * chunk > INT32_MAX or warps * WARP_SIZE > INT32_MAX:
-        raise OverflowError(f"{n_blocks} blocks with {warps} warps and chunk {chunk} overflow the int32 counter")
-    return HBPSchedule(n_blocks=n_blocks, warps=warps, chunk=chunk, fixed_per_warp=fixed_per_warp)
+    if n_rowblocks + warps * chunk > INT32_MAX or warps * WARP_SIZE > INT32_MAX:
+        raise OverflowError(f"{n_rowblocks} row blocks with {warps} warps and chunk {chunk} overflow the int32 "
+                            "counter")
+    return HBPSchedule(n_rowblocks=n_rowblocks, warps=warps, chunk=chunk, fixed_per_warp=fixed_per_warp)
 
 
-def hbp_launch(warps: int, threads_per_block: int, block_width: int, dtype) -> tuple[int, int]:
+def hbp_launch(warps: int, threads_per_block: int, block_height: int, dtype) -> tuple[int, int]:
     """``(thread blocks, dynamic shared bytes per thread block)`` of the ``hbp_spmv`` launch.
 
     ``warps`` warps in thread blocks of ``threads_per_block`` threads (a multiple of 32, at
-    most 1024, dividing ``warps * 32``); each warp holds one ``block_width``-entry x tile.
+    most 1024, dividing ``warps * 32``); each warp holds one ``block_height``-entry y panel.
     """
     if not 0 < threads_per_block <= 1024 or threads_per_block % WARP_SIZE or warps % (threads_per_block // 32):
         raise ValueError(f"threads_per_block ({threads_per_block}) must be a multiple of 32, at most 1024, "
                          f"that divides warps x 32 ({warps * WARP_SIZE})")
     warps_per_block = threads_per_block // WARP_SIZE
-    return warps // warps_per_block, warps_per_block * int(block_width) * np.dtype(dtype).itemsize
+    return warps // warps_per_block, warps_per_block * int(block_height) * np.dtype(dtype).itemsize
 
 

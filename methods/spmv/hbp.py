@@ -1,8 +1,8 @@
 """HBP storage format (Yan et al., "A Nonlinear Hash-based Optimization Method for SpMV on GPUs",
 arXiv 2504.08860) and its preprocessing on the CPU: 2D partitioning, hash / sort / DP reordering.
 
-Layout (the contract of the CPU executor, :mod:`methods.spmv.hbp_cpu`; the CUDA kernels read a
-form derived from it, :func:`methods.spmv.cuda_kernels.hbp_chain_arrays`)
+Layout (the contract of the CPU executor, :mod:`methods.spmv.hbp_cpu`, and of the CUDA kernel,
+``methods/spmv/kernels/hbp.cu``, which both read it as it is)
 --------------------------------------------------------------------------------------------------
 A matrix of shape (nrows, ncols) is cut into 2D blocks of ``block_height`` (H) rows by
 ``block_width`` (W) columns: block (rb, cb) covers rows ``[rb*H, min((rb+1)*H, nrows))`` and
@@ -48,8 +48,8 @@ Where we deviate from the authors' code
   Groups are therefore explicit (``group_slot_ptr``), which also lets the DP cut groups of
   variable size.
 - Lanes within a group are numbered by length (above) and each slot stores its length instead
-  of the authors' per-nonzero chain; there is no per-slot partial sum and no merge array: the
-  CPU executor sums each row block into y directly, and the CUDA form adds the merge structure.
+  of the authors' per-nonzero chain; there is no per-slot partial sum and no merge array: both
+  executors sum each row block into y directly.
 - The last row block is kept when nrows is a multiple of H, x is never read past its end, and
   block offsets into the nonzeros are int64 (the authors' defects).
 - The hash placement is the authors' probing, computed with a union-find

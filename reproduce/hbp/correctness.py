@@ -26,7 +26,8 @@ import pandas as pd  # noqa: E402
 from methods.spmv.accuracy import componentwise_error, norm2_error  # noqa: E402
 from methods.spmv.csr import spmv_scipy  # noqa: E402
 from methods.spmv.formats import FORMATS, hbp_block_shape  # noqa: E402
-from methods.spmv.hbp import GPU_BLOCK_SHAPE, ORDERINGS  # noqa: E402
+from methods.spmv.hbp import ORDERINGS  # noqa: E402
+from methods.spmv.stats import row_length_stats  # noqa: E402
 from reproduce.harness.artifact import Artifact, Context, Outcome, Summary, Unit  # noqa: E402
 from reproduce.harness.data.matrix_sets import MATRIX_SWEEP, load_unit_matrix  # noqa: E402
 from reproduce.harness.records import Record, metric  # noqa: E402
@@ -49,7 +50,7 @@ FULL_MATRICES = matrices.FULL[:12]
 def run_unit(unit: Unit, ctx: Context) -> Outcome:
     matrix, provenance = load_unit_matrix(unit, ctx)
     if ctx.device.kind == EMULATED:
-        check_emulator_size(matrix, *GPU_BLOCK_SHAPE)
+        check_emulator_size(matrix)
     real_part_only = bool(np.iscomplexobj(matrix.data))
     matrix = matrix.real if real_part_only else matrix
     x = ctx.rng(unit).uniform(-1.0, 1.0, matrix.shape[1])
@@ -57,7 +58,8 @@ def run_unit(unit: Unit, ctx: Context) -> Outcome:
     device = ctx.device.kind
     layouts = {"csr": matrix, "hbp": {o: FORMATS["hbp"].build(matrix, device, ordering=o)[0] for o in ORDERINGS},
                "regu2d": FORMATS["regu2d"].build(matrix, device)[0]}
-    metrics = {"nrows": metric(matrix.shape[0]), "ncols": metric(matrix.shape[1]), "nnz": metric(matrix.nnz)}
+    metrics = {"nrows": metric(matrix.shape[0]), "ncols": metric(matrix.shape[1]), "nnz": metric(matrix.nnz),
+               "row_length_skewness": metric(row_length_stats(matrix)["row_length_skewness"])}
     results, traffic = _results(matrix, layouts, x, ctx)
     for name, y in results.items():
         metrics[f"{name}_error"] = metric(componentwise_error(matrix, x, y, y_ref))
@@ -75,15 +77,14 @@ def _results(matrix, layouts, x, ctx: Context) -> tuple[dict, dict]:
     memory-traffic metrics (on the emulated device only; otherwise none)."""
     if ctx.device.kind == EMULATED:
         calls, traffic = run_emulated(device_executors(matrix, layouts, EMULATED), x, matrix)
-        return {name: call.result for name, call in calls.items() if not name.endswith("merge")}, traffic
+        return {name: call.result for name, call in calls.items()}, traffic
     if ctx.device.kind == "cuda":
         import cupy
 
         with cupy.cuda.Device(ctx.device.index):
             executors = device_executors(matrix, layouts, "cuda")
             x_gpu = cupy.asarray(x)
-            return {name: cupy.asnumpy(run(x_gpu)) for name, run in executors.items()
-                    if not name.endswith("merge")}, {}
+            return {name: cupy.asnumpy(run(x_gpu)) for name, run in executors.items()}, {}
     executors = device_executors(matrix, layouts, "cpu")
     return {name: np.array(run(x)) for name, run in executors.items() if name != "csr_scipy"}, {}
 
@@ -103,10 +104,39 @@ def summarize(records: list[Record], ctx: Context) -> Summary:
     if failed:
         notes.append(f"outside tolerance: {', '.join(failed)}")
     notes += traffic_notes(table, counted)
+    if "hbp_cuda" in counted:
+        notes += _hbp_traffic_notes(records)
     figures = [("Error of each executor per matrix", _error_plot(table, executors, ctx.config["tolerance"]))]
     if counted:
         figures.append(("Memory traffic per nonzero of each executor (median)", traffic_plot(table, counted)))
     return Summary(table=table, figures=figures, notes=notes)
+
+
+# Row-length skewness above which a matrix counts as skewed (HBP's case against one warp per row).
+SKEWED = 10.0
+
+
+def _hbp_traffic_notes(records: list[Record]) -> list[str]:
+    """HBP's (hash) traffic under perfect x reuse against csr_scalar's on every matrix, and against
+    csr_vector's on the skewed ones (row-length skewness > :data:`SKEWED`)."""
+    def ratio(record, other):
+        return (record.value("hbp_cuda_sector_bytes_per_nnz_xreuse")
+                / record.value(f"{other}_sector_bytes_per_nnz_xreuse"))
+
+    counted = [r for r in records if r.value("nnz") and r.value("hbp_cuda_sector_bytes_per_nnz_xreuse")]
+    if not counted:
+        return []
+    worst = max(counted, key=lambda r: ratio(r, "csr_scalar"))
+    above = sum(ratio(r, "csr_scalar") > 1 for r in counted)
+    notes = [f"HBP (hash) traffic with x reused / csr_scalar's: at most {ratio(worst, 'csr_scalar'):.2f} "
+             f"({worst.data.get('name') or worst.unit}), above 1 on {above} of {len(counted)} matrices."]
+    skewed = [r for r in counted if (r.value("row_length_skewness") or 0) > SKEWED]
+    if skewed:
+        worst = max(skewed, key=lambda r: ratio(r, "csr_vector"))
+        name = worst.data.get("name") or worst.unit
+        notes.append(f"On the {len(skewed)} matrices with row-length skewness > {SKEWED:g}, HBP / csr_vector traffic "
+                     f"(x reused) is at most {ratio(worst, 'csr_vector'):.2f} ({name}).")
+    return notes
 
 
 def _error_plot(table: pd.DataFrame, executors: list[str], tolerance: float):

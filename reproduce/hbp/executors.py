@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from methods.spmv.formats import CPU, FORMATS
+from methods.spmv.formats import FORMATS
 from reproduce.harness.artifact import SkipUnit
 from reproduce.harness.device import EMULATED
 from reproduce.harness.records import Record, metric
@@ -38,17 +38,11 @@ HBP = {"cpu": "hbp_cpu", "cuda": "hbp_cuda", EMULATED: "hbp_cuda"}
 REGU2D = {"cpu": "regu2d_cpu", "cuda": "regu2d_cuda", EMULATED: "regu2d_cuda"}
 
 # The largest matrices the HBP artifacts run on the emulated device, which checks and counts every
-# thread's every access (about 10-20 M accesses a second on two cores). Two things bound a
-# unit's cost: its nonzeros, which every executor reads (csr_vector runs 32 threads and five
-# shuffles per row), and HBP's x tiles, a block_width-wide tile loaded into shared memory for
-# every stored block however few nonzeros it holds. Measured with tools/emulator_cost.py on a
-# 2-core machine, the 7 CUDA executors of hbp/correctness, one call each, at 2.0 M nonzeros:
-# banded (n=286000 half_width=3, 560 blocks) 5.9 s in all (csr_vector 2.9 s, each HBP 0.6 s);
-# power_law (250k x 250k, 30k blocks: 125 M tile entries) 52 s in all (each HBP ordering 12 s,
-# csr_vector 3.1 s). The limits keep a unit within a few minutes; the quick sets' generated
-# 16-28 M nonzero matrices, with up to 480k blocks (2 G tile entries), are beyond them.
+# thread's every access (about 10-20 M accesses a second on two cores): every executor reads
+# every nonzero (csr_vector runs 32 threads and five shuffles per row), so a unit's cost follows
+# its nonzeros (tools/emulator_cost.py measures it). The limit keeps a unit within a few minutes;
+# the quick sets' generated 16-28 M nonzero matrices are beyond it.
 EMULATOR_MAX_NNZ = 2_000_000
-EMULATOR_MAX_TILE_ENTRIES = 500_000_000
 
 
 def device_executors(matrix: sp.csr_matrix, layouts: dict[str, object], device: str) -> dict[str, Callable]:
@@ -56,8 +50,7 @@ def device_executors(matrix: sp.csr_matrix, layouts: dict[str, object], device: 
 
     ``layouts`` maps a format name to its layout built for ``device``, or, for ``"hbp"``, to a
     dict ordering -> layout: HBP executors are named ``hbp_<device>`` for the paper's hash ordering
-    and ``hbp_<device>_<ordering>`` for the others. On CUDA (and the emulated device) HBP's kernel
-    without its merge is added as ``hbp_cuda_no_merge`` (hash only).
+    and ``hbp_<device>_<ordering>`` for the others.
     """
     executors = {}
     for format_name, layout in layouts.items():
@@ -65,8 +58,6 @@ def device_executors(matrix: sp.csr_matrix, layouts: dict[str, object], device: 
         for ordering, variant in variants.items():
             for name, make in FORMATS[format_name].executors(device).items():
                 executors[name if ordering == "hash" else f"{name}_{ordering}"] = make(matrix, variant, device)
-    if device != CPU and "hbp_cuda" in executors:
-        executors["hbp_cuda_no_merge"] = executors["hbp_cuda"].spmv_only
     return executors
 
 
@@ -77,22 +68,12 @@ def csr_bytes(matrix, itemsize: int) -> int:
 
 
 # ---- the emulated CUDA device ------------------------------------------------------------------
-def check_emulator_size(matrix, block_height: int, block_width: int) -> None:
-    """Raise SkipUnit for a matrix beyond the emulated device's limits: more than :data:`EMULATOR_MAX_NNZ`
-    nonzeros, or more than :data:`EMULATOR_MAX_TILE_ENTRIES` x entries in HBP's tiles (stored blocks of
-    ``block_height`` x ``block_width`` times the tile width)."""
+def check_emulator_size(matrix) -> None:
+    """Raise SkipUnit for a matrix beyond the emulated device's limit of :data:`EMULATOR_MAX_NNZ` nonzeros."""
     if matrix.nnz > EMULATOR_MAX_NNZ:
         raise SkipUnit(f"{matrix.nnz:,} nonzeros exceed the emulated CUDA device's limit of {EMULATOR_MAX_NNZ:,} "
                        "per matrix: it checks and counts every thread's every access, so this matrix would take "
                        "far too long; run it on a GPU")
-    coo = matrix.tocoo()
-    column_blocks = -(-matrix.shape[1] // block_width)
-    blocks = np.unique(coo.row.astype(np.int64) // block_height * column_blocks + coo.col // block_width).size
-    tiles = blocks * min(block_width, matrix.shape[1])
-    if tiles > EMULATOR_MAX_TILE_ENTRIES:
-        raise SkipUnit(f"HBP's {blocks:,} stored {block_height} x {block_width} blocks load {tiles:,} x entries into "
-                       f"shared memory per SpMV, beyond the emulated CUDA device's limit of "
-                       f"{EMULATOR_MAX_TILE_ENTRIES:,}: it would take far too long; run it on a GPU")
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,6 @@ from scipy.stats import gmean  # noqa: E402
 from methods.spmv.accuracy import componentwise_error  # noqa: E402
 from methods.spmv.csr import spmv_scipy  # noqa: E402
 from methods.spmv.formats import FORMATS, hbp_block_shape  # noqa: E402
-from methods.spmv.hbp import GPU_BLOCK_SHAPE  # noqa: E402
 from methods.spmv.machine import cpu_caches  # noqa: E402
 from methods.spmv.stats import row_length_stats  # noqa: E402
 from reproduce.harness.artifact import Artifact, Context, Outcome, Summary, Unit  # noqa: E402
@@ -70,7 +69,7 @@ def run_unit(unit: Unit, ctx: Context) -> Outcome:
     cfg, device = ctx.config, ctx.device
     matrix, provenance = load_unit_matrix(unit, ctx)
     if device.kind == EMULATED:
-        check_emulator_size(matrix, *GPU_BLOCK_SHAPE)
+        check_emulator_size(matrix)
     matrix = (matrix.real if np.iscomplexobj(matrix.data) else matrix).astype(cfg["dtype"])
     x = ctx.rng(unit).uniform(-1.0, 1.0, matrix.shape[1]).astype(cfg["dtype"])
     y_ref = spmv_scipy(matrix.astype(np.float64), x.astype(np.float64))
@@ -141,8 +140,7 @@ def _measure(executors, x, to_host, matrix, x_host, y_ref, bandwidth, timer) -> 
     ``<executor>_<quantity>``. ``x`` is the input on the executors' device and ``to_host`` brings a result back."""
     metrics = {}
     for name, run in executors.items():
-        if not name.endswith("no_merge"):
-            metrics[f"{name}_error"] = metric(componentwise_error(matrix, x_host, to_host(run(x)), y_ref))
+        metrics[f"{name}_error"] = metric(componentwise_error(matrix, x_host, to_host(run(x)), y_ref))
     timings = timer({name: (lambda run=run: run(x)) for name, run in executors.items()})
     for name, timing in timings.items():
         metrics.update(_time_metrics(name, timing.median, timing.repeats, matrix, bandwidth))
@@ -154,8 +152,7 @@ def _measure_emulated(executors, matrix, x, y_ref) -> dict:
     its memory traffic counted (:func:`reproduce.hbp.executors.run_emulated`)."""
     calls, metrics = run_emulated(executors, x, matrix)
     for name, call in calls.items():
-        if not name.endswith("no_merge"):
-            metrics[f"{name}_error"] = metric(componentwise_error(matrix, x, call.result, y_ref))
+        metrics[f"{name}_error"] = metric(componentwise_error(matrix, x, call.result, y_ref))
         metrics.update(_time_metrics(name, call.seconds, 1, matrix, None))
     return metrics
 

@@ -958,8 +958,8 @@ def spmv_case():
     return matrix, x, matrix @ x
 
 
-def hbp(matrix, block_width=64):
-    return cuda.HBPCuda(build_hbp(matrix, "hash", block_height=64, block_width=block_width), warps=4,
+def hbp(matrix):
+    return cuda.HBPCuda(build_hbp(matrix, "hash", block_height=64, block_width=64), warps=4, threads_per_block=32,
                         device="cuda-emu")
 
 
@@ -984,34 +984,41 @@ def test_csr_vector_with_its_shuffle_in_a_divergent_branch(broken_kernel, spmv_c
                     r"in block \(\d+,0,0\), which has exited", str(error.value)), error.value
 
 
-@pytest.mark.parametrize("occurrence", [0, 1])
-def test_hbp_without_a_syncwarp_around_the_tile_load(broken_kernel, spmv_case, occurrence):
-    """The first __syncwarp keeps lanes from overwriting the tile others still read (it matters
-    when a warp moves to another column block); the second makes the whole new tile visible."""
+@pytest.mark.parametrize(("occurrence", "accesses"), [
+    # zeroing the y panel, then another lane adding into it
+    (0, ("panel[r] = 0;", "panel[slot_row[first_slot + lane]] += sum;")),
+    # one group's additions, then another lane's of the next group to the same row
+    (1, ("panel[slot_row[first_slot + lane]] += sum;",)),
+])
+def test_hbp_without_each_syncwarp(broken_kernel, spmv_case, occurrence, accesses):
+    """The first __syncwarp orders the panel's zeroing before any lane adds to it; the second orders
+    one group's additions before the next group's, whose lane for the same row may differ."""
     matrix, x, _ = spmv_case
     broken_kernel("hbp", replace("__syncwarp();", "", occurrence))
-    lines = {kernel_line("hbp", "tile[i] = x[col0 + i];"), kernel_line("hbp", "sum += values[k] * tile[")}
-    for _ in range(3):
-        with pytest.raises(cuda_emu.KernelError) as error:
-            hbp(matrix)(cuda_emu.asarray(x))
-        message = str(error.value)
-        assert re.match("hbp_spmv: " + ANY_RACE + " on dynamic shared memory at byte ", message), message
-        found = re.search(r"\[at hbp.cu:(\d+) and hbp.cu:(\d+)\]", message)
-        assert found and {int(found[1]), int(found[2])} == lines, message
+    lines = {kernel_line("hbp", access) for access in accesses}
+    with pytest.raises(cuda_emu.KernelError) as error:
+        hbp(matrix)(cuda_emu.asarray(x))
+    message = str(error.value)
+    assert re.match("hbp_spmv: " + ANY_RACE + " on dynamic shared memory at byte ", message), message
+    found = re.search(r"\[at hbp.cu:(\d+) and hbp.cu:(\d+)\]", message)
+    assert found and {int(found[1]), int(found[2])} == lines, message
 
 
-@pytest.mark.parametrize("edit", [replace("i < width; i += WARP_SIZE", "i <= width; i += WARP_SIZE"),
-                                  replace("tile[i] = x[col0 + i];", "tile[i] = x[col0 + i + 1];")],
-                         ids=["loop-bound", "index"])
-def test_hbp_tile_load_off_by_one(broken_kernel, spmv_case, edit):
+@pytest.mark.parametrize(("edit", "access", "message"), [
+    (replace("__ldg(xs + cols[k + lane])", "__ldg(xs + cols[k + lane] + 1)"), "__ldg(xs + cols[k + lane]",
+     r"out-of-bounds read of 8 bytes at x\[500\] \(x has 500 elements of 8 bytes\)"),
+    (replace("y[row0 + r] = panel[r];", "y[row0 + r + 1] = panel[r];"), "y[row0 + r] = panel[r];",
+     r"out-of-bounds write of 8 bytes at y\[300\] \(y has 300 elements"),
+], ids=["x-past-its-end", "y-past-its-end"])
+def test_hbp_off_by_one(broken_kernel, spmv_case, edit, access, message):
+    """A column read one past its own, or a row block's rows written one past the last, is caught at its line
+    (``access``: the line's text before the edit)."""
     matrix, x, _ = spmv_case
     broken_kernel("hbp", edit)
     with pytest.raises(cuda_emu.KernelError) as error:
-        hbp(matrix, block_width=4096)(cuda_emu.asarray(x))  # one column block: the tile ends at the end of x
-    message = str(error.value)
-    assert re.match(r"hbp_spmv: out-of-bounds read of 8 bytes at x\[500\] \(x has 500 elements of 8 bytes\) by "
-                    r"thread \(\d+,0,0\) of block \(\d+,0,0\)", message), message
-    assert f"[at hbp.cu:{kernel_line('hbp', 'tile[i] = x[col0 + i];')}]" in message
+        hbp(matrix)(cuda_emu.asarray(x))
+    assert re.match("hbp_spmv: " + message, str(error.value)), error.value
+    assert f"[at hbp.cu:{kernel_line('hbp', access)}]" in str(error.value)  # the edit keeps the line numbers
 
 
 @pytest.mark.parametrize("grid", [None, 1], ids=["one-block-per-panel", "grid-stride"])

@@ -3,21 +3,21 @@
 CPU tests (always run): the kernel sources compile for Orin, the RTX 4090 and H100/H200
 (nvcc --ptx, and NVRTC as CuPy calls it, where present); the argument table matches the
 ``.cu`` signatures and the layout's dtypes; the modules import without CuPy or a GPU and
-executors say what is missing; HBP's schedule splits the blocks into fixed shares and a queue;
-the layout checks catch contract violations.
+executors say what is missing; HBP's schedule splits the row blocks into fixed shares and a
+queue; the layout checks catch contract violations.
 
 Device tests, each run on two devices (the ``device`` parameter): ``"cuda"``, a GPU through
 CuPy (``@pytest.mark.cuda``, skipped with a reason without one), and ``"cuda-emu"``, the
 emulated CUDA device of :mod:`cuda_emu` that runs the same ``.cu`` kernels on the CPU
 with every access bounds- and race-checked (``@pytest.mark.cuda_emu``, always run). Every
-kernel (``csr_scalar``, ``csr_vector``, ``hbp_spmv`` + ``hbp_merge`` over the hash, sort and
+kernel (``csr_scalar``, ``csr_vector``, ``hbp_spmv`` over the hash, sort and
 dp orderings, and cuSPARSE on the GPU) against scipy in fp64 (componentwise error <= 1e-12)
 and fp32 (<= 1e-5): on every shared SuiteSparse matrix, on generated edge cases, on
 hypothesis-generated matrices and over launch geometries (one block of 32 threads, the
-authors' 256 x 32, one warp per block, more warps than work, several x tiles per thread
-block); repeated HBP calls are identical (the queue counter is zeroed every launch, hbp.md
-section 5); ``spmv_only`` and ``merge_only`` are checked separately. ``regu2d_spmv`` is
-tested the same way in test_regu2d.py.
+authors' 256 x 32, one warp per block, more warps than work, several y panels per thread
+block, past the 48 KB shared-memory opt-in); repeated HBP calls are identical (the queue
+counter is zeroed every launch, hbp.md section 5). ``regu2d_spmv`` is tested the same way in
+test_regu2d.py.
 
 Emulator limits. Measured on a 2-core machine, fp64, one call each: the largest shared matrix,
 AG-Monien/crack (10,240 rows, 60,760 entries), takes 0.02 s in csr_scalar and regu2d, 0.04 s
@@ -54,7 +54,8 @@ from tests.methods.spmv_cases import matrix_files, shared_matrix
 ARCHES = ["87", "89", "90"]  # Jetson AGX Orin, RTX 4090, H100/H200
 DTYPES = ["float64", "float32"]
 TOLERANCE = {"float64": 1e-12, "float32": 1e-5}
-C_TYPES = {"int": "int32", "long long": "int64", "unsigned short": "uint16", "VALUE_T": "value", "COL_T": "col"}
+C_TYPES = {"int": "int32", "long long": "int64", "unsigned short": "uint16", "unsigned int": "uint32",
+           "VALUE_T": "value", "COL_T": "col"}
 # The emulated device's test limit (module docstring): above every shared matrix.
 EMU_MAX_NNZ = 100_000
 # Every device test runs on a GPU (skipped without one) and on the emulated device (always).
@@ -75,18 +76,19 @@ EDGE_CASES = {
 # Launch geometries: name -> (CSR executor keywords, HBP executor keywords); None: not for that family.
 GEOMETRIES = {
     # The executors' defaults: CSR 256 threads per block and enough blocks for one thread (warp)
-    # per row; HBP the authors' 256 warps of one warp per thread block (8192 threads).
+    # per row; HBP the authors' 256 warps (8192 threads), 4 warps per thread block.
     "defaults": ({}, {}),
     "one_block_of_32": ({"blocks": 1, "threads_per_block": 32}, {"warps": 1, "threads_per_block": 32}),
-    "authors_256x32": ({"blocks": 256, "threads_per_block": 32}, None),  # HBP's default already
+    "authors_256x32": ({"blocks": 256, "threads_per_block": 32}, {"warps": 256, "threads_per_block": 32}),
     "one_warp_per_block": ({"threads_per_block": 32}, {"warps": 7, "chunk": 3, "threads_per_block": 32}),
-    # Far more threads (warps) than rows (blocks); HBP: every block competed for, one at a time.
+    # Far more threads (warps) than rows (row blocks; HBP cuts its launch to them): all competed for, one at a time.
     "more_warps_than_work": ({"blocks": 64, "threads_per_block": 1024},
                              {"warps": 1024, "chunk": 1, "fixed_per_warp": 0}),
-    # Several warps per thread block, each with its own x tile (2 x 32 KB fp64: the shared-memory opt-in).
-    "tiles_per_block_64": ({"threads_per_block": 64}, {"warps": 64, "chunk": 1, "threads_per_block": 64,
-                                                       "fixed_per_warp": 0}),
-    "tiles_per_block_128": ({"threads_per_block": 128}, {"warps": 128, "chunk": 3, "threads_per_block": 128}),
+    # Several warps per thread block, each with its own y panel.
+    "panels_per_block_64": ({"threads_per_block": 64}, {"warps": 64, "chunk": 1, "threads_per_block": 64,
+                                                        "fixed_per_warp": 0}),
+    # 32 panels of 512 fp64 rows: 128 KB per thread block, past the 48 KB shared-memory opt-in.
+    "panels_per_block_1024": ({"threads_per_block": 1024}, {"warps": 64, "chunk": 3, "threads_per_block": 1024}),
 }
 
 
@@ -200,14 +202,11 @@ def test_argument_table_matches_the_cu_signatures():
 
 
 def test_argument_table_matches_the_layout_dtypes():
-    """The HBP kernels take exactly the chain arrays, in their dtypes; Regu2D's its layout's."""
-    hbp_arrays = {}
-    for kernel in ("hbp_spmv", "hbp_merge"):
-        for name, kind in cuda_kernels.KERNEL_ARGUMENTS[kernel]:
-            if name in cuda_kernels.HBP_CHAIN_DTYPES:
-                assert kind == cuda_kernels.HBP_CHAIN_DTYPES[name] + "*", (kernel, name)
-                hbp_arrays[name] = kind
-    assert set(hbp_arrays) == set(cuda_kernels.HBP_CHAIN_DTYPES) == set(cuda_kernels.HBP_DEVICE_ARRAYS)
+    """The HBP kernel takes exactly the layout's arrays, in their dtypes and order; Regu2D's its layout's."""
+    hbp_arrays = [(name, kind) for name, kind in cuda_kernels.KERNEL_ARGUMENTS["hbp_spmv"]
+                  if name in cuda_kernels.HBP_LAYOUT_DTYPES]
+    assert hbp_arrays == [(name, kind + "*") for name, kind in cuda_kernels.HBP_LAYOUT_DTYPES.items()]
+    assert cuda_kernels.HBP_DEVICE_ARRAYS == tuple(cuda_kernels.HBP_LAYOUT_DTYPES)
     for name, kind in cuda_kernels.KERNEL_ARGUMENTS["regu2d_spmv"]:
         if name in cuda_kernels.REGU2D_LAYOUT_DTYPES:
             assert kind == cuda_kernels.REGU2D_LAYOUT_DTYPES[name] + "*", name
@@ -215,18 +214,19 @@ def test_argument_table_matches_the_layout_dtypes():
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_builder_layout_has_the_kernel_dtypes(dtype):
-    """methods/spmv/hbp.py's arrays have the contract's dtypes, their chain form the kernels' (nothing is cast)."""
+    """methods/spmv/hbp.py's arrays have the contract's dtypes, which the kernel takes as they are (nothing is cast)."""
     matrix = edge_matrix("rows_multiple_of_512", dtype)
     for ordering in ORDERINGS:
         layout = build_hbp(matrix, ordering=ordering)
         cuda_kernels.check_hbp_layout(layout)
         for name, kind in cuda_kernels.HBP_LAYOUT_DTYPES.items():
             assert getattr(layout, name).dtype == np.dtype(dtype if kind == "value" else kind), (ordering, name)
-        chain = cuda_kernels.hbp_chain_arrays(layout)
-        arrays = {name: chain[name] for name, _ in cuda_kernels.KERNEL_ARGUMENTS["hbp_spmv"] if name in chain}
-        scalars = {"n_blocks": len(layout.block_col), "fixed_per_warp": 0, "ncols": matrix.shape[1]}
+        cuda_kernels.check_hbp_contents(layout)
+        arrays = {name: getattr(layout, name) for name in cuda_kernels.HBP_DEVICE_ARRAYS}
+        scalars = {"n_rowblocks": layout.n_rowblocks, "fixed_per_warp": 0, "nrows": matrix.shape[0],
+                   "block_height": layout.block_height, "block_width": layout.block_width}
         packed = cuda_kernels.pack_arguments("hbp_spmv", {**scalars, **arrays}, dtype)
-        assert [type(a) for a in packed[:3]] == [np.int32] * 3
+        assert [type(a) for a in packed[:5]] == [np.int32] * 5
 
 
 def test_pack_arguments_checks_types_order_and_range():
@@ -251,9 +251,9 @@ def test_pack_arguments_checks_types_order_and_range():
 
 def test_loader_prepends_defines():
     """The #define lines, then a #line directive (messages keep the file's own line numbers), then the file."""
-    source = cuda_kernels.kernel_source("hbp", {"VALUE_T": "float", "BLOCK_WIDTH": 1024, "CHUNK": 3})
+    source = cuda_kernels.kernel_source("hbp", {"VALUE_T": "float", "CHUNK": 3})
     file_text = (cuda_kernels.KERNEL_DIR / "hbp.cu").read_text()
-    assert source == f'#define BLOCK_WIDTH 1024\n#define CHUNK 3\n#define VALUE_T float\n#line 1 "hbp.cu"\n{file_text}'
+    assert source == f'#define CHUNK 3\n#define VALUE_T float\n#line 1 "hbp.cu"\n{file_text}'
 
 
 COMPILE_CASES = [
@@ -261,8 +261,8 @@ COMPILE_CASES = [
     ("csr", {"VALUE_T": "double"}),
     ("csr", {"VALUE_T": "float"}),
     ("hbp", {}),
-    ("hbp", {"VALUE_T": "double", "BLOCK_WIDTH": 4096, "CHUNK": 10}),
-    ("hbp", {"VALUE_T": "float", "BLOCK_WIDTH": 1000, "CHUNK": 1}),
+    ("hbp", {"VALUE_T": "double", "CHUNK": 1}),
+    ("hbp", {"VALUE_T": "float", "CHUNK": 4}),
     ("regu2d", {}),
     ("regu2d", {"VALUE_T": "double", "COL_T": "unsigned short"}),
     ("regu2d", {"VALUE_T": "float", "COL_T": "int"}),
@@ -371,10 +371,10 @@ SCHEDULES = [(0, 256, 10, None), (5, 256, 10, None), (1000, 256, 10, None), (100
 
 
 @pytest.mark.parametrize(("n_blocks", "warps", "chunk", "fixed"), SCHEDULES)
-def test_schedule_splits_the_blocks_into_fixed_shares_and_a_queue(n_blocks, warps, chunk, fixed):
-    """Warp w's fixed share and the queue tile [0, n_blocks); the kernels' run of it is checked on the devices."""
+def test_schedule_splits_the_row_blocks_into_fixed_shares_and_a_queue(n_blocks, warps, chunk, fixed):
+    """Warp w's fixed share and the queue tile [0, n_rowblocks); the kernel's run of it is checked on the devices."""
     schedule = cuda_kernels.hbp_schedule(n_blocks, warps, chunk, fixed)
-    assert (schedule.n_blocks, schedule.warps, schedule.chunk) == (n_blocks, warps, chunk)
+    assert (schedule.n_rowblocks, schedule.warps, schedule.chunk) == (n_blocks, warps, chunk)
     assert schedule.fixed_per_warp == (n_blocks // warps if fixed is None else fixed)
     if fixed is None:
         assert 0 <= schedule.queue_size < warps  # the authors' rule: only the remainder competes
@@ -385,8 +385,8 @@ def test_schedule_splits_the_blocks_into_fixed_shares_and_a_queue(n_blocks, warp
 
 
 def test_launch_configuration():
-    assert cuda_kernels.hbp_launch(256, 32, 4096, np.float64) == (256, 32 * 1024)  # the authors': 256 x 32 threads
-    assert cuda_kernels.hbp_launch(256, 128, 4096, np.float32) == (64, 4 * 16 * 1024)
+    assert cuda_kernels.hbp_launch(256, 32, 512, np.float64) == (256, 4 * 1024)  # the authors': 256 x 32 threads
+    assert cuda_kernels.hbp_launch(256, 128, 512, np.float32) == (64, 4 * 2 * 1024)
     assert cuda_kernels.hbp_launch(64, 64, 8192, np.float64) == (32, 2 * 64 * 1024)
     for threads in (0, 48, 2048, 96):  # 96: 3 warps do not divide 64 warps
         with pytest.raises(ValueError, match="multiple of 32"):
@@ -433,10 +433,10 @@ def test_layout_check_catches_contract_violations():
     with pytest.raises(ValueError, match="1 to 32 slots; found .* to 33"):
         cuda_kernels.check_hbp_layout(big_group)
     with pytest.raises(ValueError, match="1 to 32 slots"):
-        cuda_kernels.hbp_chain_arrays(big_group)
+        cuda_kernels.check_hbp_contents(big_group)
 
 
-def test_chain_arrays_reject_what_the_check_leaves_to_them():
+def test_contents_check_rejects_what_the_layout_check_leaves_to_it():
     """What needs a pass over the slots or nonzeros: lane order, rows and columns inside their block, tiling."""
     layout = build_hbp(edge_matrix("empty_rows"), "hash", block_height=64, block_width=64)
     ptr = layout.group_slot_ptr
@@ -444,89 +444,33 @@ def test_chain_arrays_reject_what_the_check_leaves_to_them():
     shuffled = layout.slot_last.copy()
     shuffled[ptr[group]:ptr[group + 1]] = shuffled[ptr[group]:ptr[group + 1]][::-1]
     with pytest.raises(ValueError, match="row block .* longest first"):
-        cuda_kernels.hbp_chain_arrays(replaced(layout, slot_last=shuffled))
+        cuda_kernels.check_hbp_contents(replaced(layout, slot_last=shuffled))
     outside = layout.slot_row.copy()
     outside[-1] = layout.block_height
     with pytest.raises(ValueError, match="slot_row must lie in its row block"):
-        cuda_kernels.hbp_chain_arrays(replaced(layout, slot_row=outside))
+        cuda_kernels.check_hbp_contents(replaced(layout, slot_row=outside))
     wide = layout.cols.copy()
     wide[0] = layout.block_width
     with pytest.raises(ValueError, match="column .* must lie in its block"):
-        cuda_kernels.hbp_chain_arrays(replaced(layout, cols=wide))
+        cuda_kernels.check_hbp_contents(replaced(layout, cols=wide))
     shifted = layout.group_nz_offset.copy()
     shifted[1] += 1
     with pytest.raises(ValueError, match="must tile"):
-        cuda_kernels.hbp_chain_arrays(replaced(layout, group_nz_offset=shifted))
+        cuda_kernels.check_hbp_contents(replaced(layout, group_nz_offset=shifted))
 
 
-CHAIN_CASES = [(case, block) for case in ("empty_rows", "dense_row", "single_column", "all_zero", "odd_sizes")
-               for block in ((512, 4096), (8, 16), (1, 1), (32, 7))]
+CONTENT_CASES = [(case, block) for case in ("empty_rows", "dense_row", "single_column", "all_zero", "odd_sizes")
+                 for block in ((512, 4096), (8, 16), (1, 1), (32, 7))]
 
 
-@pytest.mark.parametrize(("case", "block"), CHAIN_CASES)
-def test_chain_arrays_give_the_old_chain_semantics(case, block):
-    """Each lane's chain (from ``group_nz_ptr[g] + q`` via ``next`` to -1) is its row's nonzeros in its
-    block, in column order; every nonzero is on one chain; ``merge_slot`` lists each row's slots once,
-    by column block; the offsets are the rounds' lane counts."""
+@pytest.mark.parametrize(("case", "block"), CONTENT_CASES)
+def test_contents_check_accepts_every_valid_layout(case, block):
+    """The builder's layouts (each ordering) and the independent reference layout pass the whole check."""
     matrix = edge_matrix(case)
     if case == "odd_sizes":
         matrix = matrix[:301, :1033]  # still no multiple of a block side; a tenth of the nonzeros (Python loops)
-    height, width = block
-    layouts = layouts_for(matrix, height, width)
-    for name, layout in layouts.items():
-        what = f"{case} {height}x{width} {name}"
-        canonical = sp.csr_matrix(matrix, copy=True)
-        canonical.sum_duplicates()
-        if name == "reference":
-            canonical.eliminate_zeros()  # the reference layout drops explicit zeros, the builder keeps them
-        chain = cuda_kernels.hbp_chain_arrays(layout)
-        n_slots, nnz = len(layout.slot_row), len(layout.values)
-        n_groups = len(layout.group_slot_ptr) - 1
-        expected_lengths = {"block_col": len(layout.block_col), "block_group_ptr": len(layout.block_col) + 1,
-                            "group_slot_ptr": n_groups + 1, "group_nz_ptr": n_groups + 1, "cols": nnz,
-                            "values": nnz, "next": nnz, "merge_ptr": matrix.shape[0] + 1, "merge_slot": n_slots}
-        for key, kind in cuda_kernels.HBP_CHAIN_DTYPES.items():
-            array = chain[key]
-            assert array.dtype == (layout.values.dtype if kind == "value" else np.dtype(kind)), (what, key)
-            assert array.shape == (expected_lengths[key],), (what, key)
-        assert chain["group_nz_ptr"][-1] == nnz
-        seen = np.zeros(nnz, np.int64)
-        slot_global_row = np.empty(n_slots, np.int64)
-        slot_block_col = np.empty(n_slots, np.int64)
-        for rb in range(len(layout.row_block_ptr) - 1):
-            for b in range(layout.row_block_ptr[rb], layout.row_block_ptr[rb + 1]):
-                cb = int(chain["block_col"][b])
-                for g in range(chain["block_group_ptr"][b], chain["block_group_ptr"][b + 1]):
-                    first, end = chain["group_slot_ptr"][g], chain["group_slot_ptr"][g + 1]
-                    lasts = layout.slot_last[first:end].astype(np.int64)
-                    for q in range(end - first):
-                        row = rb * height + int(layout.slot_row[first + q])
-                        slot_global_row[first + q], slot_block_col[first + q] = row, cb
-                        k, rounds, walked_cols, walked_values = int(chain["group_nz_ptr"][g]) + q, 0, [], []
-                        while True:
-                            seen[k] += 1
-                            walked_cols.append(chain["cols"][k])
-                            walked_values.append(chain["values"][k])
-                            step = int(chain["next"][k])
-                            if step < 0:
-                                break
-                            assert step == np.count_nonzero(lasts >= rounds), f"{what}: offset of round {rounds}"
-                            k += step
-                            rounds += 1
-                        start, stop = canonical.indptr[row], canonical.indptr[row + 1]
-                        inside = canonical.indices[start:stop] // width == cb
-                        np.testing.assert_array_equal(walked_cols, canonical.indices[start:stop][inside], what)
-                        np.testing.assert_array_equal(walked_values, canonical.data[start:stop][inside], what)
-        assert (seen == 1).all(), f"{what}: nonzeros not on exactly one chain"
-        merge_ptr, merge_slot = chain["merge_ptr"], chain["merge_slot"]
-        assert merge_ptr[0] == 0 and np.all(np.diff(merge_ptr) >= 0) and merge_ptr[-1] == n_slots
-        assert sorted(merge_slot) == list(range(n_slots)), what
-        for row in range(matrix.shape[0]):
-            slots = merge_slot[merge_ptr[row]:merge_ptr[row + 1]]
-            assert (slot_global_row[slots] == row).all(), f"{what}: row {row}"
-            assert np.all(np.diff(slot_block_col[slots]) > 0), f"{what}: row {row} not in column-block order"
-            row_blocks = np.unique(canonical.indices[canonical.indptr[row]:canonical.indptr[row + 1]] // width)
-            assert len(slots) == len(row_blocks), f"{what}: row {row} has {len(slots)} slots"
+    for layout in layouts_for(matrix, *block).values():
+        cuda_kernels.check_hbp_contents(layout)
 
 
 # ---------------------------------------------------------------- devices: a GPU and the emulated device
@@ -535,8 +479,8 @@ def test_chain_arrays_give_the_old_chain_semantics(case, block):
 def standard_executors(matrix: sp.csr_matrix, layouts: dict, device: str, competitive: bool = False) -> dict:
     """name -> executor for every CUDA method on ``matrix`` (fp64 or fp32), HBP for each layout.
 
-    ``competitive`` adds, per layout, HBP with every block competed for and 2 warps per thread
-    block (64 KB fp64 tiles: the opt-in above 48 KB).
+    ``competitive`` adds, per layout, HBP with every row block competed for and 32 warps per
+    thread block (their y panels past the 48 KB opt-in at 512 fp64 rows).
     """
     executors = {
         "csr_scalar": cuda.CsrScalarCuda(matrix, device=device),
@@ -548,7 +492,7 @@ def standard_executors(matrix: sp.csr_matrix, layouts: dict, device: str, compet
     for name, layout in layouts.items():
         executors[f"hbp_{name}"] = cuda.HBPCuda(layout, device=device)
         if competitive:
-            executors[f"hbp_{name}_competitive"] = cuda.HBPCuda(layout, warps=64, chunk=1, threads_per_block=64,
+            executors[f"hbp_{name}_competitive"] = cuda.HBPCuda(layout, warps=64, chunk=1, threads_per_block=1024,
                                                                 fixed_per_warp=0, device=device)
     return executors
 
@@ -570,8 +514,8 @@ def check_executors(matrix: sp.csr_matrix, executors: dict, device: str, dtype: 
                     seed: int = 11) -> None:
     """Every executor against scipy, then (HBP always, the others on the GPU) a repeated call, bitwise.
 
-    Before the repeated call ``out`` and HBP's ``partial`` are filled with NaN, so a row or a
-    block that the second launch skips (a counter left drained) shows.
+    Before the repeated call ``out`` is filled with NaN, so a row or a row block that the second
+    launch skips (a counter left drained) shows.
     """
     xp = backend(device)
     x = np.random.default_rng(seed).uniform(-1, 1, matrix.shape[1]).astype(dtype)
@@ -582,8 +526,6 @@ def check_executors(matrix: sp.csr_matrix, executors: dict, device: str, dtype: 
         is_hbp = isinstance(executor, cuda.HBPCuda)
         if not (is_hbp or device == "cuda"):
             continue  # the emulated CSR kernels keep no state between calls; the time goes to other checks
-        if is_hbp:
-            executor.partial.fill(np.nan)
         again = host(executor(x_device, out=xp.asarray(np.full(matrix.shape[0], np.nan, dtype))))
         if isinstance(executor, cuda.CsrCusparse):
             # cuSPARSE's default CSR algorithm (ALG1) does not promise bitwise-repeatable sums.
@@ -677,38 +619,36 @@ def diagonal_blocks(n_blocks: int) -> sp.csr_matrix:
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize(("n_blocks", "warps", "chunk", "fixed"), SCHEDULES)
-def test_hbp_runs_every_block_of_the_schedule_once(n_blocks, warps, chunk, fixed, device):
-    """The kernel processes each stored block once, and claims the queue from a counter that starts at 0.
+def test_hbp_runs_every_row_block_of_the_schedule_once(n_blocks, warps, chunk, fixed, device):
+    """The kernel sums each row block once, and claims the queue from a counter that starts at 0.
 
-    Every warp's last claim starts past the queue, so the counter ends at ``(claims + warps) *
-    chunk`` with ``claims = ceil(queue_size / chunk)``: more if it started above 0, and
-    ``partial`` (NaN-filled) keeps a NaN if a block were skipped. On the emulated device the
-    launch report also counts exactly one store instruction per warp group of ``partial`` (one
-    per stored block here): none is processed twice.
+    With 1 x 1 blocks every row is a row block (the last three without nonzeros). Every warp's
+    last claim starts past the queue, so the counter ends at ``(claims + warps) * chunk`` with
+    ``claims = ceil(queue_size / chunk)``: more if it started above 0, and y (NaN-filled) keeps
+    a NaN if a row block were skipped. On the emulated device the launch report also counts
+    exactly one store instruction into y per row block (each has one row): none is summed twice.
     """
     import cuda_emu
 
     matrix = diagonal_blocks(n_blocks)
     layout = build_hbp(matrix, "hash", block_height=1, block_width=1)
-    assert len(layout.block_col) == n_blocks
-    executor = cuda.HBPCuda(layout, warps=warps, chunk=chunk, fixed_per_warp=fixed, device=device)
+    n_rowblocks = matrix.shape[0]
+    executor = cuda.HBPCuda(layout, warps=warps, chunk=chunk, threads_per_block=32, fixed_per_warp=fixed,
+                            device=device)
     x = np.random.default_rng(1).uniform(-1, 1, matrix.shape[1])
-    x_device = backend(device).asarray(x)
-    executor.partial.fill(np.nan)
+    xp = backend(device)
     with cuda_emu.recorded() as reports:
-        partial = host(executor.spmv_only(x_device))
-    assert not np.isnan(partial).any()
-    assert_close(matrix, x, executor.merge_only(), "float64", f"{n_blocks} blocks")
+        y = host(executor(xp.asarray(x), out=xp.asarray(np.full(n_rowblocks, np.nan))))
+    assert_close(matrix, x, y, "float64", f"{n_blocks} blocks")
     schedule = executor.schedule
+    assert schedule.n_rowblocks == n_rowblocks and schedule.warps == min(warps, n_rowblocks)  # no idle warps
     claims = math.ceil(schedule.queue_size / chunk)
-    expected_counter = (claims + warps) * chunk if n_blocks else 0  # no blocks: no launch
-    assert int(host(executor.queue_counter)[0]) == expected_counter
+    assert int(host(executor.queue_counter)[0]) == (claims + schedule.warps) * chunk
     if device == "cuda-emu":
         spmv_reports = [r for r in reports if r.kernel == "hbp_spmv"]
-        assert len(spmv_reports) == (1 if n_blocks else 0)
-        if n_blocks:
-            assert spmv_reports[0].arrays["partial"].requests["store"] == layout.n_groups
-            assert spmv_reports[0].arrays["queue_counter"].requests["atomic"] == claims + warps
+        assert len(spmv_reports) == 1
+        assert spmv_reports[0].arrays["y"].requests["store"] == n_rowblocks
+        assert spmv_reports[0].arrays["queue_counter"].requests["atomic"] == claims + schedule.warps
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -716,62 +656,43 @@ def test_hbp_zeroes_the_queue_counter_every_call(device):
     """A counter left high (as the authors' warm-up left theirs, hbp.md section 5) is zeroed by the next call."""
     matrix = edge_matrix("odd_sizes")[:300, :900]
     layout = build_hbp(matrix, "hash", block_height=8, block_width=16)
-    executor = cuda.HBPCuda(layout, warps=64, chunk=3, fixed_per_warp=0, device=device)
-    assert executor.schedule.queue_size == len(layout.block_col) > 1000  # every block competed for
+    executor = cuda.HBPCuda(layout, warps=8, chunk=3, fixed_per_warp=0, threads_per_block=32, device=device)
+    assert executor.schedule.queue_size == layout.n_rowblocks == 38  # every row block competed for
     x = np.random.default_rng(2).uniform(-1, 1, matrix.shape[1])
-    x_device = backend(device).asarray(x)
+    xp = backend(device)
+    x_device = xp.asarray(x)
     first = host(executor(x_device))
     assert_close(matrix, x, first, "float64", "first call")
-    final_counter = (math.ceil(executor.schedule.queue_size / 3) + 64) * 3
+    final_counter = (math.ceil(executor.schedule.queue_size / 3) + 8) * 3
     for _ in range(2):
         assert int(host(executor.queue_counter)[0]) == final_counter
-        executor.queue_counter.fill(2**30)  # a drained counter: without the reset no block would be claimed
-        executor.partial.fill(np.nan)
-        again = host(executor(x_device))
+        executor.queue_counter.fill(2**30)  # a drained counter: without the reset no row block would be claimed
+        again = host(executor(x_device, out=xp.asarray(np.full(matrix.shape[0], np.nan))))
         assert np.array_equal(first, again), "a call after the counter was left high differs"
     assert int(host(executor.queue_counter)[0]) == final_counter
 
 
-def expected_partial(matrix: sp.csr_matrix, layout, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(partial, scale)`` of each slot from scipy: its row's products in its block's columns, and their |sum|."""
-    n_slots = len(layout.slot_row)
-    group = np.searchsorted(layout.group_slot_ptr, np.arange(n_slots), side="right") - 1
-    block = np.searchsorted(layout.block_group_ptr, group, side="right") - 1
-    row_block = np.searchsorted(layout.row_block_ptr, block, side="right") - 1
-    column_block = sp.csr_matrix((np.ones(matrix.shape[1]), (np.arange(matrix.shape[1]),
-                                                             np.arange(matrix.shape[1]) // layout.block_width)))
-    products = matrix.astype(np.float64).multiply(x.astype(np.float64)[None, :])
-    sums = (products @ column_block).toarray()
-    scales = (abs(products) @ column_block).toarray()
-    where = (row_block * layout.block_height + layout.slot_row, layout.block_col[block])
-    return sums[where], scales[where]
-
-
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_hbp_spmv_and_merge_separately(dtype, device):
-    """``spmv_only`` gives each slot's in-block dot product; ``merge_only`` sums any given partial per row."""
+def test_hbp_gives_the_same_bits_under_every_launch_geometry(dtype, device):
+    """Each row sums its groups in storage order whichever warp claims its row block, so HBP's y does not
+    depend on the launch (unlike atomics into y); on a GPU its time is also measured."""
     xp = backend(device)
     matrix = edge_matrix("rows_multiple_of_512", dtype)
     x = np.random.default_rng(13).uniform(-1, 1, matrix.shape[1]).astype(dtype)
     x_device = xp.asarray(x)
     for ordering in ORDERINGS:
         layout = build_hbp(matrix, ordering)
-        executor = cuda.HBPCuda(layout, device=device)
-        y = host(executor(x_device))
-        executor.partial.fill(np.nan)
-        partial = host(executor.spmv_only(x_device))
-        assert partial.dtype == np.dtype(dtype) and partial.shape == (layout.n_slots,)
-        expected, scale = expected_partial(matrix, layout, x)
-        error = np.max(np.abs(partial - expected) / scale)
-        assert error <= TOLERANCE[dtype], f"{ordering}: partial's componentwise error {error:.3g}"
-        assert np.array_equal(host(executor.merge_only()), y), f"{ordering}: merge_only differs from the call"
-        executor.partial[...] = xp.asarray(expected.astype(dtype))  # a partial that did not come from hbp_spmv
-        merged = executor.merge_only(out=xp.asarray(np.full(matrix.shape[0], np.nan, dtype)))
-        assert_close(matrix, x, merged, dtype, f"{ordering}: merge_only of scipy's partial")
+        results = {geometry: host(cuda.HBPCuda(layout, **keywords, device=device)(x_device))
+                   for geometry, (_, keywords) in GEOMETRIES.items()}
+        first = results["defaults"]
+        assert_close(matrix, x, first, dtype, ordering)
+        for geometry, y in results.items():
+            assert np.array_equal(y, first), f"{ordering}: {geometry} differs from the default launch"
     if device == "cuda":
         from reproduce.harness.timing import time_cuda
 
+        executor = cuda.HBPCuda(layout, device=device)
         timing = time_cuda(lambda: executor(x_device), repeats=5, warmup=2)
         assert timing.repeats == 5 and all(0 < s < 1 for s in timing.seconds)
 
