@@ -382,7 +382,7 @@ def train_incremental(learner: IncrementalLearner, train_x: torch.Tensor, train_
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     device = learner.device
     augment = Augmentation() if augment is None else augment
-    fill = torch.zeros(train_x.shape[1]) if fill is None else fill
+    fill = torch.zeros(train_x.shape[1], device=train_x.device) if fill is None else fill
     seen, matrix, train_seconds, test_seconds = [], [], 0.0, 0.0
     for index, classes in enumerate(splits):
         rows = torch.isin(train_y, torch.tensor(list(classes), device=train_y.device)).nonzero().flatten()

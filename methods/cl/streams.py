@@ -86,8 +86,8 @@ def to_tensor(images: np.ndarray, spec: StreamSpec) -> torch.Tensor:
     if pad_h < 0 or pad_w < 0:
         raise ValueError(f"images of {tuple(pixels.shape[2:])} do not fit the stream's {spec.side}x{spec.side}")
     pixels = torch.nn.functional.pad(pixels, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
-    mean = torch.tensor(spec.mean).view(1, -1, 1, 1)
-    std = torch.tensor(spec.std).view(1, -1, 1, 1)
+    mean = pixels.new_tensor(spec.mean).view(1, -1, 1, 1)
+    std = pixels.new_tensor(spec.std).view(1, -1, 1, 1)
     return ((pixels - mean) / std).contiguous()
 
 

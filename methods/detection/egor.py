@@ -94,7 +94,8 @@ def feature_distillation(new: DetectorOutput, old: DetectorOutput, boxes: list[t
     all_boxes = torch.cat(boxes) if boxes else new.cls_logits.new_zeros((0, 4))
     if all_boxes.numel() == 0:
         return new.cls_logits.sum() * 0
-    batch_index = torch.cat([torch.full((len(b),), i, dtype=torch.long) for i, b in enumerate(boxes)])
+    batch_index = torch.cat([torch.full((len(b),), i, dtype=torch.long, device=all_boxes.device)
+                             for i, b in enumerate(boxes)])
     levels = roi_levels(all_boxes, len(strides), config.finest_scale)
     losses = []
     for level, stride in enumerate(strides):

@@ -120,17 +120,22 @@ def total_variation_l1(images: torch.Tensor) -> torch.Tensor:
 
 
 def _augment(images: torch.Tensor, boxes: torch.Tensor, config: InversionConfig, generator: torch.Generator):
-    """Jitter (roll), flip, brightness and erasing of a batch; the boxes move with the pixels."""
+    """Jitter (roll), flip, brightness and erasing of a batch; the boxes move with the pixels.
+
+    The random draws come from ``generator`` (on the CPU, so a seed gives the same draws on any
+    device) and are moved to the images' device.
+    """
     size = images.shape[-1]
     jitter = max(1, round(config.jitter * size / 160))
     dx, dy = (int(v) for v in torch.randint(-jitter, jitter + 1, (2,), generator=generator))
     images = torch.roll(images, shifts=(dy, dx), dims=(2, 3))
-    boxes = (boxes + torch.tensor([dx, dy, dx, dy], dtype=boxes.dtype)).clamp(0, size)
+    boxes = (boxes + boxes.new_tensor([dx, dy, dx, dy])).clamp(0, size)
     if config.flip and torch.rand((), generator=generator) < 0.5:
         images = images.flip(-1)
         boxes = torch.stack([size - boxes[:, 2], boxes[:, 1], size - boxes[:, 0], boxes[:, 3]], dim=1)
     if config.brightness > 0:
-        images = images * (1 + config.brightness * torch.randn(images.shape[0], 1, 1, 1, generator=generator))
+        noise = torch.randn(images.shape[0], 1, 1, 1, generator=generator).to(images)
+        images = images * (1 + config.brightness * noise)
     if torch.rand((), generator=generator) < config.erase_probability:
         side = int(size * float(torch.empty(()).uniform_(0.1, 0.3, generator=generator)))
         y, x = (int(v) for v in torch.randint(0, size - side + 1, (2,), generator=generator))
@@ -166,7 +171,8 @@ def invert(detector: GFLDetector, labels: torch.Tensor, boxes: torch.Tensor, con
     parameters_required = [p.requires_grad for p in detector.parameters()]
     detector.requires_grad_(False)
     size = config.resolution
-    pixels = torch.randn(len(labels), 3, size, size, generator=generator).clamp(0, 1).requires_grad_(True)
+    device = next(detector.parameters()).device  # the draws stay on the CPU generator, as on any device
+    pixels = torch.randn(len(labels), 3, size, size, generator=generator).clamp(0, 1).to(device).requires_grad_(True)
     optimizer = torch.optim.Adam([pixels], lr=config.lr, betas=(0.0, 0.0))
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / config.iterations)))

@@ -90,7 +90,8 @@ class ClassConditionalUNet(nn.Module):
 def class_condition(labels: torch.Tensor, guidance_scale: float) -> Condition:
     """The :data:`Condition` of samples of classes ``labels`` (N,) at one guidance scale."""
     labels = torch.as_tensor(labels, dtype=torch.long)
-    return {"class_labels": labels, "guidance_scale": torch.full(labels.shape, float(guidance_scale))}
+    return {"class_labels": labels,
+            "guidance_scale": torch.full(labels.shape, float(guidance_scale), device=labels.device)}
 
 
 def balanced_labels(n: int, num_classes: int) -> torch.Tensor:

@@ -33,7 +33,7 @@ def conv_output_sizes(model: nn.Module, image_size: tuple[int, int] = (28, 28)) 
         for name in CONV_LAYERS]
     try:
         with torch.no_grad():
-            model.features(torch.zeros(1, 1, *image_size))
+            model.features(torch.zeros(1, 1, *image_size, device=next(model.parameters()).device))
     finally:
         for hook in hooks:
             hook.remove()

@@ -94,7 +94,8 @@ class SlimLeNet(nn.Module):
             self.conv2_bias = nn.Parameter(bias2[live2].clone(), requires_grad=False)
             self.fc1_weight = nn.Parameter(fc1_weight[:, live2].flatten(1).clone(), requires_grad=False)
             self.fc1_bias = nn.Parameter(fc1_bias.clone(), requires_grad=False)
-            self.feature_size = tuple(pruned.features(torch.zeros(1, 1, *image_size)).shape[-2:])
+            probe = torch.zeros(1, 1, *image_size, device=conv1.weight.device)
+            self.feature_size = tuple(pruned.features(probe).shape[-2:])
         self.fc2, self.fc3 = pruned.fc2, pruned.fc3
         self.conv1_padding = pruned.conv1.padding[0]
         self.sparse1 = SparseConv2d(self.conv1_weight, self.conv1_bias, self.conv1_padding)
