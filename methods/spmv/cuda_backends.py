@@ -6,7 +6,8 @@ packs the arguments, sizes the launches, zeroes the counters and merges on eithe
 - ``kind``: ``"cuda"`` or ``"cuda-emu"``; ``device()``: the current device (a context manager,
   compared with an array's ``.device``);
 - ``asarray``, ``empty``, ``zeros``, ``asnumpy``; ``zero(array)``: zero device memory before a
-  launch (on the GPU, ``cudaMemsetAsync`` on the current stream);
+  launch (on the GPU, ``cudaMemsetAsync`` on the current stream); ``synchronize()``: wait for
+  the current stream (the emulated device's launches return when done);
 - ``kernel(file, defines, name)``: a compiled kernel, called as ``kernel(grid, block, args,
   shared_mem=...)``; ``allow_shared(kernel, nbytes, what)``: lets a kernel use ``nbytes`` of
   dynamic shared memory per block, or raises ValueError naming ``what`` needs it.
@@ -64,6 +65,9 @@ class CupyBackend:
     def asnumpy(self, array) -> np.ndarray:
         return self.cupy.asnumpy(array)
 
+    def synchronize(self) -> None:
+        self.cupy.cuda.get_current_stream().synchronize()
+
     def zero(self, array) -> None:
         self.cupy.cuda.runtime.memsetAsync(array.data.ptr, 0, array.nbytes,
                                            self.cupy.cuda.get_current_stream().ptr)
@@ -120,6 +124,9 @@ class EmulatedBackend:
 
     def asnumpy(self, array) -> np.ndarray:
         return self.emu.asnumpy(array)
+
+    def synchronize(self) -> None:
+        pass
 
     def zero(self, array) -> None:
         array[...] = 0

@@ -42,13 +42,27 @@ KERNEL_ARGUMENTS: dict[str, list[tuple[str, str]]] = {
                  ("group_slot_ptr", "int32*"), ("group_nz_offset", "uint32*"), ("slot_row", "uint16*"),
                  ("slot_last", "uint16*"), ("cols", "uint16*"), ("values", "value*"), ("queue_counter", "int32*"),
                  ("x", "value*"), ("y", "value*")],
+    "hbp_count": [("nrows", "int32"), ("height", "int32"), ("width", "int32"), ("n_colblocks", "int32"),
+                  ("indptr", "int64*"), ("indices", "int32*"), ("rb_slots", "int64*"), ("rb_blocks", "int64*"),
+                  ("rb_groups", "int64*")],
+    "hbp_segments": [("nrows", "int32"), ("height", "int32"), ("width", "int32"), ("n_colblocks", "int32"),
+                     ("indptr", "int64*"), ("indices", "int32*"), ("slot_offsets", "int64*"),
+                     ("block_offsets", "int64*"), ("group_offsets", "int64*"), ("block_col", "int32*"),
+                     ("block_nz_ptr", "int64*"), ("block_group_ptr", "int32*"), ("block_slot", "int64*"),
+                     ("seg_row", "uint16*"), ("seg_start", "int64*"), ("seg_len", "int32*")],
+    "hbp_emit": [("n_blocks", "int32"), ("height", "int32"), ("width", "int32"), ("block_col", "int32*"),
+                 ("block_nz_ptr", "int64*"), ("block_group_ptr", "int32*"), ("block_slot", "int64*"),
+                 ("seg_row", "uint16*"), ("seg_start", "int64*"), ("seg_len", "int32*"), ("indices", "int32*"),
+                 ("data", "value*"), ("group_slot_ptr", "int32*"), ("group_nz_offset", "uint32*"),
+                 ("slot_row", "uint16*"), ("slot_last", "uint16*"), ("cols", "uint16*"), ("values", "value*")],
     "regu2d_spmv": [("n_panels", "int32"), ("panel_height", "int32"), ("nrows", "int32"), ("block_width", "int32"),
                     ("panel_block_ptr", "int32*"), ("block_col", "int32*"), ("block_slice_ptr", "int32*"),
                     ("slice_slot_ptr", "int32*"), ("slice_nz_ptr", "int64*"), ("slot_row", "uint16*"),
                     ("slot_len", "int32*"), ("cols", "col*"), ("values", "value*"), ("x", "value*"), ("y", "value*")],
 }
 # The .cu file (in KERNEL_DIR, without suffix) that defines each kernel.
-KERNEL_FILES = {"csr_scalar": "csr", "csr_vector": "csr", "hbp_spmv": "hbp", "regu2d_spmv": "regu2d"}
+KERNEL_FILES = {"csr_scalar": "csr", "csr_vector": "csr", "hbp_spmv": "hbp", "hbp_count": "hbp_build",
+                "hbp_segments": "hbp_build", "hbp_emit": "hbp_build", "regu2d_spmv": "regu2d"}
 # C type of COL_T for each column-offset dtype of the Regu2D layout ("col" in the table above).
 COL_TYPES = {"uint16": "unsigned short", "int32": "int"}
 

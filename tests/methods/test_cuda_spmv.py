@@ -263,6 +263,8 @@ COMPILE_CASES = [
     ("hbp", {}),
     ("hbp", {"VALUE_T": "double", "CHUNK": 1}),
     ("hbp", {"VALUE_T": "float", "CHUNK": 4}),
+    ("hbp_build", {}),
+    ("hbp_build", {"VALUE_T": "float", "ORDERING": 1}),
     ("regu2d", {}),
     ("regu2d", {"VALUE_T": "double", "COL_T": "unsigned short"}),
     ("regu2d", {"VALUE_T": "float", "COL_T": "int"}),
