@@ -36,7 +36,7 @@
 #define COUNT_SHIFT 4  // counts with the same count >> 4 share a home slot (methods/spmv/ordering.py)
 #define HOME_SHIFT 8   // homes are multiples of 256: h = (count >> 4) << 8
 
-// Calls visit(k, colblock, end) for every segment [k, end) of the rows [row0, row_end), the
+// Calls visit(row, k, colblock, stop) for every segment [k, stop) of the rows [row0, row_end), the
 // lane owning k making the call; rows in order, chunks of 32 nonzeros separated by __syncwarp.
 template <typename Visit>
 __device__ __forceinline__ void for_each_segment(const int row0, const int row_end, const int lane, const int width,
@@ -63,6 +63,27 @@ __device__ __forceinline__ void for_each_segment(const int row0, const int row_e
     }
 }
 
+// Zeroes slots (and nonzeros, unless null) per column block, then counts each column block's
+// segments (and their nonzeros) in the rows [row0, row_end).
+__device__ __forceinline__ void count_segments(const int row0, const int row_end, const int lane, const int width,
+                                               const int n_colblocks, const long long* __restrict__ indptr,
+                                               const int* __restrict__ indices, int* slots, int* nonzeros)
+{
+    for (int c = lane; c < n_colblocks; c += WARP_SIZE) {
+        slots[c] = 0;
+        if (nonzeros != nullptr) {
+            nonzeros[c] = 0;
+        }
+    }
+    __syncwarp();
+    for_each_segment(row0, row_end, lane, width, indptr, indices, [&](int, long long k, int colblock, long long stop) {
+        slots[colblock] += 1;
+        if (nonzeros != nullptr) {
+            nonzeros[colblock] += (int)(stop - k);
+        }
+    });
+}
+
 // Per row block: its slots, stored blocks and groups (runs of 32 per block).
 extern "C" __global__ void hbp_count(const int nrows, const int height, const int width, const int n_colblocks,
                                      const long long* __restrict__ indptr, const int* __restrict__ indices,
@@ -74,13 +95,7 @@ extern "C" __global__ void hbp_count(const int nrows, const int height, const in
     const int lane = threadIdx.x;
     const int rb = blockIdx.x;
     const int row0 = rb * height;
-    const int row_end = min(row0 + height, nrows);
-    for (int c = lane; c < n_colblocks; c += WARP_SIZE) {
-        slots[c] = 0;
-    }
-    __syncwarp();
-    for_each_segment(row0, row_end, lane, width, indptr, indices,
-                     [&](int, long long, int colblock, long long) { slots[colblock] += 1; });
+    count_segments(row0, min(row0 + height, nrows), lane, width, n_colblocks, indptr, indices, slots, nullptr);
     long long n_slots = 0, n_blocks = 0, n_groups = 0;
     for (int c = lane; c < n_colblocks; c += WARP_SIZE) {
         n_slots += slots[c];
@@ -131,15 +146,7 @@ extern "C" __global__ void hbp_segments(const int nrows, const int height, const
     const int rb = blockIdx.x;
     const int row0 = rb * height;
     const int row_end = min(row0 + height, nrows);
-    for (int c = lane; c < n_colblocks; c += WARP_SIZE) {
-        slots[c] = 0;
-        nonzeros[c] = 0;
-    }
-    __syncwarp();
-    for_each_segment(row0, row_end, lane, width, indptr, indices, [&](int, long long k, int colblock, long long stop) {
-        slots[colblock] += 1;
-        nonzeros[colblock] += (int)(stop - k);
-    });
+    count_segments(row0, row_end, lane, width, n_colblocks, indptr, indices, slots, nonzeros);
     // The stored blocks in column order: a scan over the column blocks, 32 at a time.
     long long block_carry = 0, slot_carry = 0, nz_carry = 0, group_carry = 0;
     for (int base = 0; base < n_colblocks; base += WARP_SIZE) {
