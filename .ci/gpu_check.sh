@@ -24,6 +24,7 @@ export REPRO_MATRIX_DIRS="${REPRO_MATRIX_DIRS:-$PWD/.gpu-data/suitesparse}" REPR
     run python3 -m pytest -q tests/benchmarks --benchmark-only --benchmark-group-by=param -p no:cacheprovider
     run python3 reproduce/hbp/correctness.py --scale quick --device cuda --out "$out/results" --no-progress
     run python3 reproduce/hbp/spmv.py --scale quick --device cuda --out "$out/results" --no-progress
+    run python3 reproduce/hbp/preprocessing.py --scale quick --device cuda --out "$out/results" --no-progress
     run python3 reproduce/hbp/correctness.py --scale quick --device cuda-emu --out "$out/results" --no-progress
     run python3 tools/traffic_vs_time.py "$out/results" --scale quick
     if command -v nvcc > /dev/null; then run python3 tools/cuda_occupancy.py; fi

@@ -50,10 +50,13 @@ KERNEL_ARGUMENTS: dict[str, list[tuple[str, str]]] = {
                      ("block_offsets", "int64*"), ("group_offsets", "int64*"), ("block_col", "int32*"),
                      ("block_nz_ptr", "int64*"), ("block_group_ptr", "int32*"), ("block_slot", "int64*"),
                      ("seg_row", "uint16*"), ("seg_start", "int64*"), ("seg_len", "int32*")],
+    "hbp_dp_cut": [("n_blocks", "int32"), ("height", "int32"), ("block_slot", "int64*"), ("seg_len", "int32*"),
+                   ("dp_order", "int32*"), ("dp_start", "uint8*"), ("block_groups", "int64*")],
     "hbp_emit": [("n_blocks", "int32"), ("height", "int32"), ("width", "int32"), ("block_col", "int32*"),
                  ("block_nz_ptr", "int64*"), ("block_group_ptr", "int32*"), ("block_slot", "int64*"),
                  ("seg_row", "uint16*"), ("seg_start", "int64*"), ("seg_len", "int32*"), ("indices", "int32*"),
-                 ("data", "value*"), ("group_slot_ptr", "int32*"), ("group_nz_offset", "uint32*"),
+                 ("data", "value*"), ("dp_order", "int32*"), ("dp_start", "uint8*"), ("group_slot_ptr", "int32*"),
+                 ("group_nz_offset", "uint32*"),
                  ("slot_row", "uint16*"), ("slot_last", "uint16*"), ("cols", "uint16*"), ("values", "value*")],
     "regu2d_spmv": [("n_panels", "int32"), ("panel_height", "int32"), ("nrows", "int32"), ("block_width", "int32"),
                     ("panel_block_ptr", "int32*"), ("block_col", "int32*"), ("block_slice_ptr", "int32*"),
@@ -62,7 +65,8 @@ KERNEL_ARGUMENTS: dict[str, list[tuple[str, str]]] = {
 }
 # The .cu file (in KERNEL_DIR, without suffix) that defines each kernel.
 KERNEL_FILES = {"csr_scalar": "csr", "csr_vector": "csr", "hbp_spmv": "hbp", "hbp_count": "hbp_build",
-                "hbp_segments": "hbp_build", "hbp_emit": "hbp_build", "regu2d_spmv": "regu2d"}
+                "hbp_segments": "hbp_build", "hbp_dp_cut": "hbp_build", "hbp_emit": "hbp_build",
+                "regu2d_spmv": "regu2d"}
 # C type of COL_T for each column-offset dtype of the Regu2D layout ("col" in the table above).
 COL_TYPES = {"uint16": "unsigned short", "int32": "int"}
 

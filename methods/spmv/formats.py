@@ -30,7 +30,7 @@ import scipy.sparse as sp
 
 from methods.spmv.csr import spmv_numba, spmv_scipy
 from methods.spmv.hbp import GPU_BLOCK_SHAPE, HBPMatrix, cpu_block_shape, preprocess_timed
-from methods.spmv.hbp_build_cuda import GPU_ORDERINGS, build_hbp_cuda
+from methods.spmv.hbp_build_cuda import build_hbp_cuda
 from methods.spmv.hbp_cpu import HBPCpuExecutor
 from methods.spmv.regu2d import Regu2DMatrix, spmv_regu2d
 from methods.spmv.regu2d import preprocess_timed as regu2d_preprocess_timed
@@ -104,15 +104,10 @@ def _csr_bytes_per_nonzero(matrix: sp.csr_matrix) -> float:
     return (matrix.data.itemsize * matrix.nnz + 4 * matrix.nnz + 4 * (matrix.shape[0] + 1)) / matrix.nnz
 
 
-def hbp_build_device(device: str, ordering: str = "hash") -> str:
-    """Where HBP's layout for ``device`` is built: on that CUDA device (or the emulated one) for the
-    orderings its kernels have (:data:`~methods.spmv.hbp_build_cuda.GPU_ORDERINGS`), else on the CPU."""
-    return device if device in (CUDA, EMULATED) and ordering in GPU_ORDERINGS else CPU
-
-
 def _build_hbp(matrix: sp.spmatrix, device: str, ordering: str = "hash") -> tuple[HBPMatrix, dict[str, float]]:
+    """HBP's layout for ``device``, built there: by the GPU kernels on a CUDA device (or the emulated one)."""
     shape = hbp_block_shape(matrix, device)
-    if hbp_build_device(device, ordering) != CPU:
+    if device in (CUDA, EMULATED):
         return build_hbp_cuda(matrix, ordering, *shape, device=device)
     return preprocess_timed(matrix, ordering, *shape)
 

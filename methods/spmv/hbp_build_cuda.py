@@ -2,12 +2,13 @@
 kernels of ``kernels/hbp_build.cu`` on a GPU (or the emulated device), bitwise equal to the CPU
 build for the same block shape and ordering.
 
-Three launches, one warp per row block or per stored block (the kernel file's header says what
-each does): ``hbp_count`` (each row block's slots, blocks and groups), the offsets between row
-blocks (prefix sums of three numbers per row block, on the host), ``hbp_segments`` (the stored
-blocks' arrays and every block's segments in row order) and ``hbp_emit`` (each block ordered by
-one lane, its groups written by the warp). The hash and the sort run here; the DP, whose group
-cuts need a second sizing pass, runs on the CPU only.
+Launches of one warp per row block or per stored block (the kernel file's header says what each
+does): ``hbp_count`` (each row block's slots, blocks and groups), the offsets between row blocks
+(prefix sums of three numbers per row block, on the host), ``hbp_segments`` (the stored blocks'
+arrays and every block's segments in row order), for the DP ``hbp_dp_cut`` (each block's order
+and group cuts, then the blocks' group offsets on the host), and ``hbp_emit`` (each block
+ordered by one lane, its groups written by the warp). Every ordering differs only in the lines
+of ``order_block`` (and the DP's cuts), as on the CPU.
 """
 
 from __future__ import annotations
@@ -18,10 +19,8 @@ import numpy as np
 
 from methods.spmv.cuda_backends import backend as make_backend
 from methods.spmv.cuda_kernels import WARP_SIZE, pack_arguments, value_type
-from methods.spmv.hbp import GPU_BLOCK_SHAPE, UINT16_SPAN, HBPMatrix
+from methods.spmv.hbp import GPU_BLOCK_SHAPE, ORDERINGS, UINT16_SPAN, HBPMatrix
 from methods.spmv.partition import INT32_LIMIT, canonical_csr, offsets
-
-GPU_ORDERINGS = ("hash", "sort")
 
 
 def build_hbp_cuda(csr, ordering: str = "hash", block_height: int = GPU_BLOCK_SHAPE[0],
@@ -31,7 +30,7 @@ def build_hbp_cuda(csr, ordering: str = "hash", block_height: int = GPU_BLOCK_SH
 
     Parameters
     ----------
-    ordering : {"hash", "sort"}
+    ordering : {"hash", "sort", "dp"}
     device : {"cuda", "cuda-emu"}
 
     Returns
@@ -39,19 +38,18 @@ def build_hbp_cuda(csr, ordering: str = "hash", block_height: int = GPU_BLOCK_SH
     hbp : HBPMatrix
         Host arrays, equal to ``build_hbp(csr, ordering, block_height, block_width, dtype)``'s.
     seconds : dict of str to float
-        ``"count"`` (the first launch and the offsets), ``"build"`` (the other two launches) and
+        ``"count"`` (the first launch and the offsets), ``"build"`` (the other launches) and
         ``"total"``, each synchronised; uploads and downloads are not timed. On the emulated
         device the times say nothing of a GPU's.
 
     Raises
     ------
     ValueError
-        For an ordering other than hash and sort, a block side outside 1..65536, or a matrix
-        whose column blocks or block height need more shared memory per warp than the device has.
+        For an unknown ordering, a block side outside 1..65536, or a matrix whose column blocks
+        or block height need more shared memory per warp than the device has.
     """
-    if ordering not in GPU_ORDERINGS:
-        raise ValueError(f"the GPU build orders by {' or '.join(GPU_ORDERINGS)}, not {ordering!r} (the DP runs on the "
-                         "CPU: methods.spmv.hbp.build_hbp)")
+    if ordering not in ORDERINGS:
+        raise ValueError(f"ordering must be one of {ORDERINGS}, got {ordering!r}")
     for name, size in (("block_height", block_height), ("block_width", block_width)):
         if not (isinstance(size, int | np.integer) and 1 <= size <= UINT16_SPAN):
             raise ValueError(f"{name} must be an int in [1, {UINT16_SPAN}] (16-bit offsets), got {size!r}")
@@ -61,10 +59,12 @@ def build_hbp_cuda(csr, ordering: str = "hash", block_height: int = GPU_BLOCK_SH
     n_rowblocks, n_colblocks = -(-nrows // height), -(-ncols // width)
     nnz = int(indptr[-1])
     xp = make_backend(device)
-    defines = {"VALUE_T": value_type(data.dtype), "ORDERING": GPU_ORDERINGS.index(ordering)}
+    defines = {"VALUE_T": value_type(data.dtype), "ORDERING": ORDERINGS.index(ordering)}
     with xp.device():
-        kernels = {name: xp.kernel("hbp_build", defines, name) for name in ("hbp_count", "hbp_segments", "hbp_emit")}
-        shared = {"hbp_count": 4 * n_colblocks, "hbp_segments": 8 * n_colblocks, "hbp_emit": 4 * (4 * height + 2)}
+        kernels = {name: xp.kernel("hbp_build", defines, name)
+                   for name in ("hbp_count", "hbp_segments", "hbp_dp_cut", "hbp_emit")}
+        shared = {"hbp_count": 4 * n_colblocks, "hbp_segments": 8 * n_colblocks, "hbp_emit": 4 * (4 * height + 2),
+                  "hbp_dp_cut": 12 * (height + 1) + 4 * (3 * height + 2)}
         for name, nbytes in shared.items():
             what = (f"{n_colblocks} column blocks' counters" if name != "hbp_emit"
                     else f"the ordering of a {height}-row block")
@@ -97,15 +97,26 @@ def build_hbp_cuda(csr, ordering: str = "hash", block_height: int = GPU_BLOCK_SH
                 "group_offsets": xp.asarray(group_offsets), **blocks, **segments}, data.dtype),
                 shared_mem=shared["hbp_segments"])
         blocks["block_nz_ptr"][n_blocks] = nnz
-        blocks["block_group_ptr"][n_blocks] = n_groups
         blocks["block_slot"][n_blocks] = n_slots
+        cuts = {"dp_order": xp.empty(n_slots if ordering == "dp" else 0, np.int32),
+                "dp_start": xp.empty(n_slots if ordering == "dp" else 0, np.uint8)}
+        if ordering == "dp" and n_blocks:
+            block_groups = xp.empty(n_blocks, np.int64)
+            kernels["hbp_dp_cut"]((n_blocks,), (1,), pack_arguments("hbp_dp_cut", {
+                "n_blocks": n_blocks, "height": height, "block_slot": blocks["block_slot"],
+                "seg_len": segments["seg_len"], **cuts, "block_groups": block_groups}, data.dtype),
+                shared_mem=shared["hbp_dp_cut"])
+            group_ptr = offsets(xp.asnumpy(block_groups))
+            n_groups = int(group_ptr[-1])
+            blocks["block_group_ptr"] = xp.asarray(group_ptr.astype(np.int32))
+        blocks["block_group_ptr"][n_blocks] = n_groups
         out = {"group_slot_ptr": xp.empty(n_groups + 1, np.int32), "group_nz_offset": xp.empty(n_groups, np.uint32),
                "slot_row": xp.empty(n_slots, np.uint16), "slot_last": xp.empty(n_slots, np.uint16),
                "cols": xp.empty(nnz, np.uint16), "values": xp.empty(nnz, data.dtype)}
         if n_blocks:
             kernels["hbp_emit"]((n_blocks,), (WARP_SIZE,), pack_arguments("hbp_emit", {
                 "n_blocks": n_blocks, "height": height, "width": width, **blocks, **segments,
-                "indices": d_indices, "data": d_data, **out}, data.dtype), shared_mem=shared["hbp_emit"])
+                "indices": d_indices, "data": d_data, **cuts, **out}, data.dtype), shared_mem=shared["hbp_emit"])
         out["group_slot_ptr"][n_groups] = n_slots
         xp.synchronize()
         seconds["build"] = time.perf_counter() - start

@@ -37,7 +37,7 @@ from scipy.stats import gmean  # noqa: E402
 
 from methods.spmv.accuracy import componentwise_error  # noqa: E402
 from methods.spmv.csr import spmv_scipy  # noqa: E402
-from methods.spmv.formats import FORMATS, hbp_block_shape, hbp_build_device  # noqa: E402
+from methods.spmv.formats import FORMATS, hbp_block_shape  # noqa: E402
 from methods.spmv.machine import cpu_caches  # noqa: E402
 from methods.spmv.stats import row_length_stats  # noqa: E402
 from reproduce.harness.artifact import Artifact, Context, Outcome, Summary, Unit  # noqa: E402
@@ -85,7 +85,7 @@ def run_unit(unit: Unit, ctx: Context) -> Outcome:
                "regu2d_padding_fraction": metric(layouts["regu2d"].padding_fraction),
                "regu2d_block_width": metric(layouts["regu2d"].block_width),
                **{k: metric(v) for k, v in row_length_stats(matrix).items()}}
-    data = {**provenance, "dtype": cfg["dtype"], "preprocessing_device": hbp_build_device(device.kind),
+    data = {**provenance, "dtype": cfg["dtype"], "preprocessing_device": device.kind,
             "hbp_block_shape": [height, width]}
     if device.kind == "cpu":
         data["x_exceeds_llc"] = bool(matrix.shape[1] * matrix.dtype.itemsize > cpu_caches()["L3"])

@@ -55,7 +55,7 @@ ARCHES = ["87", "89", "90"]  # Jetson AGX Orin, RTX 4090, H100/H200
 DTYPES = ["float64", "float32"]
 TOLERANCE = {"float64": 1e-12, "float32": 1e-5}
 C_TYPES = {"int": "int32", "long long": "int64", "unsigned short": "uint16", "unsigned int": "uint32",
-           "VALUE_T": "value", "COL_T": "col"}
+           "unsigned char": "uint8", "VALUE_T": "value", "COL_T": "col"}
 # The emulated device's test limit (module docstring): above every shared matrix.
 EMU_MAX_NNZ = 100_000
 # Every device test runs on a GPU (skipped without one) and on the emulated device (always).
@@ -265,6 +265,7 @@ COMPILE_CASES = [
     ("hbp", {"VALUE_T": "float", "CHUNK": 4}),
     ("hbp_build", {}),
     ("hbp_build", {"VALUE_T": "float", "ORDERING": 1}),
+    ("hbp_build", {"VALUE_T": "double", "ORDERING": 2}),
     ("regu2d", {}),
     ("regu2d", {"VALUE_T": "double", "COL_T": "unsigned short"}),
     ("regu2d", {"VALUE_T": "float", "COL_T": "int"}),

@@ -18,3 +18,16 @@ def test_smoke(artifact_id, tmp_path):
     failed = [f"{r.unit}: {r.error}" for r in result.records if r.status == "failed"]
     assert not failed, failed
     assert result.summary is not None and len(result.summary.table) > 0
+
+
+@pytest.mark.cuda
+def test_hbp_preprocessing_builds_on_the_gpu(tmp_path):
+    """On a GPU the preprocessing artifact times the GPU build kernels (every ordering) and a device copy."""
+    from reproduce.harness.device import select_device
+
+    result = run_artifact(ARTIFACTS["hbp/preprocessing"], "smoke", select_device("cuda"), out=tmp_path, progress=False)
+    assert [r.status for r in result.records] == ["ok"] * len(result.records)
+    for record in result.records:
+        assert record.data["preprocessing_device"] == "cuda"
+        assert record.value("hash_total_ms") > 0 and record.value("copy_ms") > 0
+    assert any("ran on the GPU" in note for note in result.summary.notes)

@@ -10,9 +10,13 @@
 //               reads the rows in order and records each segment (row, first CSR position,
 //               length) at the next slot of its block: every block's slots in row order, as
 //               the CPU build lists them before ordering.
+// hbp_dp_cut    (the DP only) one thread per stored block: the stable sort by length, then the
+//               optimal group cuts (methods/spmv/ordering.py: mark_optimal_groups); writes the
+//               order, the cuts and the block's number of groups.
 // hbp_emit      one warp per stored block: lane 0 orders the block's slots (the hash
-//               placement, or a stable sort by length), then the warp writes each group of 32:
-//               lanes numbered longest first, nonzeros interleaved round by round.
+//               placement, or a stable sort by length; the DP's order and cuts are read), then
+//               the warp writes each group (32 slots, or the DP's cut): lanes numbered longest
+//               first, nonzeros interleaved round by round.
 //
 // A warp walks a row 32 nonzeros at a time; a lane whose nonzero starts a segment (first of its
 // row, or another column block than the one before) handles the segment. A row's segments lie
@@ -22,7 +26,8 @@
 // Compile-time parameters (prepended as #defines by the host; the defaults let
 // .ci/check_kernels.sh compile this file as it is):
 //   VALUE_T   double or float.
-//   ORDERING  0: the paper's hash placement; 1: a stable sort by in-block count.
+//   ORDERING  0: the paper's hash placement; 1: a stable sort by in-block count; 2: that sort, then
+//             the DP's group cuts (hbp_dp_cut, before hbp_emit).
 
 #ifndef VALUE_T
 #define VALUE_T double
@@ -33,6 +38,7 @@
 
 #define WARP_SIZE 32
 #define FULL_MASK 0xffffffffu
+#define GROUP_OVERHEAD 32  // the DP's cost of one group, in padded nonzeros (methods/spmv/ordering.py)
 #define COUNT_SHIFT 4  // counts with the same count >> 4 share a home slot (methods/spmv/ordering.py)
 #define HOME_SHIFT 8   // homes are multiples of 256: h = (count >> 4) << 8
 
@@ -216,7 +222,7 @@ __device__ void order_block(const int* __restrict__ len, const int m, const int 
         }
         return;
     }
-    if (ORDERING == 1) {  // stable sort by length: a bottom-up merge sort through the scratch
+    if (ORDERING != 0) {  // stable sort by length: a bottom-up merge sort through the scratch
         int* from = order;
         int* to = scratch;
         for (int i = 0; i < m; ++i) {
@@ -282,13 +288,62 @@ __device__ void order_block(const int* __restrict__ len, const int m, const int 
     }
 }
 
-// Per stored block: order its slots, then write each group of 32.
+// The DP's cuts of one block's slots, sorted by length (order): start[i] = 1 where a group begins.
+// cost[end] is the least padded work of the first end slots, choice[end] the size of its last
+// group; ties keep the smaller candidate found first, as the CPU's loop does. Returns the groups.
+__device__ int dp_cut(const int* __restrict__ len, const int* __restrict__ order, const int m, long long* cost,
+                      int* choice, unsigned char* start)
+{
+    cost[0] = 0;
+    for (int end = 1; end <= m; ++end) {
+        const long long longest = len[order[end - 1]];
+        int best_size = 1;
+        long long best = cost[end - 1] + longest + GROUP_OVERHEAD;
+        for (int size = min(WARP_SIZE, end); size > 1; --size) {
+            const long long candidate = cost[end - size] + size * longest + GROUP_OVERHEAD;
+            if (candidate < best) {
+                best = candidate;
+                best_size = size;
+            }
+        }
+        cost[end] = best;
+        choice[end] = best_size;
+    }
+    for (int i = 0; i < m; ++i) {
+        start[i] = 0;
+    }
+    int groups = 0;
+    for (int end = m; end > 0; ++groups) {
+        end -= choice[end];
+        start[end] = 1;
+    }
+    return groups;
+}
+
+// Per stored block (the DP): its slots' order and group cuts, and its number of groups.
+extern "C" __global__ void hbp_dp_cut(const int n_blocks, const int height, const long long* __restrict__ block_slot,
+                                      const int* __restrict__ seg_len, int* __restrict__ dp_order,
+                                      unsigned char* __restrict__ dp_start, long long* __restrict__ block_groups)
+{
+    extern __shared__ __align__(16) unsigned char build_shared[];
+    long long* cost = reinterpret_cast<long long*>(build_shared);  // height + 1 entries
+    int* choice = reinterpret_cast<int*>(cost + height + 1);        // height + 1 entries
+    int* scratch = choice + height + 1;                              // 3 * height + 2 entries
+    const int b = blockIdx.x;
+    const long long first = block_slot[b];
+    const int m = (int)(block_slot[b + 1] - first);
+    order_block(seg_len + first, m, height, dp_order + first, scratch);
+    block_groups[b] = dp_cut(seg_len + first, dp_order + first, m, cost, choice, dp_start + first);
+}
+
+// Per stored block: order its slots, then write each group.
 extern "C" __global__ void hbp_emit(const int n_blocks, const int height, const int width,
                                     const int* __restrict__ block_col, const long long* __restrict__ block_nz_ptr,
                                     const int* __restrict__ block_group_ptr, const long long* __restrict__ block_slot,
                                     const unsigned short* __restrict__ seg_row,
                                     const long long* __restrict__ seg_start, const int* __restrict__ seg_len,
                                     const int* __restrict__ indices, const VALUE_T* __restrict__ data,
+                                    const int* __restrict__ dp_order, const unsigned char* __restrict__ dp_start,
                                     int* __restrict__ group_slot_ptr, unsigned int* __restrict__ group_nz_offset,
                                     unsigned short* __restrict__ slot_row, unsigned short* __restrict__ slot_last,
                                     unsigned short* __restrict__ cols, VALUE_T* __restrict__ values)
@@ -300,17 +355,22 @@ extern "C" __global__ void hbp_emit(const int n_blocks, const int height, const 
     const int b = blockIdx.x;
     const long long first = block_slot[b];
     const int m = (int)(block_slot[b + 1] - first);
-    if (lane == 0) {
+    const int* ordered = ORDERING == 2 ? dp_order + first : order;
+    if (ORDERING != 2 && lane == 0) {
         order_block(seg_len + first, m, height, order, scratch);
     }
     __syncwarp();
     const long long col0 = (long long)block_col[b] * width;
     long long nz = block_nz_ptr[b];
     int group = block_group_ptr[b];
-    for (int g0 = 0; g0 < m; g0 += WARP_SIZE, ++group) {
-        const int n_lanes = min(WARP_SIZE, m - g0);
+    for (int g0 = 0, n_lanes = 0; g0 < m; g0 += n_lanes, ++group) {
+        n_lanes = min(WARP_SIZE, m - g0);
+        if (ORDERING == 2) {  // the group ends where the DP starts the next one, lane l marking slot g0 + l
+            const unsigned cuts = __ballot_sync(FULL_MASK, lane > 0 && lane < n_lanes && dp_start[first + g0 + lane]);
+            n_lanes = cuts ? __ffs(cuts) - 1 : n_lanes;
+        }
         const long long slot = first + g0;
-        const int s = lane < n_lanes ? order[g0 + lane] : 0;
+        const int s = lane < n_lanes ? ordered[g0 + lane] : 0;
         const int len = lane < n_lanes ? seg_len[first + s] : 0;
         // Lane number: the lanes longer than this one, then the equal ones before it (stable).
         int rank = 0;
