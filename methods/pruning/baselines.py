@@ -83,7 +83,8 @@ def iterative_prune(model: nn.Module, keep: int, *, criterion: str, steps: int,
     layers = prunable_layers(model)
     masks = full_masks(model)
     total = sum(int(mask.numel()) for mask in masks.values())
-    random_scores = {name: torch.rand(layer.weight.shape, generator=generator) for name, layer in layers.items()}
+    random_scores = {name: torch.rand(layer.weight.shape, generator=generator).to(layer.weight)
+                     for name, layer in layers.items()}
     for step in range(1, steps + 1):
         target = round(total * (keep / total) ** (step / steps))
         scores = ({name: layer.weight.detach().abs() for name, layer in layers.items()}

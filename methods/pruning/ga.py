@@ -170,7 +170,7 @@ def _prune_some(mask: torch.Tensor, magnitude: torch.Tensor, fraction: float,
     count = int(fraction * len(kept))
     if count == 0:
         return mask
-    score = magnitude.flatten()[kept] * torch.rand(len(kept), generator=generator)
+    score = magnitude.flatten()[kept] * torch.rand(len(kept), generator=generator).to(magnitude)  # CPU draws
     chosen = kept[torch.topk(score, count, largest=False).indices]
     pruned = mask.flatten().clone()
     pruned[chosen] = False
