@@ -1,4 +1,5 @@
-"""Tensors the methods create follow the device of their inputs (issue: every artifact's CUDA path).
+"""Tensors the methods create follow the device of their inputs: every model family the artifacts
+build, forward and backward, and the helpers that draw or build tensors of their own.
 
 Checked on PyTorch's ``meta`` device, which, like a GPU, refuses to mix its tensors with CPU ones:
 a function that creates a CPU tensor and combines it with its (meta) inputs raises here as it
@@ -33,3 +34,46 @@ def test_class_condition_keeps_the_labels_device():
 
 def test_conv_output_sizes_probes_on_the_models_device():
     assert conv_output_sizes(LeNet5().to(META)) == conv_output_sizes(LeNet5())
+
+
+def _models():
+    """Every model family the artifacts build, small, with an input of its kind (all on the CPU)."""
+    from methods.cl.backbones import resnet18
+    from methods.cl.elastic import ElasticResNet
+    from methods.cl.etag import AuxiliaryResNet, FeatureCVAE
+    from methods.cl.fdinet import FDINet
+    from methods.detection.detector import gfl_detector
+    from methods.diffusion.models import tiny_unet
+
+    images = torch.rand(2, 3, 32, 32)
+    return {
+        "resnet18 (CLFD, DER++, ER-ACE)": (resnet18(10, width=8), (images,)),
+        "FDINet": (FDINet(10, 3, torch.zeros(3)), (images,)),
+        "E2Net's elastic ResNet": (ElasticResNet(10, width=8), (images,)),
+        "eTag's auxiliary ResNet": (AuxiliaryResNet(10, width=8), (images,)),
+        "eTag's feature CVAE": (FeatureCVAE(64, 10, 32, 16), (torch.rand(4, 64), torch.tensor([0, 1, 2, 3]))),
+        "GFL detector (EGOR)": (gfl_detector(3, "small", width=8), (torch.rand(2, 3, 64, 64),)),
+        "UNet (MPQ-DM, RDD)": (tiny_unet(sample_size=16, in_channels=1, block_out_channels=(8, 16), norm_num_groups=4),
+                               (torch.rand(2, 1, 16, 16), torch.tensor([3, 4]))),
+        "LeNet-5 (GA pruning)": (LeNet5(), (torch.rand(2, 1, 28, 28),)),
+    }
+
+
+def _first_tensor(output):
+    """The first tensor of a model's output (a tensor, a tuple or list, or an output object)."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, list | tuple):
+        return _first_tensor(output[0])
+    return _first_tensor(next(value for value in vars(output).values() if isinstance(value, torch.Tensor | list)))
+
+
+def test_every_model_runs_forward_and_backward_on_its_inputs_device():
+    """Each model family's forward and backward create no tensor off their inputs' device: run on ``meta``
+    (the weights and inputs moved there), a CPU tensor made inside would raise as it would on a GPU."""
+    for name, (model, inputs) in _models().items():
+        model = model.to(META)
+        output = _first_tensor(model(*(tensor.to(META) for tensor in inputs)))
+        assert output.device == META, name
+        output.float().sum().backward()
+        assert all(p.grad is None or p.grad.device == META for p in model.parameters()), name
