@@ -35,6 +35,7 @@ from reproduce.hbp import matrices  # noqa: E402
 from reproduce.hbp.executors import (  # noqa: E402
     EMULATED,
     check_emulator_size,
+    device_context,
     device_executors,
     run_emulated,
     traffic_columns,
@@ -48,6 +49,11 @@ FULL_MATRICES = matrices.FULL[:12]
 
 
 def run_unit(unit: Unit, ctx: Context) -> Outcome:
+    with device_context(ctx.device):  # on a GPU: its layouts and executors on that device
+        return _run_unit(unit, ctx)
+
+
+def _run_unit(unit: Unit, ctx: Context) -> Outcome:
     matrix, provenance = load_unit_matrix(unit, ctx)
     if ctx.device.kind == EMULATED:
         check_emulator_size(matrix)
@@ -81,10 +87,9 @@ def _results(matrix, layouts, x, ctx: Context) -> tuple[dict, dict]:
     if ctx.device.kind == "cuda":
         import cupy
 
-        with cupy.cuda.Device(ctx.device.index):
-            executors = device_executors(matrix, layouts, "cuda")
-            x_gpu = cupy.asarray(x)
-            return {name: cupy.asnumpy(run(x_gpu)) for name, run in executors.items()}, {}
+        executors = device_executors(matrix, layouts, "cuda")
+        x_gpu = cupy.asarray(x)
+        return {name: cupy.asnumpy(run(x_gpu)) for name, run in executors.items()}, {}
     executors = device_executors(matrix, layouts, "cpu")
     return {name: np.array(run(x)) for name, run in executors.items() if name != "csr_scipy"}, {}
 

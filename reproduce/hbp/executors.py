@@ -19,6 +19,7 @@ times say nothing of a GPU's.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -59,6 +60,16 @@ def device_executors(matrix: sp.csr_matrix, layouts: dict[str, object], device: 
             for name, make in FORMATS[format_name].executors(device).items():
                 executors[name if ordering == "hash" else f"{name}_{ordering}"] = make(matrix, variant, device)
     return executors
+
+
+def device_context(device) -> contextlib.AbstractContextManager:
+    """The CuPy context of a CUDA ``device`` (a harness Device; its index), so that layouts and executors are
+    built and run there; a no-op on any other device."""
+    if device.kind == "cuda":
+        import cupy
+
+        return cupy.cuda.Device(device.index)
+    return contextlib.nullcontext()
 
 
 def csr_bytes(matrix, itemsize: int) -> int:

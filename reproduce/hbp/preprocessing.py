@@ -32,6 +32,7 @@ from reproduce.harness.artifact import Artifact, Context, Outcome, Summary, Unit
 from reproduce.harness.data.matrix_sets import MATRIX_SWEEP, load_unit_matrix  # noqa: E402
 from reproduce.harness.records import Record, metric  # noqa: E402
 from reproduce.hbp import matrices  # noqa: E402
+from reproduce.hbp.executors import device_context  # noqa: E402
 
 PHASES = ("count", "build", "total")
 
@@ -51,12 +52,8 @@ def _warm_up(build, block_height: int, block_width: int) -> None:
 
 
 def run_unit(unit: Unit, ctx: Context) -> Outcome:
-    if ctx.device.kind == "cuda":
-        import cupy
-
-        with cupy.cuda.Device(ctx.device.index):
-            return _run_unit(unit, ctx)
-    return _run_unit(unit, ctx)
+    with device_context(ctx.device):  # on a GPU: the builds and the copy on that device
+        return _run_unit(unit, ctx)
 
 
 def _run_unit(unit: Unit, ctx: Context) -> Outcome:

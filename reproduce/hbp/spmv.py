@@ -53,6 +53,7 @@ from reproduce.hbp.executors import (  # noqa: E402
     REGU2D,
     check_emulator_size,
     csr_bytes,
+    device_context,
     device_executors,
     run_emulated,
     traffic_columns,
@@ -66,6 +67,11 @@ LARGE_NNZ = 1_000_000  # the notes on the CPU executor single out matrices from 
 
 
 def run_unit(unit: Unit, ctx: Context) -> Outcome:
+    with device_context(ctx.device):  # on a GPU: its layouts, executors and timings all on that device
+        return _run_unit(unit, ctx)
+
+
+def _run_unit(unit: Unit, ctx: Context) -> Outcome:
     cfg, device = ctx.config, ctx.device
     matrix, provenance = load_unit_matrix(unit, ctx)
     if device.kind == EMULATED:
@@ -98,10 +104,9 @@ def run_unit(unit: Unit, ctx: Context) -> Outcome:
         import cupy
 
         bandwidth = device.peak_bandwidth_gbs
-        with cupy.cuda.Device(device.index):
-            metrics.update(_measure(executors, cupy.asarray(x), cupy.asnumpy, matrix, x, y_ref, bandwidth,
-                                    lambda runs: {name: time_cuda(run, warmup=cfg["warmup"], repeats=cfg["repeats"])
-                                                  for name, run in runs.items()}))
+        metrics.update(_measure(executors, cupy.asarray(x), cupy.asnumpy, matrix, x, y_ref, bandwidth,
+                                lambda runs: {name: time_cuda(run, warmup=cfg["warmup"], repeats=cfg["repeats"])
+                                              for name, run in runs.items()}))
     else:
         bandwidth = cpu_bandwidth()["triad_gbs"]
         metrics.update(_measure(executors, x, np.asarray, matrix, x, y_ref, bandwidth,
