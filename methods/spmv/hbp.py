@@ -238,13 +238,7 @@ def preprocess_timed(csr, ordering: str = "hash", block_height: int = GPU_BLOCK_
         indices is not timed. The first call with new argument types also compiles the numba
         kernels: time a warm call.
     """
-    if ordering not in ORDERINGS:
-        raise ValueError(f"ordering must be one of {ORDERINGS}, got {ordering!r}")
-    for name, size in (("block_height", block_height), ("block_width", block_width)):
-        if not (isinstance(size, int | np.integer) and 1 <= size <= UINT16_SPAN):
-            raise ValueError(f"{name} must be an int in [1, {UINT16_SPAN}] (16-bit offsets), got {size!r}")
-    indptr, indices, data, shape = canonical_csr(csr, dtype, "HBP")
-    height, width = int(block_height), int(block_width)
+    indptr, indices, data, shape, (height, width) = checked_input(csr, ordering, block_height, block_width, dtype)
     nrows, ncols = shape
     n_rowblocks = -(-nrows // height)
     n_colblocks = -(-ncols // width)
@@ -304,6 +298,18 @@ def preprocess_timed(csr, ordering: str = "hash", block_height: int = GPU_BLOCK_
     hbp = HBPMatrix(**{name: arrays[name] for name in fields if name in arrays}, shape=shape, block_height=height,
                     block_width=width, ordering=ordering)
     return hbp, seconds
+
+
+def checked_input(csr, ordering: str, block_height: int, block_width: int, dtype):
+    """:func:`build_hbp`'s arguments checked (ValueError naming the bad one) and its input in canonical
+    CSR: ``(indptr, indices (int32), data, shape, (block_height, block_width))``."""
+    if ordering not in ORDERINGS:
+        raise ValueError(f"ordering must be one of {ORDERINGS}, got {ordering!r}")
+    for name, size in (("block_height", block_height), ("block_width", block_width)):
+        if not (isinstance(size, int | np.integer) and 1 <= size <= UINT16_SPAN):
+            raise ValueError(f"{name} must be an int in [1, {UINT16_SPAN}] (16-bit offsets), got {size!r}")
+    indptr, indices, data, shape = canonical_csr(csr, dtype, "HBP")
+    return indptr, indices, data, shape, (int(block_height), int(block_width))
 
 
 def _chunk_bounds(before: np.ndarray) -> np.ndarray:

@@ -19,8 +19,8 @@ import numpy as np
 
 from methods.spmv.cuda_backends import backend as make_backend
 from methods.spmv.cuda_kernels import WARP_SIZE, pack_arguments, value_type
-from methods.spmv.hbp import GPU_BLOCK_SHAPE, ORDERINGS, UINT16_SPAN, HBPMatrix
-from methods.spmv.partition import INT32_LIMIT, canonical_csr, offsets
+from methods.spmv.hbp import GPU_BLOCK_SHAPE, ORDERINGS, HBPMatrix, checked_input
+from methods.spmv.partition import INT32_LIMIT, offsets
 
 
 def build_hbp_cuda(csr, ordering: str = "hash", block_height: int = GPU_BLOCK_SHAPE[0],
@@ -48,14 +48,8 @@ def build_hbp_cuda(csr, ordering: str = "hash", block_height: int = GPU_BLOCK_SH
         For an unknown ordering, a block side outside 1..65536, or a matrix whose column blocks
         or block height need more shared memory per warp than the device has.
     """
-    if ordering not in ORDERINGS:
-        raise ValueError(f"ordering must be one of {ORDERINGS}, got {ordering!r}")
-    for name, size in (("block_height", block_height), ("block_width", block_width)):
-        if not (isinstance(size, int | np.integer) and 1 <= size <= UINT16_SPAN):
-            raise ValueError(f"{name} must be an int in [1, {UINT16_SPAN}] (16-bit offsets), got {size!r}")
-    indptr, indices, data, shape = canonical_csr(csr, dtype, "HBP")
+    indptr, indices, data, shape, (height, width) = checked_input(csr, ordering, block_height, block_width, dtype)
     nrows, ncols = shape
-    height, width = int(block_height), int(block_width)
     n_rowblocks, n_colblocks = -(-nrows // height), -(-ncols // width)
     nnz = int(indptr[-1])
     xp = make_backend(device)
