@@ -75,12 +75,16 @@ class Summary:
     """The aggregate of a run's records.
 
     ``table`` has one row per unit or per aggregate; ``measured`` maps claim ids to the
-    measured value that :func:`reproduce.harness.claims.judge` compares; ``figures`` are
-    ``(caption, matplotlib Figure)`` pairs; ``notes`` are sentences shown with the table.
+    measured value that :func:`reproduce.harness.claims.judge` compares; ``samples`` maps claim
+    ids to the values (per seed, matrix or repeated timing) whose mean that value is, where the
+    claim's statistic is such a mean, so that the verdict follows their confidence interval;
+    ``figures`` are ``(caption, matplotlib Figure)`` pairs; ``notes`` are sentences shown with
+    the table.
     """
 
     table: pd.DataFrame
     measured: dict[str, float] = field(default_factory=dict)
+    samples: dict[str, list[float]] = field(default_factory=dict)
     figures: list[tuple[str, Figure]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 

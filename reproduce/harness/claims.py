@@ -5,6 +5,9 @@ A claim is one number of a paper with its tolerance and direction (DESIGN.md, "C
 
 - ``reproduced``: within tolerance, or better than the paper in the claim's direction;
 - ``not reproduced``: outside tolerance on the worse side; the gap is reported;
+- ``inconclusive``: judged from samples (seeds, matrices, repeated timings) whose 95% confidence
+  interval (:mod:`reproduce.harness.stats`) straddles the tolerance boundary; the note gives the
+  interval and about how many samples would decide;
 - ``not run``: nothing was measured, or this scale or device does not check the claim;
 - ``not judged``: the claim's confidence is ``unverified``; the measurement is shown only.
 
@@ -14,13 +17,15 @@ Claims read off a chart (``approximate``) are judged but flagged as indicative.
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from reproduce.harness.errors import ReproError
+from reproduce.harness.stats import mean_interval, samples_to_decide
 
 REPRODUCE_DIR = Path(__file__).resolve().parents[1]
-VERDICTS = ("reproduced", "not reproduced", "not run", "not judged")
+VERDICTS = ("reproduced", "not reproduced", "inconclusive", "not run", "not judged")
 CONFIDENCES = ("verified", "approximate", "unverified")
 
 
@@ -74,6 +79,8 @@ class Verdict:
     measured: float | None = None
     gap: float | None = None
     note: str = ""
+    ci: tuple[float, float] | None = None  # the 95% interval of the mean, when judged from samples
+    samples: int | None = None  # how many
 
     @property
     def indicative(self) -> bool:
@@ -113,8 +120,14 @@ def device_matches(requires: str | None, device_kind: str, device_name: str = ""
 
 
 def judge(claim: Claim, measured: float | None, scale: str, device_kind: str = "cpu",
-          device_name: str = "") -> Verdict:
-    """The verdict on ``claim`` for a value measured at ``scale`` on the given device."""
+          device_name: str = "", samples: Sequence[float] | None = None) -> Verdict:
+    """The verdict on ``claim`` for a value measured at ``scale`` on the given device.
+
+    With ``samples`` (at least 2: the values whose mean ``measured`` is, per seed, matrix or
+    repeated timing), the verdict follows their 95% bootstrap interval instead of the point:
+    ``reproduced`` when it lies wholly on the passing side of the tolerance boundary,
+    ``not reproduced`` when wholly on the failing side, ``inconclusive`` otherwise.
+    """
     if scale not in claim.scales:
         return Verdict(claim, "not run", measured, note=f"checked at {' or '.join(claim.scales)} scale")
     if not device_matches(claim.requires, device_kind, device_name):
@@ -123,9 +136,30 @@ def judge(claim: Claim, measured: float | None, scale: str, device_kind: str = "
         return Verdict(claim, "not run", note="not measured in this run")
     if claim.confidence == "unverified":
         return Verdict(claim, "not judged", measured, note="unverified source: shown, never judged")
+    if samples is not None and len(samples) >= 2:
+        return _judge_interval(claim, measured, samples)
     low, high = claim.bounds()
     better_than_paper = measured > claim.value if claim.better == "higher" else measured < claim.value
     if low <= measured <= high or better_than_paper:
         return Verdict(claim, "reproduced", measured, gap=measured - claim.value)
     return Verdict(claim, "not reproduced", measured, gap=measured - claim.value,
                    note=f"outside [{low:.4g}, {high:.4g}]")
+
+
+def _judge_interval(claim: Claim, measured: float, samples: Sequence[float]) -> Verdict:
+    """:func:`judge` from the interval of ``samples``: the passing side of the boundary is everything within
+    tolerance or better than the paper, i.e. from the tolerance's worse end outwards on the better side."""
+    low, high = claim.bounds()
+    ci_low, ci_high = mean_interval(samples)
+    boundary = low if claim.better == "higher" else high
+    passing = (ci_low >= boundary) if claim.better == "higher" else (ci_high <= boundary)
+    failing = (ci_high < boundary) if claim.better == "higher" else (ci_low > boundary)
+    where = f"95% interval [{ci_low:.4g}, {ci_high:.4g}] of {len(samples)} samples"
+    common = {"gap": measured - claim.value, "ci": (ci_low, ci_high), "samples": len(samples)}
+    if passing:
+        return Verdict(claim, "reproduced", measured, note=where, **common)
+    if failing:
+        return Verdict(claim, "not reproduced", measured, note=f"{where}, outside [{low:.4g}, {high:.4g}]", **common)
+    needed = samples_to_decide(samples, boundary)
+    decide = f"about {needed} samples at this spread would decide" if needed else "the mean sits on the boundary"
+    return Verdict(claim, "inconclusive", measured, note=f"{where} straddles {boundary:.4g}; {decide}", **common)

@@ -1,5 +1,6 @@
 """Verdicts on constructed claims: within tolerance, better, worse, unverified, not run."""
 
+import numpy as np
 import pytest
 
 from reproduce.harness.claims import Claim, judge, load_claims
@@ -73,3 +74,27 @@ def test_every_shipped_claims_file_loads():
     claims = load_claims("hbp")
     assert {c.id for c in claims} == {"pre-vs-sort", "pre-vs-regu2d", "spmv-orin-max", "spmv-4090-max"}
     assert {c.requires for c in claims if c.id.startswith("spmv")} == {"cuda:Orin", "cuda:4090"}
+
+
+@pytest.mark.parametrize(("samples", "status"), [
+    ([3.4, 3.6, 3.5, 3.7, 3.3], "reproduced"),            # the whole interval above 3.5 - 25%
+    ([1.0, 1.2, 0.9, 1.1, 1.0], "not reproduced"),         # the whole interval below it
+    ([1.5, 4.0, 2.0, 3.5, 2.6, 3.0], "inconclusive"),      # the interval straddles 2.625
+])
+def test_samples_are_judged_by_their_interval(samples, status):
+    claim = make_claim(value=3.5, better="higher", tolerance={"rel": 0.25})
+    verdict = judge(claim, float(np.mean(samples)), "full", samples=samples)
+    assert verdict.status == status and verdict.samples == len(samples)
+    low, high = verdict.ci
+    assert low <= np.mean(samples) <= high and f"of {len(samples)} samples" in verdict.note
+    if status == "inconclusive":
+        assert "straddles 2.625" in verdict.note and "samples at this spread would decide" in verdict.note
+
+
+def test_lower_is_better_intervals_and_a_single_sample_keep_the_point_verdict():
+    claim = make_claim(value=10.0, better="lower", tolerance={"abs": 1.0})
+    assert judge(claim, 10.0, "full", samples=[9.8, 10.2, 10.1, 9.9]).status == "reproduced"
+    assert judge(claim, 12.0, "full", samples=[11.8, 12.2, 12.1, 11.9]).status == "not reproduced"
+    assert judge(claim, 11.0, "full", samples=[9.0, 13.0, 10.5, 11.5]).status == "inconclusive"
+    point = judge(claim, 10.5, "full", samples=[10.5])
+    assert point.status == "reproduced" and point.ci is None

@@ -194,19 +194,19 @@ def test_index_counts_and_rows(results, artifacts, tmp_path):
     html = index.read_text()
     rows = tables(html)["index"]
     header = rows[0]
-    assert header[4:8] == ["reproduced", "not reproduced", "not run", "not judged"]
+    assert header[4:9] == ["reproduced", "not reproduced", "inconclusive", "not run", "not judged"]
     by_name = {row[1]: row for row in rows[1:]}
     table1 = by_name["table1"]
     assert table1[0] == PAPER
     assert table1[2] == "Toy table1 & friends"
     assert table1[3] == "smoke"
-    assert table1[4:8] == ["1", "1", "1", "1"]
-    assert table1[8] == "2 / 1 / 1"
-    assert table1[9] == "cpu: Test CPU <x86>"
-    assert table1[10] == "2025-01-02 03:05 UTC"
+    assert table1[4:9] == ["1", "1", "0", "1", "1"]
+    assert table1[9] == "2 / 1 / 1"
+    assert table1[10] == "cpu: Test CPU <x86>"
+    assert table1[11] == "2025-01-02 03:05 UTC"
     fig2 = by_name["fig2"]
     assert fig2[3] == "not run"
-    assert fig2[4:8] == ["0", "0", "1", "0"]
+    assert fig2[4:9] == ["0", "0", "0", "1", "0"]
     assert 'href="toy/table1.html"' in html and 'href="toy/fig2.html"' in html
     assert (tmp_path / "reports" / "toy" / "table1.html").exists()
 
@@ -227,7 +227,7 @@ def test_artifact_page_verdicts_figure_and_units(results, artifacts, tmp_path):
     assert verdicts["fid"][6].startswith("not run")
     assert verdicts["memory"][6].startswith("not judged")
     assert verdicts["memory"][7] == "unverified"
-    assert counts_lines(html) == ["1 reproduced 1 not reproduced 1 not run 1 not judged"]
+    assert counts_lines(html) == ["1 reproduced 1 not reproduced 0 inconclusive 1 not run 1 not judged"]
 
     summary = _rows_by_first_cell(found["data"])
     assert summary["m1"] == ["m1", "2.200", "80.00"]
@@ -262,8 +262,8 @@ def test_a_run_on_the_emulated_device_is_marked_and_never_judged(claims_root, ar
         write_record(out, record)
     index = report.build_report(out, tmp_path / "reports", artifacts).read_text()
     row = {row[1]: row for row in tables(index)["index"][1:]}["table1"]
-    assert row[9] == "cuda-emu: emulated CUDA device"
-    assert row[4:8] == ["0", "0", "4", "0"]
+    assert row[10] == "cuda-emu: emulated CUDA device"
+    assert row[4:9] == ["0", "0", "0", "4", "0"]
     html = (tmp_path / "reports" / "toy" / "table1.html").read_text()
     assert "Run on the emulated CUDA device" in html and "not comparable" in html
     verdicts = _rows_by_first_cell(tables(html)["verdicts"])
