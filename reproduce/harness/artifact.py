@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
     from reproduce.harness.device import Device
     from reproduce.harness.records import Record
+    from reproduce.harness.stats import Samples
 
 SCALES = ("smoke", "quick", "full")
 # The kinds of device a run can use (``--device``): the CPU, a CUDA GPU, and the emulated CUDA
@@ -76,15 +77,18 @@ class Summary:
 
     ``table`` has one row per unit or per aggregate; ``measured`` maps claim ids to the
     measured value that :func:`reproduce.harness.claims.judge` compares; ``samples`` maps claim
-    ids to the values (per seed, matrix or repeated timing) whose mean that value is, where the
-    claim's statistic is such a mean, so that the verdict follows their confidence interval;
-    ``figures`` are ``(caption, matplotlib Figure)`` pairs; ``notes`` are sentences shown with
-    the table.
+    ids to what that value is the statistic of (:class:`~reproduce.harness.stats.Samples`: per
+    seed, matrix or repeated timing; a plain list is one stratum whose mean it is), so that the
+    verdict follows their confidence interval; ``withheld`` maps claim ids to the reason a
+    measured comparison is not judged (:mod:`reproduce.harness.sanity`: its reference model is
+    below the learning floor, or the metric is unreliable at this scale); ``figures`` are
+    ``(caption, matplotlib Figure)`` pairs; ``notes`` are sentences shown with the table.
     """
 
     table: pd.DataFrame
     measured: dict[str, float] = field(default_factory=dict)
-    samples: dict[str, list[float]] = field(default_factory=dict)
+    samples: dict[str, Samples | list[float]] = field(default_factory=dict)
+    withheld: dict[str, str] = field(default_factory=dict)
     figures: list[tuple[str, Figure]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 

@@ -295,6 +295,7 @@ def judge_records(artifact: Artifact, records: list[Record], ctx: Context):
     summary = artifact.summarize(ok, ctx) if ok else None
     measured = summary.measured if summary else {}
     samples = summary.samples if summary else {}
+    withheld = summary.withheld if summary else {}
     paper_claims = {c.id: c for c in claims_mod.load_claims(artifact.paper)}
     missing = [cid for cid in artifact.claims if cid not in paper_claims]
     if missing:
@@ -304,7 +305,8 @@ def judge_records(artifact: Artifact, records: list[Record], ctx: Context):
                     for cid in artifact.claims]
     else:
         verdicts = [claims_mod.judge(paper_claims[cid], measured.get(cid), ctx.scale, ctx.device.kind,
-                                     ctx.device.name, samples.get(cid)) for cid in artifact.claims]
+                                     ctx.device.name, samples.get(cid), withheld.get(cid))
+                    for cid in artifact.claims]
     return summary, verdicts
 
 

@@ -1,16 +1,19 @@
-"""Verdicts on constructed claims: within tolerance, better, worse, unverified, not run."""
+"""Verdicts on constructed claims: within tolerance, better, worse, unverified, not run, from intervals,
+from one sample, withheld, and on another class of device."""
 
 import numpy as np
 import pytest
 
-from reproduce.harness.claims import Claim, judge, load_claims
+from reproduce.harness.claims import Claim, device_class, judge, load_claims
 from reproduce.harness.errors import ReproError
+from reproduce.harness.stats import Samples
 
 
 def make_claim(**overrides) -> Claim:
+    """A claim whose point verdicts are final (``deterministic``) unless the test says otherwise."""
     fields = dict(id="c", text="A is 3.5x faster than B.", value=3.5, unit="x", better="higher",
                   tolerance={"rel": 0.25}, source="arXiv:0000.00000, abstract", confidence="verified",
-                  scales=("quick", "full"))
+                  scales=("quick", "full"), deterministic=True)
     return Claim(**{**fields, **overrides})
 
 
@@ -91,10 +94,53 @@ def test_samples_are_judged_by_their_interval(samples, status):
         assert "straddles 2.625" in verdict.note and "samples at this spread would decide" in verdict.note
 
 
-def test_lower_is_better_intervals_and_a_single_sample_keep_the_point_verdict():
+def test_lower_is_better_intervals_and_a_single_sample_of_a_deterministic_claim_keep_the_point_verdict():
     claim = make_claim(value=10.0, better="lower", tolerance={"abs": 1.0})
     assert judge(claim, 10.0, "full", samples=[9.8, 10.2, 10.1, 9.9]).status == "reproduced"
     assert judge(claim, 12.0, "full", samples=[11.8, 12.2, 12.1, 11.9]).status == "not reproduced"
     assert judge(claim, 11.0, "full", samples=[9.0, 13.0, 10.5, 11.5]).status == "inconclusive"
     point = judge(claim, 10.5, "full", samples=[10.5])
     assert point.status == "reproduced" and point.ci is None
+
+
+@pytest.mark.parametrize("measured", [3.5, 9.0, 1.0])
+def test_one_sample_of_a_learned_outcome_is_at_most_inconclusive(measured):
+    claim = make_claim(deterministic=False)
+    for samples in (None, [measured], Samples({"a": [measured], "b": [measured]}, "max")):
+        verdict = judge(claim, measured, "quick", samples=samples)
+        assert verdict.status == "inconclusive" and verdict.samples == 1
+        assert verdict.label == "inconclusive (1 sample)"
+        assert ("within tolerance" in verdict.note) == (measured != 1.0)
+
+
+def test_stratified_samples_judge_the_claims_statistic():
+    claim = make_claim(value=3.0, tolerance={"rel": 0.1}, deterministic=False)
+    # The max over matrices of per-matrix mean speed-ups: matrix b (mean 3.2) carries it.
+    samples = Samples({"a": [1.0, 1.1, 0.9], "b": [3.1, 3.2, 3.3], "c": [2.0, 2.1, 1.9]}, "max")
+    verdict = judge(claim, samples.point(), "quick", samples=samples)
+    assert samples.point() == pytest.approx(3.2)
+    assert verdict.status == "reproduced" and verdict.samples == 3
+    assert 3.1 <= verdict.ci[0] <= 3.2 <= verdict.ci[1] <= 3.3 and "in each of 3 strata (max)" in verdict.note
+
+
+def test_a_withheld_comparison_is_shown_not_judged():
+    verdict = judge(make_claim(), 3.5, "quick", samples=[3.4, 3.5, 3.6], withheld="below the learning floor: x")
+    assert verdict.status == "not judged" and verdict.note == "below the learning floor: x" and verdict.measured == 3.5
+
+
+@pytest.mark.parametrize(("kind", "name", "platform", "match", "label"), [
+    ("cpu", "AMD EPYC", "edge-gpu", False, "reproduced (other device)"),
+    ("cuda", "NVIDIA Jetson AGX Orin", "edge-gpu", True, "reproduced"),
+    ("cuda", "NVIDIA H200", "edge-gpu", False, "reproduced (other device)"),
+    ("cuda", "NVIDIA H200", "gpu", True, "reproduced"),
+    ("cpu", "AMD EPYC", None, None, "reproduced"),
+])
+def test_a_claim_measured_on_another_class_of_device_is_judged_and_labelled(kind, name, platform, match, label):
+    verdict = judge(make_claim(platform=platform), 3.5, "quick", kind, name)
+    assert verdict.status == "reproduced" and verdict.device_match is match and verdict.label == label
+    assert device_class(kind, name) in ("cpu", "gpu", "edge-gpu")
+
+
+def test_an_unknown_platform_is_refused():
+    with pytest.raises(ReproError, match="platform must be one of"):
+        make_claim(platform="phone")

@@ -33,6 +33,7 @@ tolerance = {{ rel = 0.25 }}
 source = "Toy paper, abstract"
 confidence = "verified"
 scales = ["smoke", "quick"]
+deterministic = true
 
 [[claim]]
 id = "accuracy"
@@ -44,6 +45,7 @@ tolerance = {{ abs = 1.0 }}
 source = "Toy paper, Fig. 3"
 confidence = "approximate"
 scales = ["smoke"]
+deterministic = true
 
 [[claim]]
 id = "fid"
