@@ -120,6 +120,10 @@ class Artifact:
     unhashed_keys : tuple of str
         Config keys that change how units run but not what they measure (``keep_matrices``):
         left out of the config hash, so giving them or not never splits a sweep in two.
+    timed : bool
+        Whether the claims rest on times or memory measured inside units: then units never run
+        at once on shared CPU cores (a ``--executor local`` run on the CPU runs this artifact's
+        units one after another in this process), so no unit's measurement overlaps another's.
     devices : tuple of str
         The device kinds (:data:`DEVICE_KINDS`) whose runs this artifact supports; default
         ``("cpu", "cuda")``. The emulated CUDA device (``"cuda-emu"``) runs CUDA kernels on the
@@ -140,6 +144,7 @@ class Artifact:
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
     fetch: Callable[[Context], list[str]] | None = None
     unhashed_keys: tuple[str, ...] = ()
+    timed: bool = False
     devices: tuple[str, ...] = DEFAULT_DEVICES
 
     def __post_init__(self):

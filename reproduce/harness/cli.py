@@ -46,7 +46,8 @@ def _common_run_options(parser: argparse.ArgumentParser) -> None:
                             "a job array through submitit (Slurm where sbatch exists, else submitit's local executor)")
     where.add_argument("--workers", type=int, metavar="N",
                        help="with --executor local: units at once (default: one per GPU, or the CPU cores; "
-                            "CPU workers share the cores, so timings of units that overlap are slower)")
+                            "CPU workers share the cores, so artifacts whose claims rest on times or memory run their "
+                            "units one at a time all the same)")
     where.add_argument("--shard", type=_shard, metavar="I/N",
                        help="run only the I-th of N disjoint parts of the sweep (1 <= I <= N); a unit's part "
                             "depends on its id alone, so N runs on N machines cover every unit exactly once")

@@ -120,6 +120,11 @@ class LocalExecutor:
         if self.workers < 1:
             raise ReproError(f"--workers must be at least 1, not {self.workers}")
 
+    @property
+    def shares_cores(self) -> bool:
+        """Whether units run at once on the same CPU cores (so that times measured in them overlap)."""
+        return not self.gpus and self.workers > 1
+
     def _start(self, payload: bytes, slot: int) -> _Worker:
         gpu = self.gpus[slot % len(self.gpus)] if self.gpus else None
         parent, child = self.context.Pipe()

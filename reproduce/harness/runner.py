@@ -187,7 +187,8 @@ def run_artifact(artifact: Artifact, scale: str, device: Device, *, seed: int = 
     """Run the units of ``artifact`` at ``scale`` on ``device``; see the module docstring.
 
     ``executor`` runs the units still to do (default: :class:`InlineExecutor`, one after
-    another in this process); ``shard`` keeps the run to that part of the sweep.
+    another in this process; also for a ``timed`` artifact when the executor's workers would
+    share the CPU cores); ``shard`` keeps the run to that part of the sweep.
     """
     if not artifact.runs_on(device.kind):
         raise ReproError(f"{artifact.id} does not run on --device {device.kind}; it runs on "
@@ -210,9 +211,11 @@ def run_artifact(artifact: Artifact, scale: str, device: Device, *, seed: int = 
         else:
             todo.append(unit)
     task = UnitTask(artifact, ctx, identity, chash, Path(out), _now())
+    if executor is None or (artifact.timed and getattr(executor, "shares_cores", False)):
+        executor = InlineExecutor()
     with tqdm(total=len(todo), desc=artifact.id, unit="unit", disable=not progress, file=sys.stderr,
               leave=False) as bar:
-        for unit, status in (executor or InlineExecutor()).run(task, todo):
+        for unit, status in executor.run(task, todo):
             bar.update(1)
             bar.set_postfix_str(unit.id, refresh=False)
             counts["ran"] += 1

@@ -112,3 +112,30 @@ def test_cli_shard_and_executor_options(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["run", "hbp/correctness", "--shard", "3/2"])
     assert "--shard takes I/N" in capsys.readouterr().err
+
+
+class _SharedCoresExecutor:
+    """Stands for local CPU workers; records whether the runner handed it any unit."""
+
+    shares_cores = True
+
+    def __init__(self):
+        self.used = False
+
+    def run(self, task, units):
+        self.used = True
+        for unit in units:
+            yield unit, task(unit)
+
+
+@pytest.mark.parametrize("timed", [True, False])
+def test_a_timed_artifact_never_runs_units_at_once_on_shared_cores(tmp_path, cpu, timed):
+    import dataclasses
+
+    artifact = dataclasses.replace(ARTIFACT, timed=timed)
+    executor = _SharedCoresExecutor()
+    result = run_artifact(artifact, "smoke", cpu, out=tmp_path, progress=False, executor=executor,
+                          overrides={"n": 2, "ledger": str(tmp_path)})
+    assert result.counts["ran"] == 2 and executor.used is not timed
+    assert LocalExecutor(workers=2).shares_cores and not LocalExecutor(workers=1).shares_cores
+    assert not LocalExecutor(workers=2, gpus=[0, 1]).shares_cores
