@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 from reproduce.harness.artifact import SCALES, Artifact, Context
@@ -104,18 +105,31 @@ def _run(artifacts: list[Artifact], args: argparse.Namespace) -> int:
     print(f"device: {device.tag} ({device.name}); {device.reason}", file=sys.stderr)
     artifacts = _runnable(artifacts, device.kind)
     executor = _executor(args, device)
-    status = 0
+    status, walls = 0, {}
     for artifact in artifacts:
         if args.scale not in artifact.scales:
             print(f"{artifact.id}: no {args.scale} scale, skipped", file=sys.stderr)
             continue
+        clock = time.perf_counter()
         result = run_artifact(artifact, args.scale, device, seed=args.seed, out=args.out, force=args.force,
                               overrides=_overrides(args, artifact), progress=args.progress,
                               executor=executor, shard=args.shard)
-        print(format_run(result))
+        walls[artifact.id] = time.perf_counter() - clock
+        print(format_run(result) + f"wall time: {_minutes(walls[artifact.id])}\n")
         failed = any(r.status == "failed" and r.unit in result.share for r in result.records)
         status = max(status, EXIT_FAILED_UNITS if failed else 0)
+    if len(walls) > 1:
+        width = max(map(len, walls))
+        print("wall time per artifact:\n" + "\n".join(f"  {name:<{width}}  {_minutes(s)}" for name, s in walls.items())
+              + f"\n  {'total':<{width}}  {_minutes(sum(walls.values()))}")
     return status
+
+
+def _minutes(seconds: float) -> str:
+    """``seconds`` as ``12 min 05 s`` (or ``5.2 s`` under a minute)."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    return f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
 
 
 def _runnable(artifacts: list[Artifact], device_kind: str) -> list[Artifact]:

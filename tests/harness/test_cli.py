@@ -26,6 +26,14 @@ def test_run_smoke_then_resume(tmp_path, capsys):
     assert "reused 7 from earlier runs" in capsys.readouterr().out
 
 
+def test_a_run_of_several_artifacts_ends_with_the_wall_time_of_each(tmp_path, capsys):
+    assert main(["run", "hbp", "--scale", "smoke", "--out", str(tmp_path), "--no-progress", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    table = out[out.index("wall time per artifact:"):].splitlines()
+    assert [line.split()[0] for line in table[1:]] == ["hbp/correctness", "hbp/preprocessing", "hbp/spmv", "total"]
+    assert out.count("\nwall time: ") == 3
+
+
 def test_artifact_options_reach_the_config(tmp_path, capsys, suitesparse_dir, monkeypatch):
     monkeypatch.setenv("REPRO_MATRIX_DIRS", str(suitesparse_dir))
     args = ["run", "hbp/correctness", "--out", str(tmp_path), "--no-progress", "--device", "cpu",
