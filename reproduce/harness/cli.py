@@ -97,7 +97,7 @@ def _overrides(args: argparse.Namespace, artifact: Artifact) -> dict:
 
 
 def _run(artifacts: list[Artifact], args: argparse.Namespace) -> int:
-    from reproduce.harness.console import format_run
+    from reproduce.harness.console import Tally, format_run
     from reproduce.harness.device import select_device
     from reproduce.harness.runner import run_artifact
 
@@ -105,7 +105,7 @@ def _run(artifacts: list[Artifact], args: argparse.Namespace) -> int:
     print(f"device: {device.tag} ({device.name}); {device.reason}", file=sys.stderr)
     artifacts = _runnable(artifacts, device.kind)
     executor = _executor(args, device)
-    status, walls = 0, {}
+    status, walls, verdicts = 0, {}, []
     for artifact in artifacts:
         if args.scale not in artifact.scales:
             print(f"{artifact.id}: no {args.scale} scale, skipped", file=sys.stderr)
@@ -115,6 +115,7 @@ def _run(artifacts: list[Artifact], args: argparse.Namespace) -> int:
                               overrides=_overrides(args, artifact), progress=args.progress,
                               executor=executor, shard=args.shard)
         walls[artifact.id] = time.perf_counter() - clock
+        verdicts += result.verdicts
         print(format_run(result) + f"wall time: {_minutes(walls[artifact.id])}\n")
         failed = any(r.status == "failed" and r.unit in result.share for r in result.records)
         status = max(status, EXIT_FAILED_UNITS if failed else 0)
@@ -122,6 +123,7 @@ def _run(artifacts: list[Artifact], args: argparse.Namespace) -> int:
         width = max(map(len, walls))
         print("wall time per artifact:\n" + "\n".join(f"  {name:<{width}}  {_minutes(s)}" for name, s in walls.items())
               + f"\n  {'total':<{width}}  {_minutes(sum(walls.values()))}")
+        print(f"verdicts over all artifacts: {Tally.of(verdicts).text()}")
     return status
 
 

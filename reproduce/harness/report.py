@@ -4,11 +4,15 @@
 artifact's ``summarize`` on the records of its most recent config per scale, judges the
 claims (:func:`reproduce.harness.runner.judge_records`) and writes
 
-- ``reports/index.html``: one row per artifact, every discovered artifact included
-  (never run: all its claims "not run");
+- ``reports/index.html``: the whole suite's tally of verdicts (by scale, and over each
+  artifact's headline run), then one row per artifact with its verdict counts, every
+  discovered artifact included (never run: all its claims "not run");
 - ``reports/<paper>/<name>.html``: per scale that has records (full, quick, smoke), the
-  verdicts, the summary table, notes, plots, failed and skipped units, and the
-  environment the records were produced in.
+  verdict counts, the verdicts (label, measured value, 95% interval, samples), a forest plot
+  of the claims judged from samples (:mod:`reproduce.harness.forest`), the summary table,
+  notes, plots, failed and skipped units, and the environment the records were produced in;
+- ``reports/verdicts.json``: every verdict of every claim at every scale with records (a
+  never-run artifact's claims with scale null), for scripts and CI (:func:`verdict_entries`).
 
 Decisions:
 
@@ -25,7 +29,11 @@ Decisions:
   ``escape=True``; plot images are PNG data URIs drawn here (no SVG text). Each page also
   carries a Content-Security-Policy that allows no script and no remote load at all.
 - A report is a pure function of the records: it carries no build time, so building it
-  twice from the same results gives byte-identical files.
+  twice from the same results gives byte-identical files (``verdicts.json`` included: its
+  order is artifact, then scale full/quick/smoke, then the artifact's claim order).
+- Verdicts show their label (``Verdict.label``: ``(1 sample)``, ``(indicative)``,
+  ``(other device)``), and every count of verdicts counts the ``(other device)`` ones apart
+  (:class:`~reproduce.harness.console.Tally`).
 - An artifact whose ``summarize`` raises, or whose claims are missing from its
   ``claims.toml``, gets its error shown on its page (claims "not run") instead of
   stopping the report for every other artifact.
@@ -55,14 +63,25 @@ from reproduce.harness import claims as claims_mod
 from reproduce.harness import runner
 from reproduce.harness.artifact import Artifact, Context, Summary
 from reproduce.harness.claims import VERDICTS, Claim, Verdict
+from reproduce.harness.console import Tally
 from reproduce.harness.device import timing_comparable
 from reproduce.harness.errors import ReproError
+from reproduce.harness.forest import forest_entries, forest_figure
 from reproduce.harness.paths import atomic_write_text
 from reproduce.harness.records import Record, read_record
 
 SCALE_ORDER = ("full", "quick", "smoke")
 FIGURE_DPI = 110
 MISSING = "\u2014"
+VERDICTS_JSON = "verdicts.json"
+VERDICTS_SCHEMA = 1
+FOREST_CAPTION = ("Forest plot of the claims judged from samples, one panel per claim on its own unit: the paper's "
+                  "value (black line) and tolerance (dark green band), with the side better than the paper shaded; "
+                  "the measured statistic (diamond) and its 95% bootstrap interval (bar), coloured by verdict; each "
+                  "sample (seed, repeated timing) as a grey dot, one row per stratum (matrix, setting).")
+MARKS = {"(1 sample)": "one sample of a quantity that varies from seed to seed: at most inconclusive",
+         "(indicative)": "the paper's value is read off a chart",
+         "(other device)": "measured on another class of device than the paper's (a CPU against a GPU figure)"}
 
 
 @dataclass
@@ -76,6 +95,8 @@ class ScaleView:
     table_html: Markup | None = None
     notes: list[str] = field(default_factory=list)
     figures: list[tuple[str, str]] = field(default_factory=list)
+    forest: str | None = None
+    forest_claims: list[str] = field(default_factory=list)
     error: str | None = None
 
     @property
@@ -115,9 +136,9 @@ class ArtifactView:
         return self.headline.verdicts if self.headline else self.unrun
 
     @property
-    def counts(self) -> dict[str, int]:
-        """Claims per verdict status, in :data:`~reproduce.harness.claims.VERDICTS` order."""
-        return count_verdicts(self.verdicts)
+    def counts(self) -> Tally:
+        """Claims of the headline run per verdict status, the other-device ones apart."""
+        return Tally.of(self.verdicts)
 
     @property
     def href(self) -> str:
@@ -145,10 +166,11 @@ def build_report(results: Path, reports: Path, artifacts: dict[str, Artifact] | 
     for view in views:
         page = templates.get_template("artifact.html.j2").render(view=_page_context(view))
         atomic_write_text(reports / view.href, page)
+    atomic_write_text(reports / VERDICTS_JSON, verdicts_json(views))
     orphans = orphan_artifacts(results, artifacts)
     index = templates.get_template("index.html.j2").render(
-        rows=[_index_row(v) for v in views], totals=count_verdicts(v for view in views for v in view.verdicts),
-        verdicts=VERDICTS, orphans=orphans)
+        rows=[_index_row(v) for v in views], totals=Tally.of(v for view in views for v in view.verdicts),
+        by_scale=suite_tally(views), orphans=orphans, verdicts_json=VERDICTS_JSON)
     index_path = reports / "index.html"
     atomic_write_text(index_path, index)
     return index_path
@@ -182,6 +204,10 @@ def judge_scale(artifact: Artifact, records: list[Record], ctx: Context) -> Scal
         return view
     if summary is not None:
         _render_summary(summary, view)
+        entries = forest_entries(view.verdicts, summary.samples)
+        if entries:
+            view.forest = figure_data_uri(forest_figure(entries))
+            view.forest_claims = [verdict.claim.id for verdict, _ in entries]
     return view
 
 
@@ -196,10 +222,53 @@ def declared_claims(artifact: Artifact) -> tuple[list[Claim], str | None]:
     return [known[cid] for cid in artifact.claims if cid in known], problem
 
 
-def count_verdicts(verdicts) -> dict[str, int]:
-    """``{status: n}`` for every status in :data:`~reproduce.harness.claims.VERDICTS`."""
-    counts = Counter(v.status for v in verdicts)
-    return {status: counts.get(status, 0) for status in VERDICTS}
+def suite_tally(views: list[ArtifactView]) -> list[tuple[str, Tally]]:
+    """The whole suite's verdicts per scale run (every artifact's run at that scale), largest scale first."""
+    return [(scale, Tally.of(v for view in views for run in view.runs if run.scale == scale for v in run.verdicts))
+            for scale in SCALE_ORDER if any(run.scale == scale for view in views for run in view.runs)]
+
+
+def verdict_entry(artifact: Artifact, scale: str | None, verdict: Verdict) -> dict:
+    """One verdict as ``verdicts.json`` holds it: JSON values only, no NaN (a non-finite number is null).
+
+    ``ci`` is the 95% interval ``[low, high]`` or null; ``samples`` the samples per stratum the verdict
+    rests on (seeds, repeats) or null (a deterministic claim judged on its value, or nothing judged);
+    ``device_match`` is null for a claim with no ``platform``; ``value``, ``unit``, ``better`` and
+    ``bounds`` (the tolerance as ``[low, high]`` in the claim's unit) repeat the claim.
+    """
+    claim = verdict.claim
+    return {
+        "paper": artifact.paper, "artifact": artifact.name, "claim": claim.id, "scale": scale,
+        "verdict": verdict.status, "label": verdict.label, "measured": _finite(verdict.measured),
+        "ci": None if verdict.ci is None else [_finite(x) for x in verdict.ci], "samples": verdict.samples,
+        "deterministic": claim.deterministic, "device_match": verdict.device_match, "platform": claim.platform,
+        "value": _finite(claim.value), "unit": claim.unit, "better": claim.better,
+        "bounds": [_finite(float(f"{x:.12g}")) for x in claim.bounds()],  # without float noise (22.360000000000003)
+        "confidence": claim.confidence, "note": verdict.note,
+    }
+
+
+def verdict_entries(views: list[ArtifactView]) -> list[dict]:
+    """Every verdict of every artifact at every scale with records, in the report's order; a never-run
+    artifact's claims once, "not run", with scale null."""
+    entries = []
+    for view in views:
+        for run in view.runs:
+            entries += [verdict_entry(view.artifact, run.scale, v) for v in run.verdicts]
+        if not view.runs:
+            entries += [verdict_entry(view.artifact, None, v) for v in view.unrun]
+    return entries
+
+
+def verdicts_json(views: list[ArtifactView]) -> str:
+    """The text of ``verdicts.json``: ``{"schema": 1, "verdicts": [entry, ...]}`` (:func:`verdict_entry`)."""
+    document = {"schema": VERDICTS_SCHEMA, "verdicts": verdict_entries(views)}
+    return json.dumps(document, indent=1, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def _finite(value: float | None) -> float | None:
+    """``value`` as a float, or None when it is None, NaN or infinite (JSON has neither)."""
+    return None if value is None or not math.isfinite(value) else float(value)
 
 
 def orphan_artifacts(results: Path, artifacts: dict[str, Artifact]) -> list[str]:
@@ -289,6 +358,14 @@ def gap_text(verdict: Verdict) -> str:
     return text
 
 
+def interval_html_text(verdict: Verdict) -> str:
+    """The verdict's 95% interval as ``[2.100, 2.300] x``, or a dash."""
+    if verdict.ci is None:
+        return MISSING
+    low, high = (format_number(x) for x in verdict.ci)
+    return _with_unit(f"[{low}, {high}]", verdict.claim.unit)
+
+
 def verdict_row(verdict: Verdict) -> dict:
     """One row of the verdict table, every cell already a string."""
     claim = verdict.claim
@@ -297,10 +374,17 @@ def verdict_row(verdict: Verdict) -> dict:
     return {
         "id": claim.id, "text": claim.text, "paper": paper,
         "better": "\u2191 higher is better" if claim.better == "higher" else "\u2193 lower is better",
-        "tolerance": tolerance_text(claim), "measured": measured, "gap": gap_text(verdict),
-        "status": verdict.status, "css": _css_class(verdict.status), "indicative": verdict.indicative,
+        "tolerance": tolerance_text(claim), "measured": measured, "ci": interval_html_text(verdict),
+        "samples": MISSING if verdict.samples is None else str(verdict.samples), "gap": gap_text(verdict),
+        "status": verdict.status, "label": verdict.label, "css": _css_class(verdict.status),
         "confidence": claim.confidence, "source": claim.source, "note": verdict.note,
     }
+
+
+def marks_used(verdicts: list[Verdict]) -> list[tuple[str, str]]:
+    """The label marks (:data:`MARKS`) that ``verdicts`` carry, with what each means, in a fixed order."""
+    labels = [v.label for v in verdicts]
+    return [(mark, meaning) for mark, meaning in MARKS.items() if any(mark in label for label in labels)]
 
 
 def _css_class(status: str) -> str:
@@ -381,7 +465,9 @@ def _run_context(view: ScaleView, artifact: Artifact) -> dict:
     units = _unit_rows(view.records)
     return {
         "scale": view.scale, "needs": artifact.needs.get(view.scale, ""), "error": view.error,
-        "verdicts": [verdict_row(v) for v in view.verdicts], "counts": count_verdicts(view.verdicts),
+        "verdicts": [verdict_row(v) for v in view.verdicts], "counts": Tally.of(view.verdicts),
+        "marks": marks_used(view.verdicts), "forest": view.forest, "forest_claims": view.forest_claims,
+        "forest_caption": FOREST_CAPTION,
         "units": view.units, "unit_rows": units, "problems": [u for u in units if u["status"] != "ok"],
         "table_html": view.table_html, "notes": view.notes, "figures": view.figures,
         "device": device_text(view.newest.device or {}), "device_note": device_note(view.context),
@@ -397,7 +483,7 @@ def _page_context(view: ArtifactView) -> dict:
     return {
         "id": artifact.id, "title": artifact.title,
         "runs": [_run_context(run, artifact) for run in view.runs],
-        "unrun": [verdict_row(v) for v in view.unrun], "unrun_counts": count_verdicts(view.unrun),
+        "unrun": [verdict_row(v) for v in view.unrun], "unrun_counts": Tally.of(view.unrun),
         "problem": view.problem,
         "missing_scales": [{"scale": s, "needs": artifact.needs.get(s, "")}
                            for s in SCALE_ORDER if s in artifact.scales and s not in run_scales],
@@ -448,8 +534,9 @@ table.data td { text-align: right; font-variant-numeric: tabular-nums; }
 .v-not-reproduced, .v-failed { background: #ffebe9; color: #a40e26; }
 .v-not-run, .v-skipped { background: #eaeef2; color: #424a53; }
 .v-not-judged { background: #fff8c5; color: #7d4e00; }
-td.count { text-align: right; } td.count.zero { color: #8c959f; }
-.indicative { font-size: .85em; font-style: italic; color: #7d4e00; }
+.v-inconclusive { background: #fff1e5; color: #9a6700; }
+td.count { text-align: right; } td.count.zero { color: #8c959f; } td.count.other-device { font-weight: 600; }
+.marks { font-size: .9em; }
 .device-note { background: #fff8c5; border: 1px solid #d4a72c; padding: .5em .8em; border-radius: 6px; }
 .error { background: #ffebe9; border: 1px solid #ff8182; padding: .5em .8em; border-radius: 6px; }
 pre { background: #f6f8fa; padding: .6em; overflow-x: auto; white-space: pre-wrap; margin: 0; }
@@ -477,16 +564,24 @@ MACROS = """{% macro badge(status, text=None) -%}
 <span class="verdict {{ status | verdict_css }}">{{ text if text is not none else status }}</span>
 {%- endmacro %}
 
-{% macro counts_line(counts) %}
+{% macro counts_line(tally) %}
 <p class="counts">
-{% for status in statuses %}{{ badge(status, counts[status] ~ " " ~ status) }} {% endfor %}
+{% for status in statuses %}{{ badge(status, tally.part(status)) }} {% endfor %}
 </p>
 {% endmacro %}
 
-{% macro verdict_table(rows) %}
+{% macro tally_cells(tally) %}
+{% for status in statuses %}
+{% set n = tally.counts[status] %}
+<td class="count {{ status | verdict_css if n else 'zero' }}">{{ n }}</td>
+{% endfor %}
+<td class="count {{ 'other-device' if tally.on_other_device else 'zero' }}">{{ tally.on_other_device }}</td>
+{% endmacro %}
+
+{% macro verdict_table(rows, marks=[]) %}
 <table class="verdicts">
 <thead><tr><th>Claim</th><th>Paper says</th><th>Paper value</th><th>Tolerance</th><th>Measured</th>
-<th>Gap</th><th>Verdict</th><th>Confidence</th><th>Source</th></tr></thead>
+<th>95% interval</th><th>Samples</th><th>Gap</th><th>Verdict</th><th>Confidence</th><th>Source</th></tr></thead>
 <tbody>
 {% for row in rows %}
 <tr class="{{ row.css }}" id="claim-{{ row.id }}">
@@ -495,9 +590,10 @@ MACROS = """{% macro badge(status, text=None) -%}
 <td class="num">{{ row.paper }}<br><span class="muted">{{ row.better }}</span></td>
 <td class="num">{{ row.tolerance }}</td>
 <td class="num">{{ row.measured }}</td>
+<td class="num">{{ row.ci }}</td>
+<td class="num">{{ row.samples }}</td>
 <td class="num">{{ row.gap }}</td>
-<td>{{ badge(row.status) }}
-{% if row.indicative %}<br><span class="indicative">indicative: read off a chart</span>{% endif %}
+<td>{{ badge(row.status, row.label) }}
 {% if row.note %}<br><span class="muted">{{ row.note }}</span>{% endif %}
 </td>
 <td>{{ row.confidence }}</td>
@@ -506,20 +602,43 @@ MACROS = """{% macro badge(status, text=None) -%}
 {% endfor %}
 </tbody>
 </table>
+{% if marks %}
+<p class="marks muted">
+{% for mark, meaning in marks %}<b>{{ mark }}</b>: {{ meaning }}. {% endfor %}
+Samples: per stratum (seeds or repeated timings); the 95% interval is a stratified percentile bootstrap.</p>
+{% endif %}
 {% endmacro %}
 """
 
 INDEX = """{% extends "base.html.j2" %}
-{% from "macros.html.j2" import badge, counts_line %}
+{% from "macros.html.j2" import badge, counts_line, tally_cells %}
 {% block title %}Reproduction report{% endblock %}
 {% block body %}
 <h1>Reproduction report</h1>
+<h2>Suite tally</h2>
+<p class="muted">Every claim of every artifact, judged on the artifact's largest scale with records (full, then
+quick, then smoke; an artifact never run counts its claims as not run). Verdicts measured on another class of
+device than the paper's are included in their status and counted apart. Every verdict, at every scale run, is in
+<a href="{{ verdicts_json }}">{{ verdicts_json }}</a>.</p>
+{{ counts_line(totals) }}
+<table class="tally">
+<thead><tr><th>Runs</th>
+{% for status in statuses %}<th>{{ status }}</th>{% endfor %}
+<th>of which on other device</th></tr></thead>
+<tbody>
+{% for scale, tally in by_scale %}
+<tr><td>{{ scale }} scale</td>{{ tally_cells(tally) }}</tr>
+{% endfor %}
+<tr><td>headline (largest scale per artifact)</td>{{ tally_cells(totals) }}</tr>
+</tbody>
+</table>
+<h2>Artifacts</h2>
 <p class="muted">One row per artifact. Claims and units are those of the artifact's largest scale with
 records (full, then quick, then smoke); its page shows every scale.</p>
-{{ counts_line(totals) }}
 <table class="index">
 <thead><tr><th>Paper</th><th>Artifact</th><th>Title</th><th>Scale</th>
 {% for status in statuses %}<th>{{ status }}</th>{% endfor %}
+<th>of which on other device</th>
 <th>Units ok / failed / skipped</th><th>Device</th><th>Newest record</th></tr></thead>
 <tbody>
 {% for row in rows %}
@@ -534,10 +653,7 @@ records (full, then quick, then smoke); its page shows every scale.</p>
 {{ badge("not run") }}
 {% endif %}
 </td>
-{% for status in statuses %}
-{% set n = row.counts[status] %}
-<td class="count {{ status | verdict_css if n else 'zero' }}">{{ n }}</td>
-{% endfor %}
+{{ tally_cells(row.counts) }}
 {% if row.units %}
 <td class="num">{{ row.units.ok }} / {{ row.units.failed }} / {{ row.units.skipped }}</td>
 {% else %}
@@ -591,9 +707,13 @@ units ok {{ run.units.ok }}, failed {{ run.units.failed }}, skipped {{ run.units
 <h3>Claims</h3>
 {{ counts_line(run.counts) }}
 {% if run.verdicts %}
-{{ verdict_table(run.verdicts) }}
+{{ verdict_table(run.verdicts, run.marks) }}
 {% else %}
 <p class="muted">This artifact checks no claims.</p>
+{% endif %}
+{% if run.forest %}
+<figure class="forest" id="forest-{{ run.scale }}"><img src="{{ run.forest }}"
+alt="Forest plot of {{ run.forest_claims | join(', ') }}"><figcaption>{{ run.forest_caption }}</figcaption></figure>
 {% endif %}
 {% if run.table_html is not none %}
 <h3>Summary</h3>

@@ -1,11 +1,13 @@
-"""The HTML report: verdicts, counts, inline plots, escaping, self-containment, determinism."""
+"""The HTML report: verdicts, counts, inline plots, escaping, self-containment, determinism, verdicts.json."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import subprocess
+from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -17,7 +19,9 @@ from markupsafe import escape
 from reproduce.harness import claims as claims_mod
 from reproduce.harness import report
 from reproduce.harness.artifact import Artifact, Outcome, Summary
+from reproduce.harness.forest import forest_entries, forest_figure
 from reproduce.harness.records import Record, metric, write_record
+from reproduce.harness.stats import Samples
 
 PAPER = "toy"
 SCRIPT_TEXT = '<script>alert("x")</script>'
@@ -33,7 +37,7 @@ tolerance = {{ rel = 0.25 }}
 source = "Toy paper, abstract"
 confidence = "verified"
 scales = ["smoke", "quick"]
-deterministic = true
+platform = "gpu"
 
 [[claim]]
 id = "accuracy"
@@ -44,6 +48,17 @@ better = "higher"
 tolerance = {{ abs = 1.0 }}
 source = "Toy paper, Fig. 3"
 confidence = "approximate"
+scales = ["smoke"]
+
+[[claim]]
+id = "params"
+text = "Toy has 10 M parameters."
+value = 10.0
+unit = "M"
+better = "lower"
+tolerance = {{ rel = 0.1 }}
+source = "Toy paper, Table 1"
+confidence = "verified"
 scales = ["smoke"]
 deterministic = true
 
@@ -79,7 +94,8 @@ ENVIRONMENT = {"python": "3.11.7", "implementation": "CPython", "platform": "Lin
 
 
 def _summarize(records, ctx):
-    """Mean speed-up and accuracy of the ok units, with one plot."""
+    """Mean speed-up of the ok units with its per-unit samples (a GPU claim judged on the CPU), the first unit's
+    accuracy as one sample of a learned outcome, a deterministic parameter count, and one plot."""
     table = pd.DataFrame({
         "unit": [r.unit for r in records],
         "speedup": [r.value("speedup") for r in records],
@@ -89,7 +105,8 @@ def _summarize(records, ctx):
     ax.bar(table["unit"], table["speedup"])
     return Summary(table=table,
                    measured={"speedup": float(table["speedup"].mean()),
-                             "accuracy": float(table["accuracy"].mean()), "memory": 1.5},
+                             "accuracy": float(table["accuracy"].iloc[0]), "params": 12.0, "memory": 1.5},
+                   samples={"speedup": table["speedup"].tolist(), "accuracy": [float(table["accuracy"].iloc[0])]},
                    figures=[("Speed-up per unit", fig)], notes=["Means over <b>ok</b> units."])
 
 
@@ -120,12 +137,13 @@ def claims_root(tmp_path, monkeypatch):
 
 @pytest.fixture
 def results(tmp_path, claims_root):
-    """Records of toy/table1 at smoke: two ok units, one failed, one skipped."""
+    """Records of toy/table1 at smoke: two ok units (speed-ups 2.1 and 2.3), one failed, one skipped."""
     out = tmp_path / "results"
-    ok = {"speedup": metric(2.2, "x"), "accuracy": metric(80.0, "%")}
-    write_record(out, _record("table1", "m1", "ok", "2025-01-02T03:04:00+00:00", metrics=ok,
+    write_record(out, _record("table1", "m1", "ok", "2025-01-02T03:04:00+00:00",
+                              metrics={"speedup": metric(2.1, "x"), "accuracy": metric(80.0, "%")},
                               data={"source": "bundled", "file": "m1.mtx", "sha256": "ab" * 32}))
-    write_record(out, _record("table1", "m2", "ok", "2025-01-02T03:05:00+00:00", metrics=ok))
+    write_record(out, _record("table1", "m2", "ok", "2025-01-02T03:05:00+00:00",
+                              metrics={"speedup": metric(2.3, "x"), "accuracy": metric(82.0, "%")}))
     write_record(out, _record("table1", "m3", "failed", "2025-01-02T03:03:00+00:00",
                               error="ValueError: <boom> & more"))
     write_record(out, _record("table1", "m4", "skipped", "2025-01-02T03:02:00+00:00",
@@ -135,7 +153,7 @@ def results(tmp_path, claims_root):
 
 @pytest.fixture
 def artifacts():
-    return {f"{PAPER}/table1": _artifact("table1", ("speedup", "accuracy", "fid", "memory")),
+    return {f"{PAPER}/table1": _artifact("table1", ("speedup", "accuracy", "params", "fid", "memory")),
             f"{PAPER}/fig2": _artifact("fig2", ("fid",))}
 
 
@@ -196,21 +214,114 @@ def test_index_counts_and_rows(results, artifacts, tmp_path):
     html = index.read_text()
     rows = tables(html)["index"]
     header = rows[0]
-    assert header[4:9] == ["reproduced", "not reproduced", "inconclusive", "not run", "not judged"]
+    assert header[4:10] == ["reproduced", "not reproduced", "inconclusive", "not run", "not judged",
+                            "of which on other device"]
     by_name = {row[1]: row for row in rows[1:]}
     table1 = by_name["table1"]
     assert table1[0] == PAPER
     assert table1[2] == "Toy table1 & friends"
     assert table1[3] == "smoke"
-    assert table1[4:9] == ["1", "1", "0", "1", "1"]
-    assert table1[9] == "2 / 1 / 1"
-    assert table1[10] == "cpu: Test CPU <x86>"
-    assert table1[11] == "2025-01-02 03:05 UTC"
+    assert table1[4:10] == ["1", "1", "1", "1", "1", "1"]
+    assert table1[10] == "2 / 1 / 1"
+    assert table1[11] == "cpu: Test CPU <x86>"
+    assert table1[12] == "2025-01-02 03:05 UTC"
     fig2 = by_name["fig2"]
     assert fig2[3] == "not run"
-    assert fig2[4:9] == ["0", "0", "0", "1", "0"]
+    assert fig2[4:10] == ["0", "0", "0", "1", "0", "0"]
     assert 'href="toy/table1.html"' in html and 'href="toy/fig2.html"' in html
     assert (tmp_path / "reports" / "toy" / "table1.html").exists()
+
+
+def test_the_front_page_gives_the_suite_tally_by_scale_and_headline(results, artifacts, tmp_path):
+    html = report.build_report(results, tmp_path / "reports", artifacts).read_text()
+    assert counts_lines(html)[0] == (
+        "1 reproduced (1 on other device) 1 not reproduced 1 inconclusive 2 not run 1 not judged")
+    rows = tables(html)["tally"]
+    assert rows[0] == ["Runs", "reproduced", "not reproduced", "inconclusive", "not run", "not judged",
+                       "of which on other device"]
+    assert rows[1:] == [["smoke scale", "1", "1", "1", "1", "1", "1"],
+                        ["headline (largest scale per artifact)", "1", "1", "1", "2", "1", "1"]]
+    assert 'href="verdicts.json"' in html
+
+
+VERDICT_KEYS = {"paper", "artifact", "claim", "scale", "verdict", "label", "measured", "ci", "samples",
+                "deterministic", "device_match", "platform", "value", "unit", "better", "bounds", "confidence",
+                "note"}
+
+
+def _strict_json(text: str):
+    """``text`` parsed as JSON that refuses NaN and infinities, as strict readers (browsers, jq) do."""
+    def refuse(name):
+        raise ValueError(f"{name} is not JSON")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_verdicts_json_holds_every_verdict_per_claim_and_scale(results, artifacts, tmp_path):
+    report.build_report(results, tmp_path / "reports", artifacts)
+    document = _strict_json((tmp_path / "reports" / "verdicts.json").read_text())
+    assert document["schema"] == 1
+    entries = document["verdicts"]
+    assert all(set(entry) == VERDICT_KEYS for entry in entries)
+    assert [(e["artifact"], e["scale"], e["claim"]) for e in entries] == [
+        ("fig2", None, "fid"),
+        *[("table1", "smoke", claim) for claim in ("speedup", "accuracy", "params", "fid", "memory")]]
+    by_claim = {e["claim"]: e for e in entries if e["artifact"] == "table1"}
+    speedup = by_claim["speedup"]
+    assert speedup["paper"] == PAPER and speedup["verdict"] == "reproduced"
+    assert speedup["label"] == "reproduced (other device)" and speedup["device_match"] is False
+    assert speedup["platform"] == "gpu" and speedup["deterministic"] is False and speedup["samples"] == 2
+    assert speedup["measured"] == pytest.approx(2.2) and speedup["bounds"] == [1.5, 2.5]
+    low, high = speedup["ci"]
+    assert 2.1 <= low <= 2.2 <= high <= 2.3
+    accuracy = by_claim["accuracy"]
+    assert (accuracy["verdict"], accuracy["label"]) == ("inconclusive", "inconclusive (1 sample) (indicative)")
+    assert accuracy["samples"] == 1 and accuracy["ci"] is None and accuracy["device_match"] is None
+    params = by_claim["params"]
+    assert (params["verdict"], params["deterministic"], params["samples"], params["ci"]) == (
+        "not reproduced", True, None, None)
+    assert by_claim["fid"]["verdict"] == "not run" and by_claim["fid"]["measured"] is None
+    assert by_claim["memory"]["verdict"] == "not judged" and by_claim["memory"]["measured"] == 1.5
+    assert {e["verdict"] for e in entries} <= set(claims_mod.VERDICTS)
+
+
+def test_verdicts_json_writes_a_non_finite_measurement_as_null(claims_root, tmp_path):
+    def nan_summary(records, ctx):
+        return Summary(table=pd.DataFrame({"unit": ["m1"]}), measured={"memory": float("nan")})
+
+    out = tmp_path / "results"
+    write_record(out, _record("table1", "m1", "ok", "2025-01-02T03:04:00+00:00", metrics={"speedup": metric(2.0)}))
+    artifacts = {f"{PAPER}/table1": _artifact("table1", ("memory",), summarize=nan_summary)}
+    report.build_report(out, tmp_path / "reports", artifacts)
+    text = (tmp_path / "reports" / "verdicts.json").read_text()
+    assert "NaN" not in text
+    [entry] = _strict_json(text)["verdicts"]
+    assert entry["verdict"] == "not judged" and entry["measured"] is None
+
+
+def test_the_forest_plot_has_a_panel_per_claim_with_its_band_interval_and_samples():
+    gpu = claims_mod.Claim(id="speedup", text="t", value=2.0, unit="x", better="higher", tolerance={"rel": 0.25},
+                           source="s", confidence="verified", scales=("quick",), platform="gpu")
+    gain = claims_mod.Claim(id="gain", text="t", value=5.0, unit="pp", better="lower", tolerance={"abs": 1.5},
+                            source="s", confidence="verified", scales=("quick",))
+    per_matrix = Samples({"a": [1.0, 1.1, 0.9], "b": [3.1, 3.2, 3.3]}, "max")
+    verdicts = [claims_mod.judge(gpu, per_matrix.point(), "quick", samples=per_matrix),
+                claims_mod.judge(gain, 4.0, "quick", samples=[3.0, 4.0, 5.0]),
+                claims_mod.judge(gain, 4.0, "full")]  # not run at this scale: no panel
+    entries = forest_entries(verdicts, {"speedup": per_matrix, "gain": [3.0, 4.0, 5.0]})
+    assert [v.claim.id for v, _ in entries] == ["speedup", "gain"]
+    fig = forest_figure(entries)
+    first, second = fig.axes
+    assert "speedup: reproduced (other device)" in first.get_title(loc="left")
+    assert "3 per stratum × 2 strata (max)" in first.get_title(loc="left") and first.get_xlabel() == "x"
+    band = first.patches[0].get_path().get_extents().transformed(first.patches[0].get_patch_transform())
+    assert (band.x0, band.x1) == pytest.approx((1.5, 2.5))  # the tolerance band
+    points = sorted(x for line in first.lines for x in line.get_xdata() if line.get_marker() == "o")
+    assert points == pytest.approx([0.9, 1.0, 1.1, 3.1, 3.2, 3.3])
+    interval = first.collections[0].get_segments()[0][:, 0]
+    assert tuple(interval) == pytest.approx(verdicts[0].ci)
+    assert first.get_xlim()[0] < 0.9 and first.get_xlim()[1] > 3.3
+    assert second.get_title(loc="left").startswith("gain: reproduced") and second.get_xlabel() == "pp"
+    assert forest_figure([]) is None
 
 
 def test_artifact_page_verdicts_figure_and_units(results, artifacts, tmp_path):
@@ -218,21 +329,31 @@ def test_artifact_page_verdicts_figure_and_units(results, artifacts, tmp_path):
     report.build_report(results, tmp_path / "reports", artifacts)
     html = (tmp_path / "reports" / "toy" / "table1.html").read_text()
     found = tables(html)
+    assert found["verdicts"][0][4:9] == ["Measured", "95% interval", "Samples", "Gap", "Verdict"]
     verdicts = _rows_by_first_cell(found["verdicts"])
-    assert verdicts["speedup"][6] == "reproduced"
+    assert verdicts["speedup"][8].startswith("reproduced (other device) 95% interval [2.1, 2.3] of 2 samples")
     assert verdicts["speedup"][2] == "2 x ↑ higher is better"
     assert verdicts["speedup"][3] == "±25%"
     assert verdicts["speedup"][4] == "2.200 x"
-    assert verdicts["speedup"][5] == "+0.2000 x (+10.0%)"
-    assert verdicts["accuracy"][6].startswith("not reproduced indicative")
-    assert verdicts["accuracy"][4] == "80.00 %"
-    assert verdicts["fid"][6].startswith("not run")
-    assert verdicts["memory"][6].startswith("not judged")
-    assert verdicts["memory"][7] == "unverified"
-    assert counts_lines(html) == ["1 reproduced 1 not reproduced 0 inconclusive 1 not run 1 not judged"]
+    assert verdicts["speedup"][5] == "[2.100, 2.300] x"
+    assert verdicts["speedup"][6] == "2"
+    assert verdicts["speedup"][7] == "+0.2000 x (+10.0%)"
+    assert verdicts["accuracy"][8].startswith("inconclusive (1 sample) (indicative) its one sample lies outside")
+    assert verdicts["accuracy"][4:7] == ["80.00 %", "—", "1"]
+    assert verdicts["params"][8] == "not reproduced outside [9, 11]"
+    assert verdicts["params"][4:7] == ["12.00 M", "—", "—"]
+    assert verdicts["fid"][8].startswith("not run")
+    assert verdicts["memory"][8].startswith("not judged")
+    assert verdicts["memory"][9] == "unverified"
+    assert counts_lines(html) == [
+        "1 reproduced (1 on other device) 1 not reproduced 1 inconclusive 1 not run 1 not judged"]
+    marks = unescape(" ".join(re.sub(r"<[^>]+>", "", re.search(r'<p class="marks muted">(.*?)</p>', html, re.DOTALL)[1])
+                              .split()))
+    assert "(1 sample): one sample" in marks and "(indicative): the paper's value is read off a chart" in marks
+    assert "(other device): measured on another class of device" in marks
 
     summary = _rows_by_first_cell(found["data"])
-    assert summary["m1"] == ["m1", "2.200", "80.00"]
+    assert summary["m1"] == ["m1", "2.100", "80.00"]
     problems = _rows_by_first_cell(found["problems"])
     assert problems["m3"][1:] == ["failed", "ValueError: <boom> & more"]
     assert problems["m4"][1:] == ["skipped", "needs a GPU"]
@@ -246,7 +367,9 @@ def test_artifact_page_verdicts_figure_and_units(results, artifacts, tmp_path):
     assert "numpy 2.1.0" in environment["Packages"][1]
 
     assert re.search(r'<img src="data:image/png;base64,[A-Za-z0-9+/=]{100,}" alt="Speed-up per unit">', html)
-    assert plt.get_fignums() == open_before  # the report closes every figure it drew
+    assert re.search(r'<img src="data:image/png;base64,[A-Za-z0-9+/=]{100,}"\s+alt="Forest plot of speedup, accuracy">',
+                     html)
+    assert plt.get_fignums() == open_before  # the report closes every figure it drew, and draws none through pyplot
     assert "Run on the emulated CUDA device" not in html
 
 
@@ -264,13 +387,14 @@ def test_a_run_on_the_emulated_device_is_marked_and_never_judged(claims_root, ar
         write_record(out, record)
     index = report.build_report(out, tmp_path / "reports", artifacts).read_text()
     row = {row[1]: row for row in tables(index)["index"][1:]}["table1"]
-    assert row[10] == "cuda-emu: emulated CUDA device"
-    assert row[4:9] == ["0", "0", "0", "4", "0"]
+    assert row[11] == "cuda-emu: emulated CUDA device"
+    assert row[4:10] == ["0", "0", "0", "5", "0", "0"]
     html = (tmp_path / "reports" / "toy" / "table1.html").read_text()
     assert "Run on the emulated CUDA device" in html and "not comparable" in html
     verdicts = _rows_by_first_cell(tables(html)["verdicts"])
-    assert verdicts["speedup"][4] == "2.200 x" and verdicts["speedup"][6].startswith("not run")
-    assert "emulated CUDA device (cuda-emu), whose times are not comparable" in verdicts["speedup"][6]
+    assert verdicts["speedup"][4] == "2.200 x" and verdicts["speedup"][8].startswith("not run")
+    assert "emulated CUDA device (cuda-emu), whose times are not comparable" in verdicts["speedup"][8]
+    assert "Forest plot" not in html  # nothing judged, nothing to plot
 
 
 def test_pages_are_escaped_and_self_contained(results, artifacts, tmp_path):
@@ -291,7 +415,7 @@ def test_never_run_artifact_page_shows_not_run(results, artifacts, tmp_path):
     assert "No records at any scale" in html
     verdicts = _rows_by_first_cell(tables(html)["verdicts"])
     assert list(verdicts) == ["fid"]
-    assert verdicts["fid"][6].startswith("not run")
+    assert verdicts["fid"][8].startswith("not run")
     assert "repro run toy/fig2 --scale SCALE" in html
 
 
@@ -311,7 +435,7 @@ def test_building_twice_gives_identical_files(results, artifacts, tmp_path):
     first = snapshot()
     report.build_report(results, reports, artifacts)
     assert snapshot() == first
-    assert sorted(first) == ["index.html", "toy/fig2.html", "toy/table1.html"]
+    assert sorted(first) == ["index.html", "toy/fig2.html", "toy/table1.html", "verdicts.json"]
 
 
 def test_failing_summary_is_shown_not_fatal(results, artifacts, tmp_path):
@@ -381,8 +505,8 @@ def test_pages_load_in_headless_chromium_without_console_errors(results, artifac
     dom, console = _load_in_chromium(browser, page, tmp_path / "profile-page")
     assert console == []
     verdicts = _rows_by_first_cell(tables(dom)["verdicts"])
-    assert sorted(verdicts) == ["accuracy", "fid", "memory", "speedup"]
-    assert verdicts["speedup"][6] == "reproduced"
+    assert sorted(verdicts) == ["accuracy", "fid", "memory", "params", "speedup"]
+    assert verdicts["speedup"][8].startswith("reproduced (other device)")
     assert 'src="data:image/png;base64,' in dom
 
 
