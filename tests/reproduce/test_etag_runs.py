@@ -1,10 +1,12 @@
 """The eTag artifacts' unit runner on tiny fakes of the real on-disk formats (full scale), and their summaries."""
 
+import numpy as np
 import pytest
 
 import reproduce.continual as continual
 from reproduce.etag import runs, table_b2, table_c5, table_c6
 from reproduce.harness.artifact import Context
+from reproduce.harness.claims import judge, load_claims
 from reproduce.harness.device import describe_cpu
 from reproduce.harness.records import Record
 
@@ -43,16 +45,71 @@ def test_class_order_depends_on_the_seed_only(fake_full_data):
     assert orders["finetune", 0] == orders["lwf", 0] != orders["finetune", 1]
 
 
-def test_table_b2_summary_measures_the_gains_at_a_quick_like_scale(images_dir, monkeypatch):
+def test_table_b2_summary_measures_per_seed_gains_at_a_quick_like_scale(images_dir, monkeypatch):
     monkeypatch.setenv("REPRO_DATA_DIRS", str(images_dir))
     continual.load_stream.cache_clear()
-    ctx = Context("quick", {**table_b2.ARTIFACT.scales["quick"], **TINY, "train_per_class": 4, "test_per_class": 2},
-                  0, describe_cpu("test"))
-    summary = table_b2.summarize(_records(table_b2, ctx, table_b2.units(ctx)), ctx)
+    config = {**table_b2.ARTIFACT.scales["quick"], **TINY, "train_per_class": 4, "test_per_class": 2, "seeds": [0, 1]}
+    ctx = Context("quick", config, 0, describe_cpu("test"))
+    records = _records(table_b2, ctx, table_b2.units(ctx))
     continual.load_stream.cache_clear()
+    summary = table_b2.summarize(records, ctx)
     assert set(summary.measured) == {"gain-vs-finetune", "gain-vs-lwf", "exemplars-stored"}
     assert summary.measured["exemplars-stored"] == 0
+    by_seed = {(r.params["method"], r.params["seed"]): r.value("average_incremental_accuracy") for r in records}
+    for baseline in ("finetune", "lwf"):
+        drawn = summary.samples[f"gain-vs-{baseline}"]
+        assert drawn.statistic == "min"
+        assert list(drawn.strata.values()) == [[pytest.approx(by_seed["etag", s] - by_seed[baseline, s])
+                                                for s in (0, 1)]]
+        assert summary.measured[f"gain-vs-{baseline}"] == pytest.approx(drawn.point())
     assert set(summary.table["method"]) == {"etag", "finetune", "lwf"}
+    assert (summary.table["seeds"] == 2).all()
+    assert any("learning floor" in note for note in summary.notes)
+
+
+def test_the_learning_floor_is_a_multiple_of_a_guess_that_knows_only_the_newest_task():
+    sizes = [5, 1, 1, 1, 1, 1]
+    assert runs.guess_accuracy(sizes) == pytest.approx(100.0 / np.arange(5, 11))
+    assert runs.learning_floor(sizes) == pytest.approx(1.5 * np.mean(100.0 / np.arange(5, 11)))
+    assert runs.learning_floor(sizes) == pytest.approx(21.14, abs=0.01)
+
+
+def _fake(method: str, seed: int, accuracy: float, first_task: float = 90.0) -> Record:
+    """A successful table_b2 record on 5 + 5 x 1 classes with the given A (no training)."""
+    matrix = [[first_task if j == 0 else (50.0 if j == i else 0.0) if j <= i else None for j in range(6)]
+              for i in range(6)]
+    metrics = {m: {"value": 0.0, "unit": ""} for m in runs.METRICS}
+    metrics["average_incremental_accuracy"] = {"value": accuracy, "unit": "%"}
+    return Record(paper="etag", artifact="table_b2", unit=f"{method}-{seed}", scale="quick", status="ok", config={},
+                  seed=0, metrics=metrics, params={"dataset": "mnist-offline", "first": 5, "tasks": 5,
+                                                   "method": method, "seed": seed},
+                  data={"task_accuracy": matrix, "splits": [[0, 1, 2, 3, 4], [5], [6], [7], [8], [9]],
+                        "seen_accuracy": [first_task] * 6})
+
+
+def test_a_gain_over_a_baseline_below_the_learning_floor_is_withheld_with_both_numbers():
+    accuracies = {"etag": (60.0, 62.0, 64.0), "finetune": (18.0, 19.0, 20.0), "lwf": (25.0, 26.0, 27.0)}
+    records = [_fake(method, seed, value) for method, values in accuracies.items() for seed, value in enumerate(values)]
+    ctx = Context("quick", table_b2.ARTIFACT.scales["quick"], 0, describe_cpu("test"))
+    summary = table_b2.summarize(records, ctx)
+    assert summary.samples["gain-vs-finetune"].strata == {"mnist-offline 5+5": [42.0, 43.0, 44.0]}
+    assert summary.samples["gain-vs-lwf"].strata == {"mnist-offline 5+5": [35.0, 36.0, 37.0]}
+    assert set(summary.withheld) == {"gain-vs-finetune"}
+    assert "19 < 21.14" in summary.withheld["gain-vs-finetune"]
+    assert any("lwf's A against the learning floor: mnist-offline 5+5: 26.00% (floor 21.14%)" in n
+               for n in summary.notes)
+    assert any("50.0%, 50.0%, 50.0%" in n for n in summary.notes)  # eTag's accuracy on each new task
+
+
+def test_table_c5_judges_its_claims_from_the_seeds(fake_full_data):
+    ctx = Context("full", {**table_c5.ARTIFACT.scales["full"], **TINY, "seeds": [0, 1]}, 0, describe_cpu("test"))
+    records = _records(table_c5, ctx, table_c5.units(ctx))
+    summary = table_c5.summarize(records, ctx)
+    assert set(summary.samples) == {"c1-c100-4eq-etag", "c5-train-time-etag", "c5-test-time-etag"}
+    times = [r.value("train_seconds") for r in sorted(records, key=lambda r: r.params["seed"])]
+    assert summary.samples["c5-train-time-etag"].strata == {"": times}
+    assert summary.measured["c5-train-time-etag"] == pytest.approx(np.mean(times))
+    assert table_c5.ARTIFACT.timed
 
 
 def test_table_c6_counts_match_the_paper_exactly():
@@ -62,3 +119,16 @@ def test_table_c6_counts_match_the_paper_exactly():
     assert round(summary.measured["c6-params-c100-etag"], 2) == 43.20
     assert round(summary.measured["c6-mem-c100-jointfine"], 2) == 42.80
     assert summary.measured["c6-mem-c100-etag"] == pytest.approx(45.38, abs=0.02)
+
+
+def test_counts_are_deterministic_and_decided_by_one_sample():
+    claims = {c.id: c for c in load_claims("etag")}
+    assert all(c.why for c in claims.values())
+    assert all(claims[i].deterministic for i in claims if i.startswith("c6-") or i == "exemplars-stored")
+    assert all(claims[i].platform == "gpu" for i in claims if i.startswith("c5-") and "-time-" in i)
+    ctx = Context("quick", table_c6.ARTIFACT.scales["quick"], 0, describe_cpu("test"))
+    summary = table_c6.summarize(_records(table_c6, ctx, table_c6.units(ctx)), ctx)
+    for claim, value in summary.measured.items():
+        assert judge(claims[claim], value, "quick").status == "reproduced", claim
+    # The 1% tolerance rejects counting the generator's encoder into eTag's memory budget (+6.6%).
+    assert judge(claims["c6-mem-c100-etag"], 1.066 * 45.38, "quick").status == "not reproduced"

@@ -50,7 +50,7 @@ def test_run_all_runs_the_supported_artifacts_and_says_it_skipped_the_others(tmp
 
     def fake_run(artifact, scale, device, **kwargs):
         ran.append((artifact.id, scale, device.kind))
-        return SimpleNamespace(id=artifact.id, records=[], share=frozenset())
+        return SimpleNamespace(id=artifact.id, records=[], share=frozenset(), verdicts=[])
 
     monkeypatch.setattr(runner, "run_artifact", fake_run)
     monkeypatch.setattr("reproduce.harness.console.format_run", lambda result: f"ran {result.id}")
