@@ -100,13 +100,13 @@ from methods.diffusion.sampling import (
     slice_condition,
     unet_model_fn,
 )
-from methods.diffusion.training import shuffled_batches, train_ddpm
+from methods.diffusion.training import lr_multiplier, shuffled_batches, train_ddpm
 
 __all__ = [
     "ExtractedFeatures", "InceptionFeatures", "ProxyClassifier", "ddim_sample", "ddim_scheduler", "ddim_trajectory",
     "ddpm_scheduler", "feature_statistics", "fid_from_features", "frechet_distance", "inception_score",
-    "precision_recall", "run_trajectory", "sfid_from_features", "shuffled_batches", "tiny_unet", "train_ddpm",
-    "train_proxy", "unet_model_fn", "Condition", "cat_conditions", "predict_eps", "slice_condition",
+    "lr_multiplier", "precision_recall", "run_trajectory", "sfid_from_features", "shuffled_batches", "tiny_unet",
+    "train_ddpm", "train_proxy", "unet_model_fn", "Condition", "cat_conditions", "predict_eps", "slice_condition",
     # class-conditional models
     "ClassConditionalUNet", "balanced_labels", "class_condition", "random_class_groups",
     # quant

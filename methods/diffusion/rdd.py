@@ -100,7 +100,7 @@ from diffusers import UNet2DModel
 from torch import nn
 from torch.nn import functional as F  # noqa: N812 - torch's convention
 
-from methods.diffusion.training import shuffled_batches
+from methods.diffusion.training import lr_multiplier, shuffled_batches
 
 COSINE_S = 0.008
 MAX_BETA = 0.999
@@ -336,8 +336,8 @@ def _ema_update(ema: nn.Module, net: nn.Module, decay: float) -> None:
 
 def train_base(net: X0Model, images: torch.Tensor, T: int, *, steps: int, batch_size: int,  # noqa: N803
                lr: float, generator: torch.Generator, weight_decay: float = 0.0, max_grad_norm: float | None = 1.0,
-               warmup: int = 0, ema: X0Model | None = None, ema_decay: float = 0.9999,
-               on_step: Callable[[int, float], None] | None = None) -> list[float]:
+               warmup: int = 0, lr_schedule: str = "constant", ema: X0Model | None = None,
+               ema_decay: float = 0.9999, on_step: Callable[[int, float], None] | None = None) -> list[float]:
     """Train the ``x``-predicting base model in place with the truncated-SNR loss.
 
     One step draws a batch ``x`` (:func:`~methods.diffusion.training.shuffled_batches`),
@@ -364,6 +364,9 @@ def train_base(net: X0Model, images: torch.Tensor, T: int, *, steps: int, batch_
         Global gradient-norm clip (sheet: 1); ``None`` disables it.
     warmup : int
         Linear learning-rate warm-up steps, ``lr * min(1, (step + 1) / warmup)`` (sheet: 5,000).
+    lr_schedule : str
+        After the warm-up, ``"constant"`` (sheet) or ``"cosine"`` decay to 0 (ours, for short runs:
+        :func:`~methods.diffusion.training.lr_multiplier`).
     ema : X0Model, optional
         A copy of ``net`` updated in place after each step with ``ema_decay`` (sheet: 0.9999).
     on_step : callable, optional
@@ -377,7 +380,7 @@ def train_base(net: X0Model, images: torch.Tensor, T: int, *, steps: int, batch_
     _check_images(images)
     device, draw = images.device, generator.device
     optimizer = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / max(warmup, 1)))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(lr_schedule, steps, warmup))
     batches = shuffled_batches(len(images), batch_size, generator)
     net.train()
     losses = []

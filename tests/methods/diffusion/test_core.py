@@ -15,6 +15,7 @@ from methods.diffusion import (
     fid_from_features,
     frechet_distance,
     inception_score,
+    lr_multiplier,
     precision_recall,
     run_trajectory,
     sfid_from_features,
@@ -153,6 +154,35 @@ def test_train_ddpm_lowers_the_loss_and_is_deterministic():
     assert seen == 2 * list(range(30))
     assert runs[0] == runs[1]
     assert np.mean(runs[0][-5:]) < 0.7 * np.mean(runs[0][:5])
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_learning_rate_schedules_warm_up_then_hold_or_decay_to_zero(schedule):
+    factor = lr_multiplier(schedule, steps=110, warmup=10)
+    assert factor(0) == pytest.approx(0.1) and factor(9) == pytest.approx(1.0)
+    if schedule == "cosine":
+        assert factor(60) == pytest.approx(0.5) and factor(109) < 1e-3
+    else:
+        assert factor(109) == 1.0
+    with pytest.raises(ValueError, match="unknown learning-rate schedule"):
+        lr_multiplier("step", 10)
+
+
+def test_a_cosine_rate_changes_training_and_ends_at_rest():
+    """The same run under the cosine schedule differs from the constant one, and its last steps barely move."""
+    images, scheduler = _blobs(), ddpm_scheduler()
+    weights = []
+    for schedule in ("constant", "cosine"):
+        unet = tiny_unet(**SMALL, seed=0)
+        snapshots = []
+        train_ddpm(unet, scheduler, images, steps=20, batch_size=16, lr=3e-3, lr_schedule=schedule,
+                   generator=torch.Generator().manual_seed(1),
+                   on_step=lambda step, loss, u=unet, k=snapshots: k.append(torch.cat(
+                       [p.detach().flatten().clone() for p in u.parameters()])))
+        weights.append(snapshots)
+    last_move = [float((run[-1] - run[-2]).norm()) for run in weights]
+    assert not torch.equal(weights[0][-1], weights[1][-1])
+    assert last_move[1] < 0.1 * last_move[0]
 
 
 def test_train_ddpm_rejects_images_outside_the_unit_range():
