@@ -12,14 +12,15 @@ inversion costs (time, peak memory, the bytes of generated images kept) against 
 and sampling a separate generator (a small DDPM of the diffusion core trained on the
 task-1 objects: a lower bound for a class-conditional one).
 
-The paper's tables are not available and its abstract states no number (egor.md, section
-2); the claims are its qualitative statements as thresholds of ours (claims.toml).
+The paper's tables were not available to us and its abstract states no number; the claims
+are its qualitative statements as thresholds of ours (claims.toml), judged on per-seed paired
+gains over three seeds, once the task-1 detector clears a learning floor.
 
 - ``full``: COCO 2017, 40+40, 50+30, 60+20, 70+10; GFL R50-FPN with torchvision's
   ImageNet backbone, 12 + 12 epochs at (1333, 800), 10 inverted images per old class at
   160 px and 2,000 iterations: a GPU run.
-- ``quick``: real MNIST digits drawn on 96 px canvases (offline), 5+5 classes; the small
-  GFL detector; on the CPU.
+- ``quick``: real MNIST digits drawn on 64 px canvases (offline), 5+5 classes; the small
+  GFL detector; three seeds; on the CPU, one thread per unit.
 - ``smoke``: scikit-learn's 8x8 digits on 64 px canvases and a tiny detector; seconds.
 """
 
@@ -45,27 +46,52 @@ from reproduce.egor.runs import (  # noqa: E402
     generated_objects,
     incremental_detector,
     load_split,
+    untrained_detector,
 )
 from reproduce.harness.artifact import Artifact, Context, Outcome, Summary, Unit  # noqa: E402
 from reproduce.harness.data import datasets  # noqa: E402
 from reproduce.harness.device import torch_threads  # noqa: E402
 from reproduce.harness.memory import PeakMemory  # noqa: E402
 from reproduce.harness.records import Record, metric  # noqa: E402
+from reproduce.harness.sanity import below_floor  # noqa: E402
+from reproduce.harness.stats import Samples  # noqa: E402
 
 MIB = 2**20
 MAP_METRICS = ("ap_old", "ap50_old", "ap_new", "ap50_new", "ap_all", "ap50_all")
+REFERENCE_METRICS = ("ap_old_before", "ap_old_untrained")
+# The comparison claims: the baseline and EGOR's outcome over it on one seed (rows of per_seed).
+COMPARISONS = {
+    "old-gain-vs-finetune": ("finetune", lambda egor, base: egor.ap_old - base.ap_old),
+    "old-gain-vs-distill": ("distill", lambda egor, base: egor.ap_old - base.ap_old),
+    "new-kept-vs-finetune": ("finetune", lambda egor, base: egor.ap_new / base.ap_new if base.ap_new > 0 else np.nan),
+    "all-gain-vs-distill": ("distill", lambda egor, base: egor.ap_all - base.ap_all),
+}
+# Learning floor (ours): a reference model must score this many AP points (mAP@[.5:.95], %) above an
+# untrained detector before a comparison with it means anything.
+FLOOR_MARGIN = 10.0
 
 
 def units(ctx: Context) -> list[Unit]:
-    """Per split and seed: the generation-cost unit, then one unit per method."""
+    """Per split: each method for every seed, with the generation-cost unit of the first seed after EGOR's.
+
+    The storage claim is a count (the same for every seed), so generation is measured once per
+    split. Methods go one seed after another so that two units running at once (local workers)
+    are of different seeds and never both train the same (cached) task-1 detector; ``egor``
+    comes second, as it inverts its seed's objects, which the generation unit then reuses (and
+    the long generation unit then runs beside the short distillation ones).
+    """
     result = []
+    seeds = ctx.config["seeds"]
+    order = [m for m in ("finetune", "egor", "distill") if m in ctx.config["methods"]]
+    order += [m for m in ctx.config["methods"] if m not in order]
     for n_old in ctx.config["splits"]:
-        n_new = ctx.config["n_classes"] - n_old
-        for seed in ctx.config["seeds"]:
-            result.append(Unit(f"{n_old}+{n_new}-generation-s{seed}", {"n_old": n_old, "method": "generation",
-                                                                      "seed": seed}))
-            result += [Unit(f"{n_old}+{n_new}-{method}-s{seed}", {"n_old": n_old, "method": method, "seed": seed})
-                       for method in ctx.config["methods"]]
+        split = f"{n_old}+{ctx.config['n_classes'] - n_old}"
+        groups = [[Unit(f"{split}-{method}-s{seed}", {"n_old": n_old, "method": method, "seed": seed})
+                   for seed in seeds] for method in order]
+        groups.insert(order.index("egor") + 1 if "egor" in order else len(order),
+                      [Unit(f"{split}-generation-s{seeds[0]}", {"n_old": n_old, "method": "generation",
+                                                                 "seed": seeds[0]})])
+        result += [unit for group in groups for unit in group]
     return result
 
 
@@ -85,6 +111,7 @@ def _run(unit: Unit, ctx: Context) -> Outcome:
     if params["method"] == "generation":
         return _generation_cost(base, split, config, params["seed"], device, data)
     before = evaluate(base, split.val, split.old_ids, config)
+    untrained = evaluate(untrained_detector(split, config, params["seed"], device), split.val, split.old_ids, config)
     objects = generated_objects(base, split, config, params["seed"]) if params["method"] == "egor" else None
     start = time.perf_counter()
     with PeakMemory(device) as memory:
@@ -97,6 +124,7 @@ def _run(unit: Unit, ctx: Context) -> Outcome:
         "ap_new": metric(ap_new, "AP"), "ap50_new": metric(ap50_new, "AP"),
         "ap_all": metric(result.ap, "AP"), "ap50_all": metric(result.ap50, "AP"),
         "ap_old_before": metric(before.ap, "AP"), "ap50_old_before": metric(before.ap50, "AP"),
+        "ap_old_untrained": metric(untrained.ap, "AP"),
         "train_seconds": metric(seconds, "s"), "peak_memory_mb": metric(memory.peak_mb, "MB"),
     }
     step = max(1, len(history) // 50)
@@ -170,17 +198,24 @@ def _examples(objects, per_class: int = 1, classes: int = 8, side: int = 64) -> 
     return examples
 
 
-def aggregate(records: list[Record]) -> pd.DataFrame:
-    """Mean over seeds per (split, method) of the mAP, time and memory metrics."""
-    rows = pd.DataFrame([{"split": f"{r.params['n_old']}+{len(r.data['new_category_ids'])}",
+def per_seed(records: list[Record]) -> pd.DataFrame:
+    """One row per method unit: split, method, seed and the mAP, time and memory metrics."""
+    return pd.DataFrame([{"split": f"{r.params['n_old']}+{len(r.data['new_category_ids'])}",
                           "method": r.params["method"], "seed": r.params["seed"],
-                          **{m: r.value(m) for m in (*MAP_METRICS, "ap_old_before", "train_seconds",
+                          **{m: r.value(m) for m in (*MAP_METRICS, *REFERENCE_METRICS, "train_seconds",
                                                      "peak_memory_mb")}}
                          for r in records if r.status == "ok" and r.params["method"] != "generation"])
+
+
+def aggregate(records: list[Record]) -> pd.DataFrame:
+    """Mean over seeds per (split, method) of the mAP, time and memory metrics, with the seed count and the
+    spread (std over seeds) of the all-class AP."""
+    rows = per_seed(records)
     if rows.empty:
         return rows
     grouped = rows.groupby(["split", "method"], sort=True)
     table = grouped[[c for c in rows.columns if c not in ("split", "method", "seed")]].mean()
+    table["ap_all_std"] = grouped["ap_all"].std(ddof=1)
     table["seeds"] = grouped["seed"].count()
     return table.reset_index()
 
@@ -191,53 +226,95 @@ def generation_table(records: list[Record]) -> pd.DataFrame:
                          for r in records if r.status == "ok" and r.params["method"] == "generation"])
 
 
+def _paired(rows: pd.DataFrame, baseline: str, outcome) -> dict[str, list[float]]:
+    """Per split, ``outcome(egor_row, baseline_row)`` of each seed both methods ran (paired by seed); a
+    seed whose outcome is not finite (a ratio over a zero AP) is left out."""
+    strata = {}
+    for split, group in rows.groupby("split", sort=True):
+        egor, base = (group[group["method"] == m].set_index("seed") for m in ("egor", baseline))
+        values = [float(outcome(egor.loc[seed], base.loc[seed])) for seed in sorted(set(egor.index) & set(base.index))]
+        if values := [v for v in values if np.isfinite(v)]:
+            strata[split] = values
+    return strata
+
+
+def comparison_samples(rows: pd.DataFrame) -> dict[str, Samples]:
+    """The comparison claims' samples: per split (a stratum) EGOR's paired gain (or ratio) over its
+    baseline for each seed; the statistic is the minimum over splits (the worst split must pass)."""
+    samples = {}
+    for claim, (baseline, outcome) in COMPARISONS.items():
+        if strata := _paired(rows, baseline, outcome):
+            samples[claim] = Samples(strata, statistic="min")
+    return samples
+
+
+def learning_floors(rows: pd.DataFrame) -> tuple[dict[str, str], list[str]]:
+    """The comparisons withheld because a reference model is below its learning floor, and notes with the numbers.
+
+    Chance is the mAP of the untrained task-1 detector on the old classes (mean over seeds); the floor is
+    :data:`FLOOR_MARGIN` AP points above it. The old-class and all-class comparisons need the task-1
+    detector above it (on every split: nothing to forget otherwise); the new-class ratio needs fine-tuning's
+    new-class AP above it (nothing learned to keep otherwise)."""
+    chance = float(rows["ap_old_untrained"].mean())
+    floor = chance + FLOOR_MARGIN
+    means = rows.groupby(["split", "method"])[["ap_old_before", "ap_new"]].mean()
+    task1 = float(means["ap_old_before"].groupby("split").min().min())
+    finetune = means.xs("finetune", level="method")["ap_new"] if "finetune" in means.index.get_level_values(1) \
+        else pd.Series(dtype=float)
+    reason = f"chance: the untrained detector's old-class AP {chance:.2f}, plus {FLOOR_MARGIN:g} AP points; ours"
+    withheld, notes = {}, []
+    references = {"the task-1 detector's old-class AP (worst split, mean over seeds)": (task1, (
+        "old-gain-vs-finetune", "old-gain-vs-distill", "all-gain-vs-distill"))}
+    if not finetune.empty:
+        references["fine-tuning's new-class AP (worst split, mean over seeds)"] = (float(finetune.min()),
+                                                                                   ("new-kept-vs-finetune",))
+    for what, (value, claims) in references.items():
+        verdict = below_floor(what, value, floor, reason)
+        notes.append(f"Learning floor (ours): {what} {value:.2f} against {floor:.2f} ({reason}): "
+                     + ("below, so " + ", ".join(claims) + " are not judged." if verdict else "cleared."))
+        if verdict:
+            withheld.update(dict.fromkeys(claims, verdict))
+    return withheld, notes
+
+
 def summarize(records: list[Record], ctx: Context) -> Summary:
     table = aggregate(records)
     if table.empty:
         return Summary(table=pd.DataFrame({"note": ["no successful method unit"]}))
+    rows = per_seed(records)
     notes = [f"Dataset {ctx.config['dataset']}; splits {ctx.config['splits']}; detector {ctx.config['detector']}; "
              f"{ctx.config['base_epochs']} + {ctx.config['incremental_epochs']} epochs; "
              f"{ctx.config['per_class']} inverted objects per old class; seeds {ctx.config['seeds']}; "
-             f"device {ctx.device.kind}. AP is COCO's mAP@[.5:.95] in percent (pycocotools); ap_old_before is the "
-             "task-1 detector on the old classes."]
-    measured = {}
-    pivot = table.set_index(["split", "method"])
-    gains = {}
-    for baseline in ("finetune", "distill"):
-        pairs = [(split, pivot.loc[(split, "egor")], pivot.loc[(split, baseline)])
-                 for split in table["split"].unique()
-                 if (split, "egor") in pivot.index and (split, baseline) in pivot.index]
-        if pairs:
-            gains[baseline] = pairs
-            notes.append(f"EGOR over {baseline}: " + "; ".join(
-                f"{split}: old {e.ap_old - b.ap_old:+.2f}, new {e.ap_new - b.ap_new:+.2f}, "
-                f"all {e.ap_all - b.ap_all:+.2f} AP" for split, e, b in pairs))
-    if ctx.scale != "smoke":
-        if "finetune" in gains:
-            measured["old-gain-vs-finetune"] = min(float(e.ap_old - b.ap_old) for _, e, b in gains["finetune"])
-            measured["new-kept-vs-finetune"] = min(float(e.ap_new / b.ap_new) if b.ap_new > 0 else float("nan")
-                                                   for _, e, b in gains["finetune"])
-        if "distill" in gains:
-            measured["old-gain-vs-distill"] = min(float(e.ap_old - b.ap_old) for _, e, b in gains["distill"])
-            measured["all-gain-vs-distill"] = min(float(e.ap_all - b.ap_all) for _, e, b in gains["distill"])
+             f"device {ctx.device.kind}. AP is COCO's mAP@[.5:.95] in percent (pycocotools), the mean over seeds; "
+             "ap_old_before is the task-1 detector on the old classes, ap_old_untrained the same detector before "
+             "training (chance)."]
+    samples = comparison_samples(rows)
+    measured = {claim: drawn.point() for claim, drawn in samples.items()}
+    for claim, drawn in samples.items():
+        shown = "{:.3f}" if claim == "new-kept-vs-finetune" else "{:+.2f}"
+        notes.append(f"{claim}, per seed: " + "; ".join(
+            f"{split}: " + ", ".join(shown.format(v) for v in values) for split, values in drawn.strata.items())
+            + f" (min over splits of the means: {drawn.point():.3f}).")
+    withheld, floor_notes = learning_floors(rows)
+    notes += floor_notes
     cost = generation_table(records)
     if not cost.empty:
         row = cost.mean(numeric_only=True)
-        notes.append(f"Generation: inverting {row.generated_images:.0f} images took {row.inversion_seconds:.1f} s "
-                     f"(peak {row.inversion_peak_mb:.0f} MB) and keeps {row.kept_mb:.2f} MB of images; a separate "
-                     f"DDPM generator trained {row.generator_train_seconds:.1f} s "
-                     f"(peak {row.generator_peak_mb:.0f} MB) "
+        notes.append(f"Generation (seed {int(cost['seed'].iloc[0])}): inverting {row.generated_images:.0f} images "
+                     f"took {row.inversion_seconds:.1f} s (peak {row.inversion_peak_mb:.0f} MB) and keeps "
+                     f"{row.kept_mb:.2f} MB of images; a separate DDPM generator trained "
+                     f"{row.generator_train_seconds:.1f} s (peak {row.generator_peak_mb:.0f} MB) "
                      f"on {row.generator_training_objects:.0f} real old objects, samples as many images in "
-                     f"{row.generator_sample_seconds:.1f} s and stores {row.generator_mb:.2f} MB of weights.")
-        if ctx.scale != "smoke":
-            measured["storage-vs-generator"] = float((cost["kept_mb"] / cost["generator_mb"]).max())
-    figures = [("mAP on old, new and all classes after task 2, per method", _plot(table))]
+                     f"{row.generator_sample_seconds:.1f} s and stores {row.generator_mb:.2f} MB of weights. "
+                     "Times are indicative (other units may run at once); the storage claim is a count.")
+        measured["storage-vs-generator"] = float((cost["kept_mb"] / cost["generator_mb"]).max())
+    figures = [("mAP on old, new and all classes after task 2, per method (mean over seeds)", _plot(table))]
     examples = [r.data["inverted_examples"] for r in records
                 if r.params["method"] == "generation" and r.data.get("inverted_examples")]
     if examples:
         figures.append(("Objects inverted from the task-1 detector (one per old class; red: the target box)",
                         _plot_examples(examples[0])))
-    return Summary(table=table, measured=measured, notes=notes, figures=figures)
+    return Summary(table=table, measured=measured, samples=samples, withheld=withheld, notes=notes, figures=figures)
 
 
 def _plot_examples(examples: list[dict]):
@@ -295,26 +372,27 @@ ARTIFACT = Artifact(
                   "generator": {"side": 16, "channels": [8, 16], "layers": 1, "steps": 2, "batch_size": 4,
                                 "sample_steps": 2},
                   "seeds": [0], "cpu_threads": 1},
-        "quick": {**COMMON, "dataset": "mnist-canvas", "n_classes": 10, "splits": [5], "n_train": 3000, "n_val": 500,
-                  "canvas": 96, "digit_side": [20, 40], "detector": "small", "width": 16, "base_epochs": 12,
+        "quick": {**COMMON, "dataset": "mnist-canvas", "n_classes": 10, "splits": [5], "n_train": 1500, "n_val": 300,
+                  "canvas": 64, "digit_side": [16, 28], "detector": "small", "width": 16, "base_epochs": 12,
                   "incremental_epochs": 12, "batch_size": 16, "lr": 0.01, "warmup": 100, "per_class": 10,
                   "inversion": {"iterations": 200, "resolution": 48}, "inversion_batch": 25,
                   "generator": {"side": 32, "channels": [32, 64], "layers": 1, "steps": 150, "batch_size": 16,
                                 "sample_steps": 50},
-                  "seeds": [0]},
+                  "seeds": [0, 1, 2], "cpu_threads": 1},
         "full": {**COMMON, "dataset": "coco2017", "download": True, "n_classes": 80, "splits": [40, 50, 60, 70],
                  "image_scale": [1333, 800], "flip": 0.5, "detector": "resnet50", "base_epochs": 12,
                  "incremental_epochs": 12, "batch_size": 16, "lr": 0.01, "warmup": 500, "per_class": 10,
                  "inversion": {}, "inversion_batch": 40,
                  "generator": {"side": 64, "channels": [64, 128, 256], "layers": 2, "steps": 50000, "batch_size": 64,
                                "sample_steps": 50},
-                 "seeds": [0]},
+                 "seeds": [0, 1, 2]},
     },
     needs={
         "smoke": "nothing: scikit-learn's bundled digits; no claim is judged.",
-        "quick": "the shared MNIST test files in REPRO_DATA_DIRS (offline); 4 units on 2 CPU cores.",
+        "quick": "the shared MNIST test files in REPRO_DATA_DIRS (offline); 3 seeds x 3 methods + 1 generation unit, "
+                 "one thread each, two at once on 2 CPU cores.",
         "full": "COCO 2017 (about 19 GB, downloaded and extracted on first use), torchvision's ImageNet ResNet-50 "
-                "weights, and a CUDA GPU: 4 splits x (12 + 3 x 12 epochs).",
+                "weights, and a CUDA GPU: 4 splits x 3 seeds x (12 + 3 x 12 epochs).",
     },
     options={
         "--splits": {"type": int, "nargs": "+", "metavar": "N_OLD",

@@ -168,12 +168,19 @@ class _Objective:
         return self.loss(images, targets, replayed)
 
 
-def base_detector(split: Split, config: dict, seed: int, device: torch.device) -> tuple[GFLDetector, dict]:
-    """The task-1 detector (old classes), trained once per config and seed and cached."""
+def untrained_detector(split: Split, config: dict, seed: int, device: torch.device) -> GFLDetector:
+    """The task-1 detector of ``seed`` as initialised, before any training (with the ImageNet backbone
+    for ``resnet50``): what its mAP is by chance, the reference of the learning floor."""
     torch.manual_seed(seed)
     model = gfl_detector(split.n_old, config["detector"], width=config.get("width", 16)).to(device)
     if config["detector"] == "resnet50":
         _load_imagenet_backbone(model, config.get("download", False))
+    return model
+
+
+def base_detector(split: Split, config: dict, seed: int, device: torch.device) -> tuple[GFLDetector, dict]:
+    """The task-1 detector (old classes), trained once per config and seed and cached."""
+    model = untrained_detector(split, config, seed, device)
     key = config_key({**config, "seed": seed, "n_old": split.n_old},
                      (*DATA_FIELDS, *MODEL_FIELDS, "n_old", "base_epochs", "batch_size", "lr", "seed"))
     stats = {}

@@ -144,3 +144,12 @@ def test_a_claim_measured_on_another_class_of_device_is_judged_and_labelled(kind
 def test_an_unknown_platform_is_refused():
     with pytest.raises(ReproError, match="platform must be one of"):
         make_claim(platform="phone")
+
+
+def test_every_shipped_claim_says_why_its_tolerance_is_what_it_is():
+    from reproduce.harness.runner import discover
+
+    papers = sorted({artifact.paper for artifact in discover().values()})
+    claims = [claim for paper in papers for claim in load_claims(paper)]
+    assert len(claims) > 300
+    assert [c.id for c in claims if len(c.why.split()) < 3] == []

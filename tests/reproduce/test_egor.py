@@ -20,10 +20,16 @@ def _context(scale, **overrides):
     return Context(scale, {**incremental.ARTIFACT.scales[scale], **overrides}, 0, describe_cpu("test"))
 
 
-def test_units_are_generation_then_each_method_per_split_and_seed():
-    ids = [u.id for u in incremental.units(_context("full"))]
-    assert ids[:4] == ["40+40-generation-s0", "40+40-finetune-s0", "40+40-distill-s0", "40+40-egor-s0"]
-    assert len(ids) == 4 * 4 and ids[-1] == "70+10-egor-s0"
+def test_units_are_each_method_over_the_seeds_with_generation_once_per_split():
+    units = incremental.units(_context("full"))
+    ids = [u.id for u in units]
+    assert ids[:4] == ["40+40-finetune-s0", "40+40-finetune-s1", "40+40-finetune-s2", "40+40-egor-s0"]
+    assert ids[5:7] == ["40+40-egor-s2", "40+40-generation-s0"] and ids[-1] == "70+10-distill-s2"
+    assert len(ids) == 4 * (3 * 3 + 1)
+    # Two units in a row (two local workers) are never of the same seed, so they never both train its detector.
+    methods = [u for u in units if u.params["method"] != "generation"]
+    assert all(a.params["seed"] != b.params["seed"] for a, b in zip(methods, methods[1:])
+               if a.params["n_old"] == b.params["n_old"])
 
 
 def test_digit_canvases_are_coco_records_with_boxes_inside_the_canvas():
@@ -37,31 +43,64 @@ def test_digit_canvases_are_coco_records_with_boxes_inside_the_canvas():
     assert {a["category_id"] for a in train.coco["annotations"]} <= set(range(1, 11))
 
 
-def _record(method, ap_old, ap_new, ap_all, split=5):
+def _record(method, ap_old, ap_new, ap_all, split=5, seed=0, before=40.0, untrained=0.5):
     metrics = {name: metric(value, "AP") for name, value in (
         ("ap_old", ap_old), ("ap50_old", ap_old), ("ap_new", ap_new), ("ap50_new", ap_new), ("ap_all", ap_all),
-        ("ap50_all", ap_all), ("ap_old_before", 40.0))}
+        ("ap50_all", ap_all), ("ap_old_before", before), ("ap_old_untrained", untrained))}
     metrics.update(train_seconds=metric(1.0, "s"), peak_memory_mb=metric(10.0, "MB"))
-    return Record(paper="egor", artifact="incremental", unit=f"{method}", scale="quick", status="ok", config={},
-                  seed=0, params={"n_old": split, "method": method, "seed": 0}, metrics=metrics,
+    return Record(paper="egor", artifact="incremental", unit=f"{method}-s{seed}", scale="quick", status="ok",
+                  config={}, seed=0, params={"n_old": split, "method": method, "seed": seed}, metrics=metrics,
                   data={"new_category_ids": list(range(split + 1, 11))})
 
 
-def test_summary_measures_each_claim():
-    generation = Record(paper="egor", artifact="incremental", unit="gen", scale="quick", status="ok", config={},
-                        seed=0, params={"n_old": 5, "method": "generation", "seed": 0},
-                        metrics={k: metric(v) for k, v in dict(
-                            kept_mb=0.5, generator_mb=2.0, generated_images=50, inversion_seconds=3.0,
-                            inversion_peak_mb=10.0, generator_train_seconds=9.0, generator_peak_mb=30.0,
-                            generator_sample_seconds=1.0, generator_training_objects=100).items()},
-                        data={"new_category_ids": [6, 7, 8, 9, 10]})
-    records = [_record("finetune", 1.0, 30.0, 15.5), _record("distill", 10.0, 24.0, 17.0),
-               _record("egor", 14.0, 27.0, 20.5), generation]
-    summary = incremental.summarize(records, _context("quick"))
-    assert summary.measured == pytest.approx({"old-gain-vs-finetune": 13.0, "old-gain-vs-distill": 4.0,
-                                              "new-kept-vs-finetune": 0.9, "all-gain-vs-distill": 3.5,
+def _generation():
+    return Record(paper="egor", artifact="incremental", unit="gen", scale="quick", status="ok", config={},
+                  seed=0, params={"n_old": 5, "method": "generation", "seed": 0},
+                  metrics={k: metric(v) for k, v in dict(
+                      kept_mb=0.5, generator_mb=2.0, generated_images=50, inversion_seconds=3.0,
+                      inversion_peak_mb=10.0, generator_train_seconds=9.0, generator_peak_mb=30.0,
+                      generator_sample_seconds=1.0, generator_training_objects=100).items()},
+                  data={"new_category_ids": [6, 7, 8, 9, 10]})
+
+
+def _three_seeds(before=40.0):
+    """Per seed s: fine-tuning, distillation and EGOR with EGOR's gains growing by s."""
+    records = []
+    for seed in range(3):
+        records += [_record("finetune", 1.0, 30.0, 15.5, seed=seed, before=before),
+                    _record("distill", 10.0, 24.0, 17.0, seed=seed, before=before),
+                    _record("egor", 14.0 + seed, 27.0 + seed, 20.5 + seed, seed=seed, before=before)]
+    return records
+
+
+def test_summary_judges_each_comparison_on_per_seed_paired_gains():
+    summary = incremental.summarize([*_three_seeds(), _generation()], _context("quick"))
+    assert summary.measured == pytest.approx({"old-gain-vs-finetune": 14.0, "old-gain-vs-distill": 5.0,
+                                              "new-kept-vs-finetune": 0.9333333, "all-gain-vs-distill": 4.5,
                                               "storage-vs-generator": 0.25})
-    assert len(summary.table) == 3 and summary.figures
+    gains = summary.samples["old-gain-vs-distill"]
+    assert gains.statistic == "min" and dict(gains.strata) == {"5+5": [4.0, 5.0, 6.0]}
+    assert summary.samples["new-kept-vs-finetune"].strata["5+5"] == pytest.approx([0.9, 27.0 / 30 + 1 / 30,
+                                                                                   29.0 / 30])
+    assert "storage-vs-generator" not in summary.samples  # a count: judged on its value (deterministic)
+    assert summary.withheld == {}
+    assert len(summary.table) == 3 and set(summary.table["seeds"]) == {3} and summary.figures
+
+
+def test_the_worst_split_decides_a_comparison():
+    records = [*_three_seeds(), *[_record(m, old, 20.0, 15.0, split=7, seed=s)
+                                  for s in range(3) for m, old in (("finetune", 0.0), ("distill", 5.0),
+                                                                   ("egor", 4.0 + s))]]
+    drawn = incremental.summarize(records, _context("quick")).samples["old-gain-vs-distill"]
+    assert set(drawn.strata) == {"5+5", "7+3"} and drawn.point() == pytest.approx(0.0)
+
+
+def test_comparisons_below_the_learning_floor_are_withheld_with_both_numbers():
+    summary = incremental.summarize(_three_seeds(before=6.0), _context("quick"))
+    old_claims = {"old-gain-vs-finetune", "old-gain-vs-distill", "all-gain-vs-distill"}
+    assert set(summary.withheld) == old_claims  # fine-tuning's new-class AP (30) clears the floor
+    assert all("6 < 10.5" in reason for reason in summary.withheld.values())
+    assert any("Learning floor" in note and "cleared" in note for note in summary.notes)
 
 
 @pytest.fixture
@@ -83,7 +122,7 @@ def coco_layout(tmp_path, monkeypatch):
 FULL_OVERRIDES = {"splits": [40], "image_scale": [96, 64], "base_epochs": 1, "incremental_epochs": 1, "batch_size": 8,
                   "warmup": 2, "per_class": 1, "inversion": {"iterations": 1, "resolution": 64}, "inversion_batch": 40,
                   "generator": {"side": 16, "channels": [8, 16], "layers": 1, "steps": 1, "batch_size": 8,
-                                "sample_steps": 1}, "download": False}
+                                "sample_steps": 1}, "download": False, "seeds": [0]}
 
 
 @pytest.mark.slow
@@ -102,7 +141,7 @@ def test_full_scale_units_run_on_coco_in_its_real_layout(coco_layout):
 def test_a_diverging_loss_is_one_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("REPRO_CACHE", str(tmp_path))
     ctx = _context("smoke", lr=1e12, warmup=1)
-    unit = incremental.units(ctx)[1]
+    unit = incremental.units(ctx)[0]
     with pytest.raises(runs.TrainingDivergedError, match="diverged at iteration"):
         incremental.run_unit(unit, ctx)
 
