@@ -5,7 +5,9 @@ A claim is one number of a paper with its tolerance and direction (``docs/claims
 (seeds, matrices, repeated timings; :mod:`reproduce.harness.stats`) where it has two or more:
 
 - ``reproduced``: the interval lies within tolerance or better than the paper in the claim's
-  direction (for a deterministic claim, or a single sample, the value does);
+  direction (for a deterministic claim, or a single sample, the value does); a claim with no
+  better direction (``better = "neither"``: a count that should equal the paper's) must lie
+  within tolerance on both sides;
 - ``not reproduced``: the interval lies wholly outside tolerance on the worse side; the gap is
   reported;
 - ``inconclusive``: the interval straddles the tolerance boundary (the note gives the interval
@@ -24,6 +26,7 @@ labelled ``(other device)``.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -40,6 +43,9 @@ CONFIDENCES = ("verified", "approximate", "unverified")
 # depends on it; an accuracy does not (no platform).
 PLATFORMS = ("cpu", "gpu", "edge-gpu")
 EDGE_GPU_NAMES = ("jetson", "orin", "xavier", "tegra")
+# The direction in which a measurement beats the paper; "neither": a value that should equal the paper's
+# (a parameter count, a model size), within tolerance on both sides.
+DIRECTIONS = ("higher", "lower", "neither")
 OTHER_DEVICE = "(other device)"
 
 
@@ -75,8 +81,8 @@ class Claim:
     platform: str | None = None
 
     def __post_init__(self):
-        if self.better not in ("higher", "lower"):
-            raise ReproError(f"claim {self.id!r}: better must be 'higher' or 'lower', not {self.better!r}")
+        if self.better not in DIRECTIONS:
+            raise ReproError(f"claim {self.id!r}: better must be one of {DIRECTIONS}, not {self.better!r}")
         if self.confidence not in CONFIDENCES:
             raise ReproError(f"claim {self.id!r}: confidence must be one of {CONFIDENCES}")
         if len(self.tolerance) != 1 or next(iter(self.tolerance)) not in ("rel", "abs", "window"):
@@ -199,7 +205,7 @@ def judge(claim: Claim, measured: float | None, scale: str, device_kind: str = "
 def _judge_point(claim: Claim, measured: float) -> Verdict:
     """:func:`judge` of one value: within tolerance or better than the paper, or not."""
     low, high = claim.bounds()
-    better_than_paper = measured > claim.value if claim.better == "higher" else measured < claim.value
+    better_than_paper = {"higher": measured > claim.value, "lower": measured < claim.value}.get(claim.better, False)
     if low <= measured <= high or better_than_paper:
         return Verdict(claim, "reproduced", measured, gap=measured - claim.value)
     return Verdict(claim, "not reproduced", measured, gap=measured - claim.value,
@@ -208,12 +214,17 @@ def _judge_point(claim: Claim, measured: float) -> Verdict:
 
 def _judge_interval(claim: Claim, measured: float, samples: Samples, interval: tuple[float, float]) -> Verdict:
     """:func:`judge` from the interval of ``samples``: the passing side of the boundary is everything within
-    tolerance or better than the paper, i.e. from the tolerance's worse end outwards on the better side."""
+    tolerance or better than the paper, i.e. from the tolerance's worse end outwards on the better side (for
+    ``better = "neither"``, the tolerance band itself, and the boundary is the end the interval crosses)."""
     low, high = claim.bounds()
     ci_low, ci_high = interval
-    boundary = low if claim.better == "higher" else high
-    passing = (ci_low >= boundary) if claim.better == "higher" else (ci_high <= boundary)
-    failing = (ci_high < boundary) if claim.better == "higher" else (ci_low > boundary)
+    passing = (low if claim.better != "lower" else -math.inf) <= ci_low and \
+        ci_high <= (high if claim.better != "higher" else math.inf)
+    failing = (claim.better != "lower" and ci_high < low) or (claim.better != "higher" and ci_low > high)
+    if claim.better == "neither":
+        boundary = low if ci_low < low else high
+    else:
+        boundary = low if claim.better == "higher" else high
     per = samples.per_stratum
     strata = f" in each of {len(samples.strata)} strata ({samples.statistic})" if len(samples.strata) > 1 else ""
     where = f"95% interval [{ci_low:.4g}, {ci_high:.4g}] of {per} samples{strata}"

@@ -75,7 +75,7 @@ def _panel(ax, verdict: Verdict, samples: Samples) -> None:
     ax.axvspan(low, high, color=BAND, alpha=0.45, lw=0)
     if claim.better == "higher":
         ax.axvspan(high, right, color=BETTER, lw=0)
-    else:
+    elif claim.better == "lower":
         ax.axvspan(left, low, color=BETTER, lw=0)
     ax.axvline(claim.value, color="black", lw=1.2)
     rows = np.linspace(*SAMPLES_Y, len(samples.strata)) if len(samples.strata) > 1 else [np.mean(SAMPLES_Y)]

@@ -73,6 +73,8 @@ from reproduce.harness.records import Record, read_record
 SCALE_ORDER = ("full", "quick", "smoke")
 FIGURE_DPI = 110
 MISSING = "\u2014"
+BETTER_TEXT = {"higher": "\u2191 higher is better", "lower": "\u2193 lower is better",
+               "neither": "\u2195 should equal the paper's"}
 VERDICTS_JSON = "verdicts.json"
 VERDICTS_SCHEMA = 1
 FOREST_CAPTION = ("Forest plot of the claims judged from samples, one panel per claim on its own unit: the paper's "
@@ -373,7 +375,7 @@ def verdict_row(verdict: Verdict) -> dict:
     measured = MISSING if verdict.measured is None else _with_unit(format_number(verdict.measured), claim.unit)
     return {
         "id": claim.id, "text": claim.text, "paper": paper,
-        "better": "\u2191 higher is better" if claim.better == "higher" else "\u2193 lower is better",
+        "better": BETTER_TEXT[claim.better],
         "tolerance": tolerance_text(claim), "measured": measured, "ci": interval_html_text(verdict),
         "samples": MISSING if verdict.samples is None else str(verdict.samples), "gap": gap_text(verdict),
         "status": verdict.status, "label": verdict.label, "css": _css_class(verdict.status),

@@ -35,6 +35,24 @@ def test_lower_is_better_with_absolute_tolerance(measured, status):
     assert judge(claim, measured, "full").status == status
 
 
+
+@pytest.mark.parametrize("measured, status", [(11.27, "reproduced"), (11.2, "reproduced"), (11.0, "not reproduced"),
+                                              (11.5, "not reproduced")])
+def test_a_count_that_should_equal_the_papers_fails_on_either_side(measured, status):
+    claim = make_claim(value=11.27, unit="M", better="neither", tolerance={"rel": 0.01})
+    assert judge(claim, measured, "full").status == status
+
+
+def test_a_two_sided_claim_judged_from_intervals_names_the_boundary_it_straddles():
+    claim = make_claim(value=10.0, better="neither", tolerance={"abs": 1.0}, deterministic=False)
+    assert judge(claim, 10.0, "full", samples=[9.8, 10.2, 10.1, 9.9]).status == "reproduced"
+    assert judge(claim, 8.0, "full", samples=[7.8, 8.2, 8.1, 7.9]).status == "not reproduced"
+    assert judge(claim, 12.0, "full", samples=[11.8, 12.2, 12.1, 11.9]).status == "not reproduced"
+    high = judge(claim, 11.0, "full", samples=[10.0, 12.0, 10.5, 11.5])
+    assert high.status == "inconclusive" and "straddles 11" in high.note
+    low = judge(claim, 9.0, "full", samples=[8.0, 10.0, 8.5, 9.5])
+    assert low.status == "inconclusive" and "straddles 9" in low.note
+
 def test_window_tolerance():
     claim = make_claim(value=23.5, better="lower", tolerance={"window": [23.0, 24.0]})
     assert judge(claim, 23.9, "full").status == "reproduced"
