@@ -74,7 +74,7 @@ from reproduce.harness.stats import Samples
 DATASET_STREAMS = {"synthetic": "seq-cifar10", "cifar10-subset": "seq-cifar10", "mnist-offline": "seq-mnist",
                    "seq-cifar10": "seq-cifar10", "seq-cifar100": "seq-cifar100", "seq-tinyimg": "seq-tinyimg"}
 
-# CLFD's protocol (clfd.md section 4, mammoth's best_args): lr, DER++'s alpha/beta and epochs per task,
+# CLFD's protocol (docs/papers/clfd.md, mammoth's best_args): lr, DER++'s alpha/beta and epochs per task,
 # by stream, method and buffer. SGD and JOINT use mammoth's SGD learning rate (ours for JOINT).
 HYPERPARAMETERS = {
     ("seq-cifar10", "sgd", 0): {"lr": 0.1, "epochs": 50},
@@ -94,14 +94,14 @@ HYPERPARAMETERS = {
     ("seq-tinyimg", "erace", 50): {"lr": 0.03, "epochs": 50},
     ("seq-tinyimg", "erace", 125): {"lr": 0.03, "epochs": 50},
 }
-# E2Net's protocol (e2net.md section 4): buffers 200/500/5120 with DER++'s best arguments (E2Net's are
+# E2Net's protocol (docs/papers/e2net.md): buffers 200/500/5120 with DER++'s best arguments (E2Net's are
 # identical), the same on Seq-CIFAR-100; ER at mammoth's Seq-CIFAR-10 rate, which we also use on CIFAR-100.
 for _stream in ("seq-cifar10", "seq-cifar100"):
     for _buffer, (_alpha, _beta) in {200: (0.1, 0.5), 500: (0.2, 0.5), 5120: (0.1, 1.0)}.items():
         HYPERPARAMETERS[_stream, "derpp", _buffer] = {"lr": 0.03, "alpha": _alpha, "beta": _beta, "epochs": 50}
         HYPERPARAMETERS[_stream, "er", _buffer] = {"lr": 0.1, "epochs": 50}
 LEARNERS = {"sgd": Learner, "joint": Learner, "er": ER, "derpp": DERPP, "erace": ERACE, "e2net": E2Net}
-# Methods whose best arguments are another method's (E2Net's are DER++'s, e2net.md section 4).
+# Methods whose best arguments are another method's (E2Net's are DER++'s, docs/papers/e2net.md).
 SAME_ARGUMENTS = {"e2net": "derpp"}
 
 

@@ -1,7 +1,7 @@
 """CLFD: Continual Learning in the Frequency Domain (Liu et al., NeurIPS 2024, arXiv 2410.06645).
 
 Two parts, named in the paper's Fig. 1 caption, written from the authors' code (EMLS-ICTCAS/CLFD,
-``backbone/DWTNet.py``, ``models/*_clfd.py``) as summarised in ``shared/papers/clfd.md`` section 3
+``backbone/DWTNet.py``, ``models/*_clfd.py``) as docs/papers/clfd.md describes them
 (the paper's own section and equation numbers were not available to us):
 
 - FFE, the frequency-domain feature encoder: a Haar DWT of the normalised
@@ -19,7 +19,7 @@ Two parts, named in the paper's Fig. 1 caption, written from the authors' code (
 :class:`CLFDNet` is a :class:`~methods.cl.model.ContinualNet`, so it plugs into ER,
 DER++ and ER-ACE (``methods.cl.er``, ``methods.cl.derpp``) with their losses unchanged.
 
-Choices the sheet leaves open (ours): the top-k counts ``A`` come from current-task
+Choices the description leaves open (ours; docs/papers/clfd.md): the top-k counts ``A`` come from current-task
 training samples only and accumulate over the whole stream; masked features are not
 rescaled; the late update runs at the end of every epoch ``e > 0`` with
 ``e + 1 > 0.4 * n_epochs`` for every class seen so far, and not after a later task's first

@@ -1,7 +1,7 @@
 """E2Net: Resource-Efficient Continual Learning with Elastic Expansion Network (Liu et al., arXiv 2309.16117).
 
 DER++ on an elastic working network (:class:`~methods.cl.elastic.ElasticResNet`) with the two
-parts the abstract names, written from ``shared/papers/e2net.md`` section 3 (the authors'
+parts the abstract names, as docs/papers/e2net.md describes them (the authors'
 ``models/e2n.py`` and ``e2n_utils.py`` at HEAD a41677d; the paper's own equations were not
 available to us):
 
@@ -14,7 +14,7 @@ available to us):
   reservoir buffer only with probability ``exp(-0.75 * occupancy)`` of the representative
   subnet (1 in task 0).
 
-Choices the sheet leaves open or where we differ from the public code (ours):
+Choices left open, or where we differ from the public code (ours; docs/papers/e2net.md):
 
 - The search at the start of task ``t`` uses ``stage_schedule(N)[t - 1]``: the public loop
   calls ``self_search`` before ``set_stage(t)``, so the last stage value is never searched.
@@ -26,7 +26,7 @@ Choices the sheet leaves open or where we differ from the public code (ours):
   the stage reaches 20 > 19 choices by task 7).
 - The probe is one fixed seeded Gaussian batch shaped like the observed inputs (the
   dataset's own side, 64 for Tiny-ImageNet) instead of a fresh ``32 x 3 x 32 x 32`` draw
-  at every search: the sheet's defect list (section 5) asks for the dataset's size.
+  at every search: the public code's fixed 32 x 32 probe is a known defect (docs/papers/e2net.md).
 - Batch norm: every subnet pass (the 501 probe passes of the search, the working net with
   the subnet active in the distillation term) normalises with batch statistics, as in the
   public code, but leaves the running statistics unchanged

@@ -1,6 +1,6 @@
 """E2Net's working network: a once-for-all (OFA) style ResNet whose subnets share its weights.
 
-Written from ``shared/papers/e2net.md`` section 3 (the authors' ``ofa/ofa_resnets.py``): a 3x3
+As docs/papers/e2net.md describes it (the authors' ``ofa/ofa_resnets.py``): a 3x3
 stride-1 stem without max-pooling, four stages of widths ``width * (1, 2, 4, 8)`` with two
 residual blocks each (strides 1/2/2/2, a 1x1 convolution + BN shortcut where the shape
 changes), global average pooling and a linear head. Two dimensions are elastic:
@@ -17,7 +17,7 @@ middle channels to the front, as OFA does before every search.
 Choices (ours): channel counts are ``max(1, round(base * ratio))`` with Python's rounding,
 without OFA's rounding to multiples of 8 (which would merge most choices at CIFAR widths);
 stage output channels are not sorted. ``block="bottleneck"`` (the default) is the
-1x1 -> 3x3 -> 1x1 block named by the sheet; ``block="basic"`` is what the public code's
+1x1 -> 3x3 -> 1x1 block the public code names; ``block="basic"`` is what the public code's
 ``DynamicResNetBottleneckBlock`` really computes (its third convolution is commented out:
 3x3 in -> mid, stride here, then 3x3 mid -> out), whose full network is the reduced
 ResNet-18 of :mod:`methods.cl.backbones` (11,173,962 parameters with a 10-way head at width 64).
@@ -211,7 +211,7 @@ class ElasticResNet(nn.Module):
         The choices of the elastic dimensions (:data:`CIFAR10_CHOICES`, :data:`CIFAR100_CHOICES`),
         in any order; stored sorted ascending, as the public code sorts them.
     block : {"bottleneck", "basic"}
-        1x1 -> 3x3 -> 1x1 (the sheet) or 3x3 -> 3x3 (the public code's computation).
+        1x1 -> 3x3 -> 1x1 (as the public code names it) or 3x3 -> 3x3 (what it computes).
     blocks : tuple of int
         Residual blocks per stage; ``(2, 2, 2, 2)`` in the paper's code.
 

@@ -1,7 +1,7 @@
 """eTag: class-incremental learning via embedding distillation and task-oriented generation (Huang et al., AAAI 2024).
 
 Exemplar-free class-incremental learning (arXiv 2304.10103), written from the method
-sheet ``shared/papers/etag.md`` section 3, with details it leaves open settled from the
+description in docs/papers/etag.md, with details it leaves open settled from the
 authors' code (libo-huang/eTag, ``eTag_train.py``, ``models/resnet_aug.py``, ``models/cvae.py``):
 
 - Hierarchical embedding distillation: a ResNet-18 (:class:`AuxiliaryResNet`) with one
@@ -17,7 +17,7 @@ authors' code (libo-huang/eTag, ``eTag_train.py``, ``models/resnet_aug.py``, ``m
 - :class:`ETag` puts these together behind the :class:`~methods.cl.incremental.IncrementalLearner`
   interface. No exemplar and no prototype is ever stored.
 
-Choices the sheet leaves open (from the public code unless marked ours):
+Choices the description leaves open (from the public code unless marked ours):
 - rotations are stacked rotation-major: the un-rotated copies are the first ``B`` rows (ours;
   the code interleaves them, which only reorders the batch);
 - the main classifier's CE at task 0 uses the un-rotated rows of the rotated forward pass,
@@ -50,7 +50,7 @@ from methods.cl.incremental import AdamSchedule, Batches, IncrementalLearner, fr
 
 
 def rotate_batch(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Self-supervised expansion (sheet, "Self-supervision"): each image at 0/90/180/270 degrees.
+    """Self-supervised expansion (the paper's self-supervision): each image at 0/90/180/270 degrees.
 
     Parameters
     ----------
@@ -104,7 +104,7 @@ class AuxiliaryHead(nn.Module):
 
 
 class AuxiliaryResNet(nn.Module):
-    """ResNet-18 (CIFAR 3x3 stem) with an auxiliary classifier per stage (sheet, "Hierarchical embedding distillation").
+    """ResNet-18 (CIFAR 3x3 stem) with an auxiliary classifier per stage (its hierarchical embedding distillation).
 
     Parameters
     ----------
@@ -167,7 +167,7 @@ class AuxiliaryResNet(nn.Module):
 
 
 class FeatureCVAE(nn.Module):
-    """The conditional VAE over pooled features (sheet, "Task-oriented generation"; ``models/cvae.py``).
+    """The conditional VAE over pooled features (the paper's task-oriented generation; ``models/cvae.py``).
 
     Parameters
     ----------
@@ -254,7 +254,7 @@ def feature_distance(features: torch.Tensor, old_features: torch.Tensor) -> torc
 
 def task0_loss(logits: torch.Tensor, labels: torch.Tensor, aux: Sequence[torch.Tensor],
                rotated_labels: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Task-0 loss (sheet, "Task-0 loss"): CE of the main classifier + the sum of the auxiliary CEs.
+    """Task-0 loss (docs/papers/etag.md): CE of the main classifier + the sum of the auxiliary CEs.
 
     Parameters
     ----------
@@ -281,7 +281,7 @@ def incremental_loss(logits: torch.Tensor, labels: torch.Tensor, synthetic_logit
                      synthetic_labels: torch.Tensor, aux: Sequence[torch.Tensor], aux_old: Sequence[torch.Tensor],
                      features: torch.Tensor, old_features: torch.Tensor, *, factor: float, tradeoff: float = 1.0,
                      tau: float = 3.0) -> dict[str, torch.Tensor]:
-    """Task ``t > 0`` loss of the network (sheet, "Task t > 0 loss").
+    """Task ``t > 0`` loss of the network (docs/papers/etag.md).
 
     ``CE(real current) / (F+1) + CE(generated old) * F/(F+1)
     + tradeoff * (F * sum_{i<last} KL_tau(aux_i || aux_i_old) + F * ||f - f_old||_2)``.
@@ -320,7 +320,7 @@ def generator_loss(features: torch.Tensor, reconstruction: torch.Tensor, mu: tor
                    tradeoff: float = 1.0, vae_tradeoff: float = 1e-3, synthetic_logits: torch.Tensor | None = None,
                    synthetic_labels: torch.Tensor | None = None, synthetic: torch.Tensor | None = None,
                    synthetic_previous: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """The generator's loss (sheet, "Task-oriented generation", "Loss").
+    """The generator's loss (docs/papers/etag.md).
 
     ``sum MSE(recon, f) / B + KL(q(z|f, y) || N(0, I)) / B
     + tradeoff * (CE(C(recon), y) / (F+1) + CE(C(G_t(z, c_old)), c_old) * F/(F+1))
@@ -366,7 +366,7 @@ def generator_loss(features: torch.Tensor, reconstruction: torch.Tensor, mu: tor
 
 
 class ETag(IncrementalLearner):
-    """eTag (sheet section 3): embedding distillation and task-oriented generation, exemplar-free.
+    """eTag (docs/papers/etag.md): embedding distillation and task-oriented generation, exemplar-free.
 
     Per task ``t``: the network trains for the loop's ``epochs`` with :func:`task0_loss`
     (``t = 0``, train mode) or :func:`incremental_loss` (``t > 0``, eval mode so batch-norm

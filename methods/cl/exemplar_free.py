@@ -7,7 +7,7 @@ with the same optimizer (:class:`~methods.cl.incremental.AdamSchedule`: Adam, lr
 decay 2e-4, x0.1 every 30 epochs, clipping at 1e4), so that only the losses differ from eTag.
 For the same initialisation, build the network with :func:`~methods.cl.etag.torchvision_init_`.
 
-Choice (FACIL's, whose settings the paper's comparisons follow, sheet section 4): the
+Choice (FACIL's, whose settings the paper's comparisons follow; docs/papers/etag.md): the
 cross-entropy is taken over the logits of the classes seen so far, as FACIL's growing
 heads; logits of classes not yet seen take no part in training. Batch norm trains as usual
 (train mode) in every task.

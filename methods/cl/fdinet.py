@@ -1,6 +1,6 @@
 """FDINet: frequency decomposition and integration (Liu et al., arXiv 2503.22175) -- a clean-room design.
 
-No code of the paper is public and only its abstract is known (``shared/papers/fdinet.md``):
+No code of the paper is public and only its abstract is known (docs/papers/fdinet.md):
 the image is split into low- and high-frequency components, two lightweight networks
 process them, their outputs are integrated, the backbone has 78% fewer parameters than
 the reference, and the method plugs into rehearsal CL. Every other choice below is ours,

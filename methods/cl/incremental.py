@@ -1,6 +1,6 @@
 """Class-incremental learning without task ids: class splits, the training loop, evaluation and metrics.
 
-The protocol of eTag (``shared/papers/etag.md`` section 4) and of the exemplar-free
+The protocol of eTag (docs/papers/etag.md) and of the exemplar-free
 literature it follows (Hou et al. 2019; FACIL, Masana et al. 2022): a first task of
 ``first`` classes, then ``n_tasks`` equal tasks over the remaining classes; after each
 task the learner is scored on the test rows of every class seen so far, with no task id.
@@ -79,7 +79,7 @@ def class_splits(n_classes: int, first: int, n_tasks: int, order: Sequence[int] 
 def old_task_factor(n_old: int, n_new: int) -> float:
     """eTag's ``F`` (``old_task_factor``): old classes per new class, ``n_old / n_new``.
 
-    The public code computes ``first // per_task + t - 1`` at task ``t`` (sheet section 3),
+    The public code computes ``first // per_task + t - 1`` at task ``t`` (docs/papers/etag.md),
     which equals ``n_old / n_new`` whenever ``first`` is a multiple of the per-task count,
     as in every split of the paper (50 + 5/10/25 tasks; equal tasks give ``F = t``). For
     other splits we keep the ratio exact (ours) rather than floor it, so that the weights
@@ -153,7 +153,7 @@ def evaluate_seen(logits_fn: Callable[[torch.Tensor], torch.Tensor], test_x: tor
 
 @dataclass(frozen=True)
 class AdamSchedule:
-    """The feature extractor's optimizer of eTag (sheet section 3, "Optimization"), shared by every learner here.
+    """The feature extractor's optimizer of eTag (docs/papers/etag.md), shared by every learner here.
 
     Adam with L2 weight decay, the learning rate multiplied by ``decay`` every
     ``decay_step`` epochs (``StepLR``), gradients clipped to norm ``clip_norm``; a fresh

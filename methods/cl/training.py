@@ -82,7 +82,7 @@ def train_stream(learner: Learner, train_x: torch.Tensor, train_y: torch.Tensor,
     tasks : list of Task
         The stream to train on (``joint_tasks(...)`` for JOINT).
     n_epochs : int
-        Epochs per task (the protocol's value; CLFD's public code forced 2, see clfd.md).
+        Epochs per task (the protocol's value; CLFD's public code forced 2, see docs/papers/clfd.md).
     batch_size : int
     stream_augment : bool
         Random crop and flip of current batches with ``learner.augment`` (CLFD's cloud

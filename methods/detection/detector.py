@@ -1,6 +1,6 @@
 """A one-stage GFL detector in plain torch: backbone, FPN, GFL head, loss and inference.
 
-The paper's detector (sheet, "Detector and schedule") is MMDetection's GFL on a
+The paper's detector (docs/papers/egor.md) is MMDetection's GFL on a
 ResNet-50-FPN: 5 FPN levels of 256 channels at strides 8-128, a head of 4 stacked
 3x3 convs with GroupNorm per branch, an anchor of side 8 x stride per location, ATSS
 assignment (top 9), QFL (beta 2, weight 1), DFL (weight 0.25, reg_max 16) and GIoU

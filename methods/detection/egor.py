@@ -1,4 +1,4 @@
-"""EGOR's incremental training losses (sheet, "Distillation and balancing"), and the baselines'.
+"""EGOR's incremental training losses (docs/papers/egor.md), and the baselines'.
 
 The new detector (old classes + new rows, :func:`~methods.detection.detector.expand_classes`)
 trains on task-2 images while a frozen copy of the old detector sees the same batch.

@@ -8,7 +8,7 @@
   is learned as ``-((y_{i+1} - y) log S_i + (y - y_i) log S_{i+1})``.
 - :func:`integral`: the expected distance ``sum_i i P(i)`` of those distributions.
 
-EGOR's modified QFL also returns its balancing factor (sheet, "Balancing"): the mean of
+EGOR's modified QFL also returns its balancing factor (docs/papers/egor.md): the mean of
 ``|IoU target - predicted probability|`` over the positive anchors, which scales every
 distillation term by how hard the new classes currently are.
 """

@@ -1,7 +1,7 @@
 """Detector inversion: old-class images synthesised from the frozen old detector alone (EGOR's generation).
 
 DeepInversion-style pixel optimisation (Yin et al., CVPR 2020; DIODE for detectors), with
-the settings of the sheet ("Generation by detector inversion"):
+the public code's settings (docs/papers/egor.md):
 
 - targets: one box per image, of a given old class; its longer side is 0.6-0.8 of the
   image, its aspect ratio drawn from that class's trimmed (5-95 %) 50-bin histogram of

@@ -1,4 +1,4 @@
-"""The class-incremental detection protocol of EGOR (sheet, "Protocol"), over COCO-format dicts.
+"""The class-incremental detection protocol of EGOR (docs/papers/egor.md), over COCO-format dicts.
 
 Classes are ordered by category id; the first ``n_old`` form task 1, the rest task 2.
 Task 1 keeps every image that holds an old-class box, with only its old-class boxes.

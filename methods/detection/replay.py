@@ -1,9 +1,9 @@
 """EGOR's augmented replay: generated old-class objects mixed into new-task images.
 
-Following the sheet ("Augmented replay"): each training image receives up to 6
+Following the public code (docs/papers/egor.md): each training image receives up to 6
 generated crops out of 7 tried, each blended as ``lambda * original + (1 - lambda) *
 generated`` with ``lambda ~ Beta(2, 5)`` drawn once per image (the public script's call
-site passes Beta(2, 2); the sheet's default is kept). A placement is re-drawn up to 40
+site passes Beta(2, 2); the function's default is kept). A placement is re-drawn up to 40
 times and rejected if its intersection exceeds 0.3 of an existing box's area or 0.1 of
 the pasted box's area; an image with a box covering more than 75 % of both sides is left
 alone. Pasted boxes become old-class annotations. Crops are pasted at their generated

@@ -119,7 +119,7 @@ class LDMArchitecture:
 VQ_F4 = dict(embed_dim=3, n_embed=8192, ddconfig=dict(
     double_z=False, z_channels=3, resolution=256, in_channels=3, out_ch=3, ch=128, ch_mult=[1, 2, 4], num_res_blocks=2,
     attn_resolutions=[], dropout=0.0))
-# configs/latent-diffusion/cin256-v2.yaml and lsun_bedrooms-ldm-vq-4.yaml (mpqdm.md section 4).
+# configs/latent-diffusion/cin256-v2.yaml and lsun_bedrooms-ldm-vq-4.yaml (docs/papers/mpqdm.md).
 CIN256_V2 = LDMArchitecture(
     "cin256-v2",
     unet=dict(image_size=64, in_channels=3, out_channels=3, model_channels=192, attention_resolutions=[8, 4, 2],

@@ -3,7 +3,7 @@
 Nothing here touches the Hugging Face hub: :class:`diffusers.UNet2DModel`, :class:`DDPMScheduler`
 and :class:`DDIMScheduler` are constructed from their arguments with random weights, as in
 diffusers' own fast tests. The papers' models (LDM-4/LDM-8, Stable Diffusion) need downloaded
-checkpoints; the tiny UNet stands in for them in the offline CPU checks (mpqdm.md section 7).
+checkpoints; the tiny UNet stands in for them in the offline CPU checks (docs/papers/mpqdm.md).
 
 Noise schedule (Ho et al. 2020, eq. 4): ``x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps`` with
 ``abar_t = prod_{s<=t} (1 - beta_s)``. diffusers' ``"linear"`` schedule spaces ``beta_t`` linearly

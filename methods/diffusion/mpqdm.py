@@ -1,7 +1,7 @@
 """MPQ-DM: mixed-precision quantization for extremely low-bit diffusion models (AAAI 2025, arXiv 2412.11549).
 
-Written from ``shared/papers/mpqdm.md`` section 3 (the public code ``cantbebetter2/MPQ-DM`` as the
-sheet summarises it; the paper's own equations were not available to us). The quantizer, QA-LoRA
+Written from the public code ``cantbebetter2/MPQ-DM`` as docs/papers/mpqdm.md describes it (the
+paper's own equations were not available to us). The quantizer, QA-LoRA
 layers and calibration it builds on are in :mod:`methods.diffusion.quant`.
 
 - **OMQ**, outlier-driven mixed quantization (:func:`apply_omq`, :func:`omq_allocate`): per layer,
@@ -19,12 +19,12 @@ layers and calibration it builds on are in :mod:`methods.diffusion.quant`.
   (``eta = 0``), at each step both UNets predict ``eps``; one AdamW step on the summed MSE (+ TRD);
   the next ``x_t`` comes from the FP ``eps``.
 
-Defects of the public code avoided here (sheet section 5): the quantized-side TRD features stay
+Defects of the public code avoided here (docs/papers/mpqdm.md): the quantized-side TRD features stay
 attached to the graph (the public hooks store detached clones, so TRD sends no gradient); the OMQ
 search list is explicit and recorded (public: ``k in {0, c_out // 10}`` with the wider loop
 commented out); the number of quantized layers comes from the model (public: 265).
 
-Choices of ours where the sheet is silent or does not fit this suite:
+Choices of ours where the public code is silent or does not fit this suite:
 
 - Default OMQ search ``k = j * (c_out // 10)``, ``j = 0 .. 5``: ``k = 0`` (uniform) plus five group
   counts of size ``c_out / 10`` (the secondary summary's "group size c_out/10, at most 5 group

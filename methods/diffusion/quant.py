@@ -1,8 +1,8 @@
 """Fake quantization of diffusion UNets: the quantizer, QA-LoRA layers and a min-max PTQ baseline.
 
 The building blocks that MPQ-DM (Feng, Qin et al., AAAI 2025, arXiv 2412.11549) inherits from
-EfficientDM, written from ``shared/papers/mpqdm.md`` section 3 ("Quantizer", "Quantization-aware
-LoRA"); the MPQ-DM-specific parts (OMQ, TRD, the distillation) are in :mod:`methods.diffusion.mpqdm`.
+EfficientDM, as docs/papers/mpqdm.md describes them (the quantizer, quantization-aware
+LoRA); the MPQ-DM-specific parts (OMQ, TRD, the distillation) are in :mod:`methods.diffusion.mpqdm`.
 
 - Uniform asymmetric affine fake quantization, ``x_int = clamp(round(x / delta) + z, 0, 2^b - 1)``,
   ``x_hat = (x_int - z) * delta``, with a straight-through rounding and learnable ``delta`` and ``z``
@@ -22,7 +22,7 @@ LoRA"); the MPQ-DM-specific parts (OMQ, TRD, the distillation) are in :mod:`meth
   OMQ, and are not trained, as in the public code; their count comes from the model (the public
   code hard-codes 265 quantized layers).
 
-Choices of ours where the sheet is silent:
+Choices of ours where the public code is silent:
 
 - Steps are indexed by the DDIM iteration ``i = 0 .. n_steps - 1`` (0 = the first, noisiest step)
   and set explicitly with :func:`set_step`; the public code walks an implicit counter from
@@ -350,7 +350,7 @@ class QuantLayer(nn.Module):
     lora_rank : int
         LoRA rank ``r`` (0: no LoRA). Linear: ``A`` is ``in -> r``, ``B`` is ``r -> out``. Conv:
         ``A`` has ``r`` outputs and the layer's kernel, stride, padding and dilation; ``B`` maps
-        ``r -> out`` with the same kernel size (the sheet and public code). ``A`` is Kaiming-uniform
+        ``r -> out`` with the same kernel size (the public code). ``A`` is Kaiming-uniform
         (``a = sqrt(5)``), ``B`` zeros, so ``dW = 0`` at start.
     generator : torch.Generator, optional
         For the LoRA ``A`` initialisation.

@@ -1,11 +1,11 @@
 """RDD: relational diffusion distillation (Feng et al., arXiv 2410.07679), on one device.
 
-Written from ``shared/papers/rdd.md`` section 3 (the public code ``cantbebetter2/RDD`` as the sheet
-summarises it, consulted only where the sheet is silent). RDD is progressive distillation (PD,
+Written from the public code ``cantbebetter2/RDD`` as docs/papers/rdd.md describes it.
+RDD is progressive distillation (PD,
 Salimans & Ho 2022) whose per-halving objective is RCFD's classifier-feature distillation (Sun et al.,
 arXiv 2211.12039) plus two relational losses on the classifier's pixel features.
 
-**Diffusion parametrisation** (sheet "Diffusion model"). A chain of models shares one *base grid*
+**Diffusion parametrisation** (the public code's). A chain of models shares one *base grid*
 of ``T_b + 1`` noise levels, indices ``i = 0 .. T_b``, with the cosine schedule (Nichol & Dhariwal
 2021, eq. 17) over ``T_b + 1`` intervals::
 
@@ -40,7 +40,7 @@ means over pixels), batch mean.
 :func:`distill_round` trains the student for ``T / 2`` steps on ``t in 2 * {1 .. T/2}`` (teacher grid):
 plain PD by default (truncated-SNR loss against ``(x~, eps~)``), RDD's objective with ``relational``.
 
-**RDD losses** (:class:`RelationalDistillation`, sheet "Losses"): the student's ``x_hat`` and the
+**RDD losses** (:class:`RelationalDistillation`): the student's ``x_hat`` and the
 target ``x~`` pass through a fixed classifier, giving pooled features ``f`` (N, d) and pixel features
 ``F`` (N, C, h, w):
 
@@ -56,7 +56,7 @@ target ``x~`` pass through a fixed classifier, giving pooled features ``f`` (N, 
 
 ``L = L_CFD + 1.0 L_IS_P2P + 0.1 L_M_P2P`` (no PD MSE, as ``train_rdd.sh``; ``pd_weight`` adds it).
 
-Defects of the public code not repeated (sheet section 5, and what reading it showed):
+Defects of the public code not repeated (docs/papers/rdd.md):
 
 - No ``torch.distributed``, ``SyncBatchNorm`` or ``all_gather``: one process sees the whole batch, so
   the queue takes its pixels from the whole batch and the head uses ``BatchNorm2d``. IS_P2P then
@@ -70,19 +70,19 @@ Defects of the public code not repeated (sheet section 5, and what reading it sh
 - Every random draw (batches, timesteps, noise, the queue's pixel choice) comes from the caller's
   generator; the queue's initial content and the projection head's weights from a fixed seed.
 
-Choices where the sheet is silent or does not fit this suite:
+Choices where the public code is silent or does not fit this suite:
 
 - The classifier is any module with ``features(x)`` (N, d) and ``spatial(x)``: a map (N, C, h, w), or
   a flattened one (N, C * h * w) of a square map whose ``C`` is given (``channels``, default
   ``classifier.spatial_channels``), as :class:`~methods.diffusion.features.ProxyClassifier` gives;
   where it has ``extract`` (both extractors of :mod:`methods.diffusion.features`) one pass gives both.
   Its ``logits`` are not used (RCFD's entropy and diversity terms on them are off in the public code).
-  The sheet's DenseNet-201 map is its final BN map and the pooled feature its average; the proxy's
+  The paper's DenseNet-201 map is its final BN map and the pooled feature its average; the proxy's
   ``spatial`` map is a mid-level one (pass ``ProxyClassifier(spatial_channels=2 * width)`` for all of
   its channels).
 - The sampler is our own loop rather than :func:`methods.diffusion.sampling.ddim_sample`: diffusers'
   DDIM predicts from a ``num_train_timesteps`` grid with its own final-step rule and does not
-  recompute ``eps`` from the clipped ``x``, both of which differ from the sheet's sampler.
+  recompute ``eps`` from the clipped ``x``, both of which differ from the public code's sampler.
 - Base training with Adam (as the public code), linear warm-up over ``warmup`` steps starting at
   ``lr / warmup`` (the public LambdaLR gives the first step a zero learning rate), optional EMA.
   Distillation: Adam, cosine annealing over the round, student gradients clipped to norm 1 (the
@@ -260,7 +260,7 @@ def ddim(net: X0Model, z_start: torch.Tensor, T: int, steps: int, *, clip: bool 
     return Samples(z.clamp(-1.0, 1.0), evaluations)
 
 
-def sample(net: X0Model, T: int, steps: int, n: int, generator: torch.Generator, *,  # noqa: N803 - the sheet's T
+def sample(net: X0Model, T: int, steps: int, n: int, generator: torch.Generator, *,  # noqa: N803 - the paper's T
            batch_size: int | None = None, clip: bool = True, shape: tuple[int, int, int] | None = None) -> Samples:
     """Draw ``n`` samples by DDIM with ``steps`` network evaluations each (stride ``T / steps``).
 
@@ -279,7 +279,7 @@ def sample(net: X0Model, T: int, steps: int, n: int, generator: torch.Generator,
     batch_size : int, optional
         Samples per batch; default all ``n`` at once.
     clip : bool
-        Clip ``x_hat`` to [-1, 1] at every step (the sheet's sampler).
+        Clip ``x_hat`` to [-1, 1] at every step (the public code's sampler).
     shape : (C, H, W), optional
         Default ``(in_channels, sample_size, sample_size)`` of the UNet.
 
@@ -351,24 +351,24 @@ def train_base(net: X0Model, images: torch.Tensor, T: int, *, steps: int, batch_
     images : torch.Tensor
         (N, C, H, W) in [-1, 1] on the net's device.
     T : int
-        The model's steps (usually ``net.base_steps``; the sheet's CIFAR-10 value is 1024).
+        The model's steps (usually ``net.base_steps``; the public code's CIFAR-10 value is 1024).
     steps, batch_size : int
         Optimiser steps and images per step.
     lr : float
-        Adam learning rate (sheet: 2e-4 for CIFAR-10).
+        Adam learning rate (public code: 2e-4 for CIFAR-10).
     generator : torch.Generator
         Source of every draw, on its own device; the run is a function of its seed and the weights.
     weight_decay : float
         Adam's (coupled) L2 coefficient.
     max_grad_norm : float or None
-        Global gradient-norm clip (sheet: 1); ``None`` disables it.
+        Global gradient-norm clip (public code: 1); ``None`` disables it.
     warmup : int
-        Linear learning-rate warm-up steps, ``lr * min(1, (step + 1) / warmup)`` (sheet: 5,000).
+        Linear learning-rate warm-up steps, ``lr * min(1, (step + 1) / warmup)`` (public code: 5,000).
     lr_schedule : str
-        After the warm-up, ``"constant"`` (sheet) or ``"cosine"`` decay to 0 (ours, for short runs:
+        After the warm-up, ``"constant"`` (public code) or ``"cosine"`` decay to 0 (ours, for short runs:
         :func:`~methods.diffusion.training.lr_multiplier`).
     ema : X0Model, optional
-        A copy of ``net`` updated in place after each step with ``ema_decay`` (sheet: 0.9999).
+        A copy of ``net`` updated in place after each step with ``ema_decay`` (public code: 0.9999).
     on_step : callable, optional
         ``on_step(step, loss)`` after each step.
 
@@ -485,18 +485,18 @@ def distill_round(teacher: X0Model, student: X0Model, images: torch.Tensor, T_te
     T_teacher : int
         The teacher's steps: even and dividing the base grid.
     steps, batch_size : int
-        Optimiser steps and images per step (sheet, CIFAR-10: 10k per halving, 20k for the last two,
+        Optimiser steps and images per step (public code, CIFAR-10: 10k per halving, 20k for the last two,
         batch 128; RDD stage 20k).
     lr : float
-        Adam learning rate (sheet: 5e-5).
+        Adam learning rate (public code: 5e-5).
     generator : torch.Generator
         Source of every draw (also the queue's pixel choice); the round is a function of its seed.
     relational : RelationalDistillation, optional
         RDD's losses; its classifier stays frozen, its head and queue are updated.
     weight_decay : float
-        Adam's L2 coefficient (sheet: 0).
+        Adam's L2 coefficient (public code: 0).
     max_grad_norm : float or None
-        Student gradient-norm clip (sheet: 1).
+        Student gradient-norm clip (public code: 1).
     on_step : callable, optional
         ``on_step(step, loss)`` after each step.
 
@@ -627,7 +627,7 @@ def m_p2p_loss(student_maps: torch.Tensor, teacher_maps: torch.Tensor, contrast:
     contrast : torch.Tensor
         ``Q`` (K, C) unit memory entries (:meth:`PixelQueue.contrast`).
     contrast_temperature, kd_temperature : float
-        0.1 and 1 in the sheet.
+        0.1 and 1 in the public code.
 
     Returns
     -------
@@ -722,7 +722,7 @@ class RelationalDistillation(nn.Module):
     channels : int, optional
         Pixel channels C; default ``classifier.spatial_channels``.
     cfd_temperature : float
-        CFD's teacher temperature (sheet: 0.9).
+        CFD's teacher temperature (public code: 0.9).
     is_p2p_weight, is_p2p_temperature : float
         1.0 and 1.0.
     m_p2p_weight, contrast_temperature, kd_temperature : float

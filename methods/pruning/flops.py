@@ -1,6 +1,6 @@
 """Convolutional computation of a pruned LeNet-5: which channels still matter, and their FLOPs.
 
-The paper's "computation-remained rate" (arXiv:1906.00399; paper sheet, section 3) is the
+The paper's "computation-remained rate" (arXiv:1906.00399; docs/papers/gaprune.md) is the
 pruned network's conv FLOPs over the dense network's; how it counts them is not known.
 Ours counts what an implementation that skips zeros has to do:
 

@@ -1,7 +1,7 @@
 """The heuristic genetic algorithm of arXiv:1906.00399 (Yang et al., ICANN 2019).
 
-What the paper gives (its method as far as it is known: the paper sheet
-``papers/ga_pruning.md``, section 3; the full text's section numbers are not known):
+What the paper gives (its method as far as it is known, docs/papers/gaprune.md;
+the full text's section numbers are not known):
 
 - a genome is one gene per layer, the layer's parameter tensor under a mask
   (:data:`~methods.pruning.masks.Masks`);
@@ -13,7 +13,7 @@ What the paper gives (its method as far as it is known: the paper sheet
 Everything else is ours, chosen for a small, seeded, CPU-only search:
 
 - granularity: every gene is a weight-level mask, conv layers included. Filter-level
-  conv masks (the paper sheet's suggestion) cap what LeNet-5 can reach: one conv1 filter
+  conv masks (the usual choice to save FLOPs) cap what LeNet-5 can reach: one conv1 filter
   alone costs 19,600 of the 357,600 conv MACs, so a 16x FLOP ratio would leave one conv1
   and one conv2 filter (93% accuracy when trained so in our trials, against 97.8%), and
   12x one conv1 and four conv2 filters. Weight-level masks thin both layers instead;

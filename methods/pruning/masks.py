@@ -2,7 +2,7 @@
 
 A mask set (:data:`Masks`) maps a layer name (``"conv1"``, ..., ``"fc3"``) to a bool
 tensor shaped like that layer's weight: True keeps the weight, False prunes it. This is
-the paper's encoding of a pruned network (arXiv:1906.00399; paper sheet, section 3: one
+the paper's encoding of a pruned network (arXiv:1906.00399; docs/papers/gaprune.md: one
 gene per layer, the layer's 4-D or 2-D parameter tensor, masked). Biases are never pruned
 (ours: the paper does not say; they are 236 of LeNet-5's 61,706 parameters).
 """

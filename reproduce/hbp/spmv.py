@@ -8,7 +8,7 @@ the fastest, so a call of microseconds that loses its core for a time slice does
 on the GPU each call timed by CUDA events), the median over rounds reported with their count
 and every round's time kept in the record. Reported per
 executor: time, GFLOP/s (2 nnz / t), effective GB/s counting the CSR arrays, x and y
-once (harness.md section 3) and its fraction of the device's bandwidth (the CPU's
+once (docs/design.md) and its fraction of the device's bandwidth (the CPU's
 measured STREAM triad, the GPU's theoretical peak). Per matrix and per preprocessed
 format (HBP with the hash ordering, and the Regu2D-style 2D partitioning that the paper
 also compares with, ``methods.spmv.regu2d``): its preprocessing time, bytes per nonzero,
@@ -325,7 +325,7 @@ def _speedup_means_note(table: pd.DataFrame, kind: str) -> str:
     return (f"Geometric means over {len(table)} matrices: {BASELINE[kind]} time / {HBP[kind]} time "
             f"{gm('speed-up'):.2f}x, {BASELINE[kind]} time / {REGU2D[kind]} time {gm('Regu2D speed-up'):.2f}x, "
             f"{REGU2D[kind]} time / {HBP[kind]} time {gm('HBP vs Regu2D'):.2f}x "
-            "(the paper: HBP's gains over 2D partitioning exceed those over CSR; unverified, hbp.md section 2).")
+            "(the paper: HBP's gains over 2D partitioning exceed those over CSR; unverified, docs/papers/hbp.md).")
 
 
 def _cost_note(table: pd.DataFrame) -> str:

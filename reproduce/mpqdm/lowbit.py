@@ -246,7 +246,7 @@ def _plot_samples(records: list[Record]):
 
 COMMON = {"methods": list(METHODS), "sample_steps": 20, "lora_rank": 8, "calib_samples": 16, "distill_batch": 16,
           "weight_init": "mse", "act_init": "mse", "probe_bits": [],
-          # Used by a class-conditional model only (the public code's settings, mpqdm.md section 3).
+          # Used by a class-conditional model only (the public code's settings, docs/papers/mpqdm.md).
           "guidance_calibration": 1.5, "guidance_train": 3.0, "guidance_sample": 3.0, "classes_per_batch": 4,
           "seeds": [0, 1, 2]}
 MNIST = {**COMMON, "dataset": "mnist-offline", "features": "proxy", "side": 16, "train_batch": 64,

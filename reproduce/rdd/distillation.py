@@ -146,7 +146,7 @@ def _classifier(config: dict, data: QualityData) -> Shared:
 
 def _chain(config, teacher: X0Model, images, start: int, stop: int, relational, generator) -> dict[int, X0Model]:
     """Halve ``start`` steps down to ``stop``: every student by its step count."""
-    students, T = {}, start  # noqa: N806 - the sheet's T
+    students, T = {}, start  # noqa: N806 - the paper's T
     while T > stop:
         student = copy.deepcopy(teacher).train()
         result = distill_round(teacher, student, images, T, steps=config["round_steps"],

@@ -16,7 +16,7 @@ and fp32 (<= 1e-5): on every shared SuiteSparse matrix, on generated edge cases,
 hypothesis-generated matrices and over launch geometries (one block of 32 threads, the
 authors' 256 x 32, one warp per block, more warps than work, several y panels per thread
 block, past the 48 KB shared-memory opt-in); repeated HBP calls are identical (the queue
-counter is zeroed every launch, hbp.md section 5). ``regu2d_spmv`` is tested the same way in
+counter is zeroed every launch, docs/papers/hbp.md). ``regu2d_spmv`` is tested the same way in
 test_regu2d.py.
 
 Emulator limits. Measured on a 2-core machine, fp64, one call each: the largest shared matrix,
@@ -61,7 +61,7 @@ EMU_MAX_NNZ = 100_000
 # Every device test runs on a GPU (skipped without one) and on the emulated device (always).
 DEVICES = [pytest.param("cuda", marks=pytest.mark.cuda), pytest.param("cuda-emu", marks=pytest.mark.cuda_emu)]
 
-# Edge cases (hbp.md section 7): empty rows, one dense row, all zero, one column, rectangular,
+# Edge cases (docs/papers/hbp.md): empty rows, one dense row, all zero, one column, rectangular,
 # sizes that are not multiples of 32 / 512 / 4096, nrows a multiple of 512, several column blocks.
 EDGE_CASES = {
     "empty_rows": {"generator": "with_empty_rows", "nrows": 600, "ncols": 300, "empty_fraction": 0.4},
@@ -656,7 +656,7 @@ def test_hbp_runs_every_row_block_of_the_schedule_once(n_blocks, warps, chunk, f
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_hbp_zeroes_the_queue_counter_every_call(device):
-    """A counter left high (as the authors' warm-up left theirs, hbp.md section 5) is zeroed by the next call."""
+    """A counter left high (as the authors' warm-up left theirs, docs/papers/hbp.md) is zeroed by the next call."""
     matrix = edge_matrix("odd_sizes")[:300, :900]
     layout = build_hbp(matrix, "hash", block_height=8, block_width=16)
     executor = cuda.HBPCuda(layout, warps=8, chunk=3, fixed_per_warp=0, threads_per_block=32, device=device)

@@ -1,7 +1,7 @@
 // CSR sparse matrix-vector product y = A x: the baselines of the HBP paper (arXiv 2504.08860).
 //
 // csr_scalar: one thread per row, the paper's "CSR format" baseline (the authors' csr_spmv.cu,
-//             hbp.md sections 2 and 6). Launched at 256 x 32 threads it is the authors' setup.
+//             docs/papers/hbp.md). Launched at 256 x 32 threads it is the authors' setup.
 // csr_vector: one warp per row, lanes stride over the row, shuffle reduction: the usual
 //             stronger hand-written CSR kernel.
 //

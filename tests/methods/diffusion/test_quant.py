@@ -1,4 +1,4 @@
-"""Offline checks of the fake quantizer and MPQ-DM (``shared/papers/mpqdm.md`` section 7)."""
+"""Offline checks of the fake quantizer and MPQ-DM (docs/papers/mpqdm.md)."""
 
 import copy
 import math
