@@ -1,5 +1,5 @@
 """The repository documents itself: no tracked file points outside it for its notes, and every
-``docs/...md`` page a tracked file names exists.
+page under ``docs/`` that a tracked file names exists.
 
 The papers' notes, the design and the claims schema live in ``docs/`` (``docs/design.md``,
 ``docs/claims.md``, ``docs/papers/<paper>.md``); a clone of the repository alone must resolve
