@@ -3,7 +3,6 @@
 import functools
 import http.server
 import os
-import sys
 import threading
 from pathlib import Path
 
@@ -72,14 +71,6 @@ def dead_url():
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     return f"http://127.0.0.1:{port}"
-
-
-@pytest.fixture(autouse=True)
-def _close_figures():
-    """Summaries draw matplotlib figures that the report would close; tests that call them directly do not."""
-    yield
-    if "matplotlib.pyplot" in sys.modules:
-        sys.modules["matplotlib.pyplot"].close("all")
 
 
 @pytest.fixture(autouse=True)

@@ -23,13 +23,10 @@ feature buffer with the same byte budget and CFFS (``methods.cl.clfd``).
 
 from __future__ import annotations
 
-import matplotlib
+import pandas as pd
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from reproduce.continual import (  # noqa: E402
+from reproduce.continual import (
     DATASET_STREAMS,
     KEYS,
     aggregate,
@@ -42,9 +39,9 @@ from reproduce.continual import (  # noqa: E402
     seed_rows,
     times_smaller,
 )
-from reproduce.harness.artifact import Artifact, Context, Summary  # noqa: E402
-from reproduce.harness.records import Record  # noqa: E402
-from reproduce.harness.stats import Samples  # noqa: E402
+from reproduce.harness.artifact import Artifact, Context, Summary
+from reproduce.harness.records import Record
+from reproduce.harness.stats import Samples
 
 CLAIM_PREFIX = {"seq-cifar10": "c10", "seq-tinyimg": "tin"}
 METHODS = ("er", "derpp", "erace")
@@ -129,7 +126,8 @@ def summarize(records: list[Record], ctx: Context) -> Summary:
 
 
 def _plot(table: pd.DataFrame):
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    fig = Figure(figsize=(9, 3.5))
+    axes = fig.subplots(1, 2)
     table = table[table["buffer"] > 0]
     labels = [f"{r.method}\nb{r.buffer}" for r in table[table["variant"] == "plain"].itertuples()]
     for ax, column, title in ((axes[0], "train_seconds", "training time (s)"),

@@ -29,13 +29,10 @@ storage is the replay buffer's examples plus, for E2Net, the frozen representati
 
 from __future__ import annotations
 
-import matplotlib
+import pandas as pd
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from reproduce.continual import (  # noqa: E402
+from reproduce.continual import (
     aggregate,
     cl_units,
     cut,
@@ -47,9 +44,9 @@ from reproduce.continual import (  # noqa: E402
     run_cl_unit,
     seed_rows,
 )
-from reproduce.harness.artifact import Artifact, Context, Summary  # noqa: E402
-from reproduce.harness.records import Record  # noqa: E402
-from reproduce.harness.stats import Samples  # noqa: E402
+from reproduce.harness.artifact import Artifact, Context, Summary
+from reproduce.harness.records import Record
+from reproduce.harness.stats import Samples
 
 METHODS = ("er", "derpp", "e2net")
 
@@ -118,7 +115,8 @@ def summarize(records: list[Record], ctx: Context) -> Summary:
 
 
 def _plot(table: pd.DataFrame):
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
+    fig = Figure(figsize=(11, 3.4))
+    axes = fig.subplots(1, 3)
     settings = table[["dataset", "buffer"]].drop_duplicates().itertuples(index=False)
     settings = list(settings)
     width = 0.8 / max(len(METHODS), 1)

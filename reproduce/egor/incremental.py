@@ -28,19 +28,17 @@ from __future__ import annotations
 
 import time
 
-import matplotlib
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F  # noqa: N812
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402, N812
-
-from methods.detection import METHODS  # noqa: E402
-from methods.diffusion import ddim_sample, ddim_scheduler, ddpm_scheduler, tiny_unet, train_ddpm  # noqa: E402
-from reproduce.egor.data import coco_root  # noqa: E402
-from reproduce.egor.runs import (  # noqa: E402
+from methods.detection import METHODS
+from methods.diffusion import ddim_sample, ddim_scheduler, ddpm_scheduler, tiny_unet, train_ddpm
+from reproduce.egor.data import coco_root
+from reproduce.egor.runs import (
     base_detector,
     evaluate,
     generated_objects,
@@ -48,13 +46,13 @@ from reproduce.egor.runs import (  # noqa: E402
     load_split,
     untrained_detector,
 )
-from reproduce.harness.artifact import Artifact, Context, Outcome, Summary, Unit  # noqa: E402
-from reproduce.harness.data import datasets  # noqa: E402
-from reproduce.harness.device import torch_threads  # noqa: E402
-from reproduce.harness.memory import PeakMemory  # noqa: E402
-from reproduce.harness.records import Record, metric  # noqa: E402
-from reproduce.harness.sanity import below_floor  # noqa: E402
-from reproduce.harness.stats import Samples  # noqa: E402
+from reproduce.harness.artifact import Artifact, Context, Outcome, Summary, Unit
+from reproduce.harness.data import datasets
+from reproduce.harness.device import torch_threads
+from reproduce.harness.memory import PeakMemory
+from reproduce.harness.records import Record, metric
+from reproduce.harness.sanity import below_floor
+from reproduce.harness.stats import Samples
 
 MIB = 2**20
 MAP_METRICS = ("ap_old", "ap50_old", "ap_new", "ap50_new", "ap_all", "ap50_all")
@@ -318,11 +316,12 @@ def summarize(records: list[Record], ctx: Context) -> Summary:
 
 
 def _plot_examples(examples: list[dict]):
-    fig, axes = plt.subplots(1, len(examples), figsize=(1.3 * len(examples), 1.5), squeeze=False)
+    fig = Figure(figsize=(1.3 * len(examples), 1.5))
+    axes = fig.subplots(1, len(examples), squeeze=False)
     for ax, example in zip(axes[0], examples, strict=True):
         ax.imshow(np.asarray(example["pixels"], dtype=np.uint8))
         x1, y1, x2, y2 = example["box"]
-        ax.add_patch(plt.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color="red", linewidth=1))
+        ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, color="red", linewidth=1))
         ax.set_title(f"class {example['label']}", fontsize=7)
         ax.axis("off")
     fig.tight_layout()
@@ -331,7 +330,8 @@ def _plot_examples(examples: list[dict]):
 
 def _plot(table: pd.DataFrame):
     splits = sorted(table["split"].unique())
-    fig, axes = plt.subplots(1, len(splits), figsize=(4.2 * len(splits), 3.2), squeeze=False)
+    fig = Figure(figsize=(4.2 * len(splits), 3.2))
+    axes = fig.subplots(1, len(splits), squeeze=False)
     for ax, split in zip(axes[0], splits, strict=True):
         rows = table[table["split"] == split].set_index("method")
         methods = [m for m in METHODS if m in rows.index]

@@ -27,14 +27,11 @@ not implemented here.
 
 from __future__ import annotations
 
-import matplotlib
+import pandas as pd
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from reproduce.continual import FLOOR_FACTOR, describe  # noqa: E402
-from reproduce.etag.runs import (  # noqa: E402
+from reproduce.continual import FLOOR_FACTOR, describe
+from reproduce.etag.runs import (
     SMOKE,
     aggregate,
     final_rows,
@@ -46,9 +43,9 @@ from reproduce.etag.runs import (  # noqa: E402
     seed_rows,
     setting_name,
 )
-from reproduce.harness.artifact import Artifact, Context, Summary  # noqa: E402
-from reproduce.harness.records import Record  # noqa: E402
-from reproduce.harness.stats import Samples  # noqa: E402
+from reproduce.harness.artifact import Artifact, Context, Summary
+from reproduce.harness.records import Record
+from reproduce.harness.stats import Samples
 
 # Setting name (runs.setting_name) -> the claim on eTag's A in it.
 TABLE_CLAIMS = {setting_name(dataset, first, tasks): f"b2-{prefix}-{tasks}-etag"
@@ -113,7 +110,8 @@ def _plot(records: list[Record]):
             continue
         key = (record.params["dataset"], record.params["first"], record.params["tasks"])
         curves.setdefault(key, {}).setdefault(record.params["method"], []).append(record.data["seen_accuracy"])
-    fig, axes = plt.subplots(1, max(len(curves), 1), figsize=(4 * max(len(curves), 1), 3.2), squeeze=False)
+    fig = Figure(figsize=(4 * max(len(curves), 1), 3.2))
+    axes = fig.subplots(1, max(len(curves), 1), squeeze=False)
     for ax, ((dataset, first, tasks), methods) in zip(axes[0], sorted(curves.items()), strict=False):
         for method, runs in sorted(methods.items()):
             mean = pd.DataFrame(runs).mean(axis=0)

@@ -21,15 +21,13 @@ import contextlib
 import time
 from dataclasses import asdict, dataclass
 
-import matplotlib
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-
-from methods.pruning import (  # noqa: E402
+from methods.pruning import (
     FitnessWeights,
     GAConfig,
     LeNet5,
@@ -47,17 +45,17 @@ from methods.pruning import (  # noqa: E402
     to_inputs,
     train,
 )
-from methods.pruning.masks import effective_masks, prunable_layers  # noqa: E402
-from reproduce.harness.artifact import Artifact, Context, Outcome, Summary, Unit  # noqa: E402
-from reproduce.harness.claims import load_claims  # noqa: E402
-from reproduce.harness.data import datasets  # noqa: E402
-from reproduce.harness.data.images import ImageSet, load_mnist, offline_mnist_train  # noqa: E402
-from reproduce.harness.device import torch_threads  # noqa: E402
-from reproduce.harness.errors import DataError  # noqa: E402
-from reproduce.harness.records import Record, config_hash, metric  # noqa: E402
-from reproduce.harness.sanity import below_floor  # noqa: E402
-from reproduce.harness.stats import Samples  # noqa: E402
-from reproduce.harness.timing import time_host_interleaved  # noqa: E402
+from methods.pruning.masks import effective_masks, prunable_layers
+from reproduce.harness.artifact import Artifact, Context, Outcome, Summary, Unit
+from reproduce.harness.claims import load_claims
+from reproduce.harness.data import datasets
+from reproduce.harness.data.images import ImageSet, load_mnist, offline_mnist_train
+from reproduce.harness.device import torch_threads
+from reproduce.harness.errors import DataError
+from reproduce.harness.records import Record, config_hash, metric
+from reproduce.harness.sanity import below_floor
+from reproduce.harness.stats import Samples
+from reproduce.harness.timing import time_host_interleaved
 
 METHODS = ("ga", "magnitude", "random")
 SETTINGS = ("sparsity", "computation")
@@ -431,7 +429,8 @@ SETTING_COLORS = {"sparsity": "tab:blue", "computation": "tab:orange"}
 
 def _fitness_plot(records: list[Record], per_round: int):
     """Best fitness of every generation, per unit; dotted lines where the elite was retrained."""
-    fig, ax = plt.subplots(figsize=(6.5, 3.5))
+    fig = Figure(figsize=(6.5, 3.5))
+    ax = fig.subplots()
     for r in records:
         ax.plot(r.value("ga_best_fitness"), marker=".", lw=1, color=SETTING_COLORS[r.params["setting"]],
                 alpha=0.4 + 0.6 / (1 + r.params["seed"]), label=f"{r.params['setting']}, seed {r.params['seed']}")
@@ -446,7 +445,8 @@ def _fitness_plot(records: list[Record], per_round: int):
 
 def _pareto_plot(records: list[Record]):
     """The last population of each unit, its non-dominated front, the retrained GA elite and the baselines."""
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig = Figure(figsize=(6.5, 4))
+    ax = fig.subplots()
     for r in records:
         color, name = SETTING_COLORS[r.params["setting"]], f"{r.params['setting']} s{r.params['seed']}"
         points = sorted((100 * o["computation"], 100 * o["error"]) for o in r.value("ga_population"))
@@ -463,7 +463,7 @@ def _pareto_plot(records: list[Record]):
                            marker=marker, s=60, color=color, edgecolor="black", label=f"{name}: {method} (fine-tuned)")
     ax.set(xscale="log", xlabel="remaining conv FLOPs (% of dense)", ylabel="validation error (%)",
            title="Error against computation (population before retraining)")
-    plain = matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}")
+    plain = FuncFormatter(lambda value, _: f"{value:g}")
     ax.xaxis.set_major_formatter(plain)
     ax.xaxis.set_minor_formatter(plain)
     ax.legend(fontsize=6, ncol=2)

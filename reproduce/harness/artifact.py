@@ -82,7 +82,9 @@ class Summary:
     verdict follows their confidence interval; ``withheld`` maps claim ids to the reason a
     measured comparison is not judged (:mod:`reproduce.harness.sanity`: its reference model is
     below the learning floor, or the metric is unreliable at this scale); ``figures`` are
-    ``(caption, matplotlib Figure)`` pairs; ``notes`` are sentences shown with the table.
+    ``(caption, Figure)`` pairs, each built with ``matplotlib.figure.Figure()`` (never pyplot, so no
+    backend is chosen and nothing global holds it) and saved by the report with ``Figure.savefig``;
+    ``notes`` are sentences shown with the table.
     """
 
     table: pd.DataFrame

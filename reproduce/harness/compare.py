@@ -164,14 +164,12 @@ def format_comparison(comparison: Comparison, top: int = 5) -> str:
 
 def plot_comparison(comparison: Comparison, path: Path) -> Path:
     """Plot every ratio (one column of points per metric, log scale) with its geometric mean into a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     ratios = comparison.ratios.assign(label=comparison.ratios["artifact"] + ": " + comparison.ratios["metric"])
     labels = sorted(ratios["label"].unique())
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.35 * len(labels) + 2), 4.5))
+    fig = Figure(figsize=(max(6.0, 0.35 * len(labels) + 2), 4.5))
+    ax = fig.subplots()
     jitter = np.random.default_rng(0)
     for position, label in enumerate(labels):
         values = ratios.loc[ratios["label"] == label, "ratio"].to_numpy()
@@ -185,5 +183,4 @@ def plot_comparison(comparison: Comparison, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path

@@ -285,16 +285,10 @@ def orphan_artifacts(results: Path, artifacts: dict[str, Artifact]) -> list[str]
 
 
 def _render_summary(summary: Summary, view: ScaleView) -> None:
-    """Fill ``view`` with the summary's table, notes and plots; close every figure."""
-    import matplotlib.pyplot as plt
-
-    try:
-        view.table_html = table_html(summary.table) if summary.table is not None else None
-        view.notes = list(summary.notes)
-        view.figures = [(caption, figure_data_uri(fig)) for caption, fig in summary.figures]
-    finally:
-        for _, fig in summary.figures:
-            plt.close(fig)
+    """Fill ``view`` with the summary's table, notes and plots (each figure saved as an inline PNG)."""
+    view.table_html = table_html(summary.table) if summary.table is not None else None
+    view.notes = list(summary.notes)
+    view.figures = [(caption, figure_data_uri(fig)) for caption, fig in summary.figures]
 
 
 def table_html(table: pd.DataFrame) -> Markup:

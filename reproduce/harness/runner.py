@@ -227,7 +227,6 @@ def run_artifact(artifact: Artifact, scale: str, device: Device, *, seed: int = 
     if summary is not None:
         table_path = Path(out) / artifact.paper / artifact.name / scale / f"summary.{chash}.csv"
         atomic_write_text(table_path, summary.table.to_csv(index=False))
-    _release_figures(summary)
     return RunResult(artifact, ctx, records, summary, verdicts, counts, shard=shard,
                      share=frozenset(unit.id for unit in share), total_units=len(units))
 
@@ -269,18 +268,6 @@ def _run_unit(artifact: Artifact, unit: Unit, ctx: Context, identity: dict, chas
                       duration_s=time.perf_counter() - clock, **fields)
     return Record(status="ok", metrics=outcome.metrics, data=outcome.data,
                   duration_s=time.perf_counter() - clock, **fields)
-
-
-def _release_figures(summary: Summary | None) -> None:
-    """Detach the summary's figures from pyplot so long sweeps do not pile them up.
-
-    A closed figure can still be saved; the report renders its own copies.
-    """
-    if summary is not None and summary.figures:
-        import matplotlib.pyplot as plt
-
-        for _, figure in summary.figures:
-            plt.close(figure)
 
 
 UNCOMPARABLE_TIMES = ("measured on the emulated CUDA device (cuda-emu), whose times are not comparable with a GPU's "

@@ -16,23 +16,20 @@ the limits of :func:`~reproduce.hbp.executors.check_emulator_size` are skipped t
 
 from __future__ import annotations
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from methods.spmv.accuracy import componentwise_error, norm2_error  # noqa: E402
-from methods.spmv.csr import spmv_scipy  # noqa: E402
-from methods.spmv.formats import FORMATS, hbp_block_shape  # noqa: E402
-from methods.spmv.hbp import ORDERINGS  # noqa: E402
-from methods.spmv.stats import row_length_stats  # noqa: E402
-from reproduce.harness.artifact import Artifact, Context, Outcome, Summary, Unit  # noqa: E402
-from reproduce.harness.data.matrix_sets import MATRIX_SWEEP, load_unit_matrix  # noqa: E402
-from reproduce.harness.records import Record, metric  # noqa: E402
-from reproduce.hbp import matrices  # noqa: E402
-from reproduce.hbp.executors import (  # noqa: E402
+from methods.spmv.accuracy import componentwise_error, norm2_error
+from methods.spmv.csr import spmv_scipy
+from methods.spmv.formats import FORMATS, hbp_block_shape
+from methods.spmv.hbp import ORDERINGS
+from methods.spmv.stats import row_length_stats
+from reproduce.harness.artifact import Artifact, Context, Outcome, Summary, Unit
+from reproduce.harness.data.matrix_sets import MATRIX_SWEEP, load_unit_matrix
+from reproduce.harness.records import Record, metric
+from reproduce.hbp import matrices
+from reproduce.hbp.executors import (
     EMULATED,
     check_emulator_size,
     device_context,
@@ -147,7 +144,8 @@ def _hbp_traffic_notes(records: list[Record]) -> list[str]:
 def _error_plot(table: pd.DataFrame, executors: list[str], tolerance: float):
     """Componentwise error against nnz per executor; exact results (error 0) are drawn at the floor."""
     floor = np.finfo(np.float64).eps / 16
-    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    fig = Figure(figsize=(6.5, 3.8))
+    ax = fig.subplots()
     for name in executors:
         ax.scatter(np.maximum(table["nnz"], 1), np.maximum(table[name].astype(float), floor), s=14, label=name)
     ax.axhline(tolerance, color="tab:red", lw=1, label="tolerance")

@@ -164,10 +164,11 @@ def traffic_notes(table: pd.DataFrame, executors: list[str]) -> list[str]:
 
 def traffic_plot(table: pd.DataFrame, executors: list[str]):
     """Median bytes per nonzero of each executor, both bounds, against the CSR minimum."""
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     csr, medians = _medians(table, executors)
-    fig, ax = plt.subplots(figsize=(7, 3.8))
+    fig = Figure(figsize=(7, 3.8))
+    ax = fig.subplots()
     positions = np.arange(len(executors))
     ax.bar(positions - 0.2, [medians[e][0] for e in executors], width=0.4, color="tab:red", label="no reuse")
     ax.bar(positions + 0.2, [medians[e][1] for e in executors], width=0.4, color="tab:blue",

@@ -23,24 +23,21 @@ import functools
 import statistics
 import time
 
-import matplotlib
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from matplotlib.figure import Figure
+from scipy.stats import gmean
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import scipy.sparse as sp  # noqa: E402
-from scipy.stats import gmean  # noqa: E402
-
-from methods.spmv.hbp import ORDERINGS, preprocess_timed  # noqa: E402
-from methods.spmv.hbp_build_cuda import build_hbp_cuda  # noqa: E402
-from reproduce.harness.artifact import Artifact, Context, Outcome, Summary, Unit  # noqa: E402
-from reproduce.harness.data.matrix_sets import MATRIX_SWEEP, load_unit_matrix  # noqa: E402
-from reproduce.harness.records import Record, metric  # noqa: E402
-from reproduce.harness.stats import Samples  # noqa: E402
-from reproduce.hbp import matrices  # noqa: E402
-from reproduce.hbp.executors import device_context  # noqa: E402
-from reproduce.hbp.samples import claim_samples, interleaved_rounds, round_speedups  # noqa: E402
+from methods.spmv.hbp import ORDERINGS, preprocess_timed
+from methods.spmv.hbp_build_cuda import build_hbp_cuda
+from reproduce.harness.artifact import Artifact, Context, Outcome, Summary, Unit
+from reproduce.harness.data.matrix_sets import MATRIX_SWEEP, load_unit_matrix
+from reproduce.harness.records import Record, metric
+from reproduce.harness.stats import Samples
+from reproduce.hbp import matrices
+from reproduce.hbp.executors import device_context
+from reproduce.hbp.samples import claim_samples, interleaved_rounds, round_speedups
 
 PHASES = ("count", "build", "total")
 ROUNDS = "total_ms_rounds"  # record data: ordering -> the whole preprocessing's ms in each round
@@ -218,7 +215,8 @@ def _geomean(values: pd.Series) -> float:
 
 def _speedup_plot(table: pd.DataFrame):
     """Speed-up of hash over sort and over DP against nnz."""
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
     for column, marker in (("vs sort", "o"), ("vs dp", "s")):
         ax.scatter(table["nnz"].clip(lower=1), table[column], marker=marker, s=22, label=column)
     ax.axhline(3.53, color="tab:blue", ls="--", lw=1, label="paper vs sort (3.53x)")

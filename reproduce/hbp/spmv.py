@@ -37,26 +37,23 @@ import functools
 import statistics
 import time
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from scipy.stats import gmean
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from scipy.stats import gmean  # noqa: E402
-
-from methods.spmv.accuracy import componentwise_error  # noqa: E402
-from methods.spmv.csr import spmv_scipy  # noqa: E402
-from methods.spmv.formats import FORMATS, hbp_block_shape  # noqa: E402
-from methods.spmv.machine import cpu_caches  # noqa: E402
-from methods.spmv.stats import row_length_stats  # noqa: E402
-from reproduce.harness.artifact import Artifact, Context, Outcome, Summary, Unit  # noqa: E402
-from reproduce.harness.data.matrix_sets import MATRIX_SWEEP, load_unit_matrix  # noqa: E402
-from reproduce.harness.device import cpu_bandwidth  # noqa: E402
-from reproduce.harness.records import Record, metric  # noqa: E402
-from reproduce.harness.timing import Timing, time_cuda  # noqa: E402
-from reproduce.hbp import matrices  # noqa: E402
-from reproduce.hbp.executors import (  # noqa: E402
+from methods.spmv.accuracy import componentwise_error
+from methods.spmv.csr import spmv_scipy
+from methods.spmv.formats import FORMATS, hbp_block_shape
+from methods.spmv.machine import cpu_caches
+from methods.spmv.stats import row_length_stats
+from reproduce.harness.artifact import Artifact, Context, Outcome, Summary, Unit
+from reproduce.harness.data.matrix_sets import MATRIX_SWEEP, load_unit_matrix
+from reproduce.harness.device import cpu_bandwidth
+from reproduce.harness.records import Record, metric
+from reproduce.harness.timing import Timing, time_cuda
+from reproduce.hbp import matrices
+from reproduce.hbp.executors import (
     BASELINE,
     EMULATED,
     HBP,
@@ -71,7 +68,7 @@ from reproduce.hbp.executors import (  # noqa: E402
     traffic_notes,
     traffic_plot,
 )
-from reproduce.hbp.samples import ClaimSamples, claim_samples, interleaved_rounds, round_speedups  # noqa: E402
+from reproduce.hbp.samples import ClaimSamples, claim_samples, interleaved_rounds, round_speedups
 
 COMPARED = {"hbp": HBP, "regu2d": REGU2D}  # format -> its executor per device, compared with the CSR baseline
 LARGE_NNZ = 1_000_000  # the notes on the CPU executor single out matrices from this size on
@@ -354,7 +351,8 @@ def _comparison_notes(table: pd.DataFrame, executors: list[str], kind: str) -> l
 
 
 def _speedup_plot(table: pd.DataFrame, kind: str):
-    fig, ax = plt.subplots(figsize=(7, 3.8))
+    fig = Figure(figsize=(7, 3.8))
+    ax = fig.subplots()
     order = table.sort_values("speed-up", ignore_index=True)
     positions = np.arange(len(order))
     ax.bar(positions - 0.2, order["speed-up"], width=0.4, color="tab:blue", label=HBP[kind])
@@ -369,7 +367,8 @@ def _speedup_plot(table: pd.DataFrame, kind: str):
 
 
 def _gflops_plot(table: pd.DataFrame, executors: list[str]):
-    fig, ax = plt.subplots(figsize=(7, 3.8))
+    fig = Figure(figsize=(7, 3.8))
+    ax = fig.subplots()
     for name in executors:
         ax.scatter(table["nnz"].clip(lower=1), table[f"{name} GFLOP/s"], s=16, label=name)
     ax.set(xscale="log", yscale="log", xlabel="nonzeros", ylabel="GFLOP/s (2 nnz / t)", title="SpMV throughput")

@@ -44,18 +44,15 @@ claims file are unverified leads (shown, never judged).
 
 from __future__ import annotations
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from reproduce.diffusion_quality import sanity_note  # noqa: E402
-from reproduce.harness.artifact import Artifact, Context, Summary, Unit  # noqa: E402
-from reproduce.harness.records import Record  # noqa: E402
-from reproduce.harness.sanity import below_floor, better_than_source  # noqa: E402
-from reproduce.mpqdm.runs import METHODS, run_mpqdm_unit  # noqa: E402
+from reproduce.diffusion_quality import sanity_note
+from reproduce.harness.artifact import Artifact, Context, Summary, Unit
+from reproduce.harness.records import Record
+from reproduce.harness.sanity import below_floor, better_than_source
+from reproduce.mpqdm.runs import METHODS, run_mpqdm_unit
 
 QUALITY = ("fid", "sfid", "is", "precision", "recall", "weight_bits", "size_mb")
 # The secondary summary's Table 1 and 2 leads (unverified: shown next to our measurement, never
@@ -188,7 +185,8 @@ def _paper_ldm(records: list[Record]) -> str | None:
 
 
 def _plot_fid(table: pd.DataFrame, rows: pd.DataFrame):
-    fig, ax = plt.subplots(figsize=(7, 3.4))
+    fig = Figure(figsize=(7, 3.4))
+    ax = fig.subplots()
     settings = [b for b in table["bits"].unique() if b != "W32A32"]
     methods = [m for m in METHODS if m != "fp" and m in set(table["method"])]
     width = 0.8 / max(len(methods), 1)
@@ -217,7 +215,8 @@ def _first_seed(records: list[Record]) -> list[Record]:
 
 
 def _plot_bits(records: list[Record]):
-    fig, ax = plt.subplots(figsize=(8, 3.2))
+    fig = Figure(figsize=(8, 3.2))
+    ax = fig.subplots()
     for record in _first_seed(records):
         allocation = record.data.get("bit_allocation") or {}
         if record.status == "ok" and record.params["method"] in ("baseline", "omq_trd") and allocation:
@@ -232,7 +231,8 @@ def _plot_bits(records: list[Record]):
 
 def _plot_samples(records: list[Record]):
     shown = [r for r in _first_seed(records) if r.data.get("sample_grid")]
-    fig, axes = plt.subplots(1, max(len(shown), 1), figsize=(1.6 * max(len(shown), 1), 1.9), squeeze=False)
+    fig = Figure(figsize=(1.6 * max(len(shown), 1), 1.9))
+    axes = fig.subplots(1, max(len(shown), 1), squeeze=False)
     for ax, record in zip(axes[0], shown, strict=False):
         grid = np.asarray(record.data["sample_grid"], dtype=np.uint8)
         side, colour = grid.shape[1], grid.shape[3:]  # (16, side, side) or (16, side, side, 3)

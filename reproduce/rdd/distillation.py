@@ -49,15 +49,12 @@ from __future__ import annotations
 import copy
 import time
 
-import matplotlib
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-
-from methods.diffusion import (  # noqa: E402
+from methods.diffusion import (
     RelationalDistillation,
     X0Model,
     distill_round,
@@ -65,7 +62,7 @@ from methods.diffusion import (  # noqa: E402
     rdd_train_base,
     tiny_unet,
 )
-from reproduce.diffusion_quality import (  # noqa: E402
+from reproduce.diffusion_quality import (
     QualityData,
     Shared,
     accuracy,
@@ -79,11 +76,11 @@ from reproduce.diffusion_quality import (  # noqa: E402
     sample_quality,
     sanity_note,
 )
-from reproduce.harness.artifact import Artifact, Context, Outcome, Summary, Unit  # noqa: E402
-from reproduce.harness.device import torch_threads  # noqa: E402
-from reproduce.harness.paths import cache_dir, config_key  # noqa: E402
-from reproduce.harness.records import Record, metric  # noqa: E402
-from reproduce.harness.sanity import below_floor, better_than_source  # noqa: E402
+from reproduce.harness.artifact import Artifact, Context, Outcome, Summary, Unit
+from reproduce.harness.device import torch_threads
+from reproduce.harness.paths import cache_dir, config_key
+from reproduce.harness.records import Record, metric
+from reproduce.harness.sanity import below_floor, better_than_source
 
 STEPS = (8, 4, 2, 1)
 MODEL_FIELDS = ("dataset", "side", "unet", "base_steps", "base_train_steps", "base_lr", "base_schedule", "batch_size")
@@ -321,7 +318,8 @@ def _speedup(ok: list[Record], base: int, notes: list[str]) -> float | None:
 
 
 def _plot(table: pd.DataFrame, rows: pd.DataFrame):
-    fig, ax = plt.subplots(figsize=(6, 3.4))
+    fig = Figure(figsize=(6, 3.4))
+    ax = fig.subplots()
     for method, label in LABELS.items():
         means = table[table["method"] == label].sort_values("steps")
         if means.empty:
