@@ -75,9 +75,10 @@ class Outcome:
 class Summary:
     """The aggregate of a run's records.
 
-    ``table`` has one row per unit or per aggregate; ``measured`` maps claim ids to the
-    measured value that :func:`reproduce.harness.claims.judge` compares; ``samples`` maps claim
-    ids to what that value is the statistic of (:class:`~reproduce.harness.stats.Samples`: per
+    ``table`` has one row per unit or per aggregate; ``measured`` maps claim ids (of the
+    artifact's ``claims``: any other key is an error) to the measured value that
+    :func:`reproduce.harness.claims.judge` compares; ``samples`` maps claim ids to what that
+    value is the statistic of (:class:`~reproduce.harness.stats.Samples`: per
     seed, matrix or repeated timing; a plain list is one stratum whose mean it is), so that the
     verdict follows their confidence interval; ``withheld`` maps claim ids to the reason a
     measured comparison is not judged (:mod:`reproduce.harness.sanity`: its reference model is

@@ -35,7 +35,7 @@ from reproduce.harness import claims as claims_mod
 from reproduce.harness.artifact import Artifact, Context, SkipUnit, Summary, Unit
 from reproduce.harness.device import Device, timing_comparable
 from reproduce.harness.environment import environment
-from reproduce.harness.errors import EXPECTED_ERRORS, ReproError
+from reproduce.harness.errors import EXPECTED_ERRORS, ArtifactError, ReproError, close_matches
 from reproduce.harness.executors import Executor, InlineExecutor
 from reproduce.harness.paths import atomic_write_text
 from reproduce.harness.records import Record, config_hash, find_record, latest_config, load_records, write_record
@@ -290,12 +290,17 @@ UNCOMPARABLE_TIMES = ("measured on the emulated CUDA device (cuda-emu), whose ti
 def judge_records(artifact: Artifact, records: list[Record], ctx: Context):
     """The summary of ``records`` and the verdict on each claim the artifact checks.
 
+    A key of the summary's ``measured``, ``samples`` or ``withheld`` that is not one of the
+    artifact's claims (a misspelt id) is an ArtifactError naming it, not a value dropped unseen.
+
     On a device whose times say nothing of a real one (the emulated CUDA device,
     :func:`~reproduce.harness.device.timing_comparable`) every claim is "not run", with the
     measured value, if any, shown.
     """
     ok = [r for r in records if r.status == "ok"]
     summary = artifact.summarize(ok, ctx) if ok else None
+    if summary is not None:
+        _check_claim_keys(artifact, summary)
     measured = summary.measured if summary else {}
     samples = summary.samples if summary else {}
     withheld = summary.withheld if summary else {}
@@ -311,6 +316,19 @@ def judge_records(artifact: Artifact, records: list[Record], ctx: Context):
                                      ctx.device.name, samples.get(cid), withheld.get(cid))
                     for cid in artifact.claims]
     return summary, verdicts
+
+
+def _check_claim_keys(artifact: Artifact, summary: Summary) -> None:
+    """ArtifactError naming any key of the summary's ``measured``, ``samples`` or ``withheld`` that is not one
+    of ``artifact.claims``: only declared claims are judged, so any other key would be dropped unseen."""
+    for field in ("measured", "samples", "withheld"):
+        for key in getattr(summary, field):
+            if key not in artifact.claims:
+                raise ArtifactError(
+                    f"{artifact.id}: the summary's {field} has {key!r}{close_matches(key, artifact.claims)}, which "
+                    f"is not one of the artifact's claims ({', '.join(artifact.claims) or 'it declares none'}); "
+                    f"correct the key in reproduce/{artifact.paper}/{artifact.name}.py, or declare the claim there "
+                    f"and in reproduce/{artifact.paper}/claims.toml")
 
 
 def latest_run(artifact: Artifact, scale: str, out: Path) -> tuple[list[Record], Context] | None:
