@@ -155,6 +155,10 @@ class Artifact:
         if not self.devices or set(self.devices) - set(DEVICE_KINDS):
             raise ValueError(f"{self.id}: devices must be among {DEVICE_KINDS}, not {self.devices}")
 
+    def option_keys(self) -> dict[str, str]:
+        """The config key each of ``options`` sets (argparse's ``dest``), mapped to its flag."""
+        return {kwargs.get("dest", flag.lstrip("-").replace("-", "_")): flag for flag, kwargs in self.options.items()}
+
     def runs_on(self, device_kind: str) -> bool:
         """Whether this artifact's units run on a device of ``device_kind`` (see ``devices``)."""
         return device_kind in self.devices

@@ -24,8 +24,13 @@ class DataError(ReproError):
 
 
 class ArtifactError(ReproError):
-    """A reproduction script contradicts its own declaration: its summary keys a value by an id that is
-    not one of its claims, or a config override names a key its scale does not have."""
+    """A reproduction script contradicts its own declaration (its summary keys a value by an id that is
+    not one of its claims); the message names the script and what to correct."""
+
+
+class ConfigError(ReproError):
+    """A command-line override of an artifact's config (``--set``) is malformed, names a key the config
+    does not have, or gives a value that does not read as the type it replaces."""
 
 
 class DeviceError(ReproError, DeviceUnavailableError):

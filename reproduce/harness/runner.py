@@ -25,6 +25,7 @@ import re
 import sys
 import time
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +38,7 @@ from reproduce.harness.device import Device, timing_comparable
 from reproduce.harness.environment import environment
 from reproduce.harness.errors import EXPECTED_ERRORS, ArtifactError, ReproError, close_matches
 from reproduce.harness.executors import Executor, InlineExecutor
+from reproduce.harness.overrides import apply_settings
 from reproduce.harness.paths import atomic_write_text
 from reproduce.harness.records import Record, config_hash, find_record, latest_config, load_records, write_record
 
@@ -68,13 +70,19 @@ def select(target: str, artifacts: dict[str, Artifact]) -> list[Artifact]:
     return chosen
 
 
-def resolve_config(artifact: Artifact, scale: str, overrides: dict | None = None) -> dict:
-    """The artifact's config at ``scale`` with command-line overrides applied."""
+def resolve_config(artifact: Artifact, scale: str, overrides: dict | None = None, settings: Sequence[str] = ()) -> dict:
+    """The artifact's config at ``scale`` with command-line overrides applied.
+
+    ``overrides`` are the values of the artifact's own flags (``Artifact.options``), by config key;
+    ``settings`` are ``--set key=value`` assignments (:mod:`reproduce.harness.overrides`), applied
+    after them and typed by the value each replaces. ConfigError for an unknown key or a bad value.
+    """
     if scale not in artifact.scales:
         raise ReproError(f"{artifact.id} has no {scale!r} scale; it has {', '.join(artifact.scales)}")
     config = dict(artifact.scales[scale])
     config.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    return config
+    where = f"{artifact.id} at {scale} scale"
+    return apply_settings(config, settings, where, artifact.option_keys()) if settings else config
 
 
 def run_identity(artifact: Artifact, ctx: Context) -> dict:
@@ -182,18 +190,19 @@ class RunResult:
 
 
 def run_artifact(artifact: Artifact, scale: str, device: Device, *, seed: int = 0, out: Path = Path("results"),
-                 force: bool = False, overrides: dict | None = None, progress: bool = True,
-                 executor: Executor | None = None, shard: Shard | None = None) -> RunResult:
+                 force: bool = False, overrides: dict | None = None, settings: Sequence[str] = (),
+                 progress: bool = True, executor: Executor | None = None, shard: Shard | None = None) -> RunResult:
     """Run the units of ``artifact`` at ``scale`` on ``device``; see the module docstring.
 
-    ``executor`` runs the units still to do (default: :class:`InlineExecutor`, one after
-    another in this process; also for a ``timed`` artifact when the executor's workers would
-    share the CPU cores); ``shard`` keeps the run to that part of the sweep.
+    ``overrides`` and ``settings`` change the scale's config (:func:`resolve_config`). ``executor``
+    runs the units still to do (default: :class:`InlineExecutor`, one after another in this
+    process; also for a ``timed`` artifact when the executor's workers would share the CPU
+    cores); ``shard`` keeps the run to that part of the sweep.
     """
     if not artifact.runs_on(device.kind):
         raise ReproError(f"{artifact.id} does not run on --device {device.kind}; it runs on "
                          f"{', '.join(artifact.devices)}")
-    ctx = Context(scale=scale, config=resolve_config(artifact, scale, overrides), seed=seed, device=device)
+    ctx = Context(scale=scale, config=resolve_config(artifact, scale, overrides, settings), seed=seed, device=device)
     identity = run_identity(artifact, ctx)
     chash = config_hash(identity)
     units = artifact.units(ctx)
