@@ -13,8 +13,10 @@ The text after ``=`` is read as the type of the value it replaces:
 - ``null`` sets any key to None.
 
 A table (a dict) is not replaced whole: its keys are set one by one (an empty table, whose keys
-have no values to be typed by, takes a JSON object). A key the config does not
-have is a :class:`~reproduce.harness.errors.ConfigError` that names the close matches. The
+have no values to be typed by, takes a JSON object). Assignments apply in order, after the
+artifact's own flags (``--seeds``, ``--matrices``), so the last one of a key wins. A key the
+config does not have is a :class:`~reproduce.harness.errors.ConfigError` that names the close
+matches; a run of several artifacts (a paper, ``all``) checks every one before any unit runs. The
 overridden value is part of the run's config, so it is in every record and in the config hash:
 records made with an override never mix with those made without it (except for an artifact's
 ``unhashed_keys``, which are never in the hash).
