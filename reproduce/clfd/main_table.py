@@ -66,7 +66,9 @@ def _table_measurements(rows: pd.DataFrame) -> tuple[dict[str, float], dict[str,
             continue
         stem = f"{prefix}-nb-{method}" if buffer == 0 else \
             f"{prefix}-b{buffer}-{'clfd-' if variant == 'clfd' else ''}{method}"
-        for suffix, column in (("cil", "class_il"), ("til", "task_il"), ("mem", "peak_memory_mb")):
+        # The paper's table gives no memory for the buffer-free SGD and JOINT rows.
+        columns = (("cil", "class_il"), ("til", "task_il")) + ((("mem", "peak_memory_mb"),) if buffer else ())
+        for suffix, column in columns:
             samples[f"{stem}-{suffix}"] = Samples.of(group.sort_values("seed")[column].astype(float).tolist())
             measured[f"{stem}-{suffix}"] = samples[f"{stem}-{suffix}"].point()
     return measured, samples

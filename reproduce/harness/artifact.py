@@ -75,9 +75,10 @@ class Outcome:
 class Summary:
     """The aggregate of a run's records.
 
-    ``table`` has one row per unit or per aggregate; ``measured`` maps claim ids to the
-    measured value that :func:`reproduce.harness.claims.judge` compares; ``samples`` maps claim
-    ids to what that value is the statistic of (:class:`~reproduce.harness.stats.Samples`: per
+    ``table`` has one row per unit or per aggregate; ``measured`` maps claim ids (of the
+    artifact's ``claims``: any other key is an error) to the measured value that
+    :func:`reproduce.harness.claims.judge` compares; ``samples`` maps claim ids to what that
+    value is the statistic of (:class:`~reproduce.harness.stats.Samples`: per
     seed, matrix or repeated timing; a plain list is one stratum whose mean it is), so that the
     verdict follows their confidence interval; ``withheld`` maps claim ids to the reason a
     measured comparison is not judged (:mod:`reproduce.harness.sanity`: its reference model is
@@ -155,6 +156,10 @@ class Artifact:
             raise ValueError(f"{self.id}: scales must include smoke and be among {SCALES}")
         if not self.devices or set(self.devices) - set(DEVICE_KINDS):
             raise ValueError(f"{self.id}: devices must be among {DEVICE_KINDS}, not {self.devices}")
+
+    def option_keys(self) -> dict[str, str]:
+        """The config key each of ``options`` sets (argparse's ``dest``), mapped to its flag."""
+        return {kwargs.get("dest", flag.lstrip("-").replace("-", "_")): flag for flag, kwargs in self.options.items()}
 
     def runs_on(self, device_kind: str) -> bool:
         """Whether this artifact's units run on a device of ``device_kind`` (see ``devices``)."""

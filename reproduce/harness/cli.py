@@ -8,6 +8,8 @@
     repro env                        the device and environment a record would store, and the devices here
 
 ``python reproduce/<paper>/<name>.py [options]`` is ``repro run <paper>/<name> [options]``.
+``--set key=value`` (repeatable) overrides one key of the scale's config on any artifact
+(:mod:`reproduce.harness.overrides`).
 Expected failures (missing data, no network, a bad device) print one ``error:`` line and
 exit with status 2; a run with failed units exits with status 1 after its summary.
 """
@@ -39,6 +41,11 @@ def _common_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="base seed; each unit derives its own (default 0)")
     parser.add_argument("--out", type=Path, default=Path("results"), help="where records go (default results/)")
     parser.add_argument("--force", action="store_true", help="rerun units already recorded with this config")
+    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one key of the scale's config, repeatable; nested keys with dots "
+                             "(ga.population=16); the value is read as the type of the one it replaces (lists as "
+                             "JSON or comma-separated: seeds=0,1; null for None); it is part of the config hash, so "
+                             "its records never mix with those of other configs")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     where = parser.add_argument_group("where units run (records are one file per unit, so runs merge and resume)")
     where.add_argument("--executor", choices=EXECUTORS, default="inline",
@@ -92,19 +99,21 @@ def _artifact_options(parser: argparse.ArgumentParser, artifact: Artifact) -> No
 
 
 def _overrides(args: argparse.Namespace, artifact: Artifact) -> dict:
-    names = [kwargs.get("dest", flag.lstrip("-").replace("-", "_")) for flag, kwargs in artifact.options.items()]
-    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+    return {name: getattr(args, name) for name in artifact.option_keys() if getattr(args, name, None) is not None}
 
 
 def _run(artifacts: list[Artifact], args: argparse.Namespace) -> int:
     from reproduce.harness.console import Tally, format_run
     from reproduce.harness.device import select_device
-    from reproduce.harness.runner import run_artifact
+    from reproduce.harness.runner import resolve_config, run_artifact
 
     device = select_device(args.device)
     print(f"device: {device.tag} ({device.name}); {device.reason}", file=sys.stderr)
     artifacts = _runnable(artifacts, device.kind)
     executor = _executor(args, device)
+    for artifact in artifacts:  # a bad --set fails before any unit runs
+        if args.scale in artifact.scales:
+            resolve_config(artifact, args.scale, _overrides(args, artifact), args.settings)
     status, walls, verdicts = 0, {}, []
     for artifact in artifacts:
         if args.scale not in artifact.scales:
@@ -112,7 +121,7 @@ def _run(artifacts: list[Artifact], args: argparse.Namespace) -> int:
             continue
         clock = time.perf_counter()
         result = run_artifact(artifact, args.scale, device, seed=args.seed, out=args.out, force=args.force,
-                              overrides=_overrides(args, artifact), progress=args.progress,
+                              overrides=_overrides(args, artifact), settings=args.settings, progress=args.progress,
                               executor=executor, shard=args.shard)
         walls[artifact.id] = time.perf_counter() - clock
         verdicts += result.verdicts

@@ -1,4 +1,4 @@
-"""Which device a run uses, what it is, and how much memory bandwidth it has.
+"""Which device a run uses, what it is, how much memory bandwidth it has, and torch's settings on it.
 
 ``--device auto`` takes a CUDA GPU when CuPy or torch sees one and the CPU otherwise;
 ``cpu`` and ``cuda[:N]`` force a choice (``cuda`` without a GPU is a
@@ -10,6 +10,8 @@ device's (:func:`timing_comparable`). Detection never raises: CuPy >= 14
 returns False from ``cupy.cuda.is_available()`` on any driver error, and every other
 probe is wrapped. The chosen device and the reason for the choice are recorded.
 :func:`available_devices` lists what this machine offers, with the reason for each absent one.
+:func:`torch_threads`, :func:`cpu_threads` and :func:`deterministic_torch` set torch's
+process-wide thread count and algorithm choice for the length of a block.
 """
 
 from __future__ import annotations
@@ -289,19 +291,48 @@ def cpu_bandwidth(refresh: bool = False) -> dict:
 
 
 @contextlib.contextmanager
-def torch_threads(device: Device, threads: int | None):
-    """Within the block, torch uses at most ``threads`` CPU threads when ``device`` is the CPU.
+def cpu_threads(threads: int | None):
+    """Within the block, torch runs its CPU operations on ``threads`` intra-op threads, whatever the device.
 
-    A unit's config sets ``cpu_threads``: on a shared 2-core machine, two OpenMP threads that
-    busy-wait next to another busy process ran 10x slower than one thread in our measurements.
-    ``None`` (or a CUDA device) leaves torch's setting alone; the setting is restored after.
+    For work that always runs on the CPU (timing a small network's layers on one thread, where
+    torch's threading of many small operations would mostly measure synchronisation). ``None``
+    leaves torch's setting alone; the setting is restored after.
     """
     import torch
 
     before = torch.get_num_threads()
-    if device.kind == "cpu" and threads:
+    if threads:
         torch.set_num_threads(threads)
     try:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def torch_threads(device: Device, threads: int | None):
+    """Within the block, torch uses at most ``threads`` CPU threads when ``device`` is the CPU.
+
+    A unit's config sets ``cpu_threads``: on a shared 2-core machine, two OpenMP threads that
+    busy-wait next to another busy process ran 10x slower than one thread in our measurements.
+    ``None`` (or a CUDA device) leaves torch's setting alone; the setting is restored after
+    (:func:`cpu_threads`).
+    """
+    return cpu_threads(threads if device.kind == "cpu" else None)
+
+
+@contextlib.contextmanager
+def deterministic_torch():
+    """Within the block, torch uses deterministic algorithms only (``torch.use_deterministic_algorithms``).
+
+    Where torch has a deterministic and a faster nondeterministic kernel, it takes the first; an
+    operation with no deterministic kernel raises instead of running. With seeded generators and
+    a fixed thread count, a unit then trains the same weights on each run. Restored after.
+    """
+    import torch
+
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before)

@@ -10,6 +10,8 @@ The methods (``methods/``, which never import the harness) raise their own
 subclasses it, and :data:`EXPECTED_ERRORS` is what the harness catches as an expected failure.
 """
 
+import difflib
+
 from methods.errors import DeviceUnavailableError
 
 
@@ -21,6 +23,16 @@ class DataError(ReproError):
     """Input data is missing, unreachable, corrupt or fails its checksum."""
 
 
+class ArtifactError(ReproError):
+    """A reproduction script contradicts its own declaration (its summary keys a value by an id that is
+    not one of its claims); the message names the script and what to correct."""
+
+
+class ConfigError(ReproError):
+    """A command-line override of an artifact's config (``--set``) is malformed, names a key the config
+    does not have, or gives a value that does not read as the type it replaces."""
+
+
 class DeviceError(ReproError, DeviceUnavailableError):
     """The requested device does not exist or cannot be used (also a methods' DeviceUnavailableError)."""
 
@@ -28,3 +40,9 @@ class DeviceError(ReproError, DeviceUnavailableError):
 # Expected failures: the harness's own and a device the methods found missing. Caught where the
 # harness turns a failure into one line (the CLI) or a failed record (the runner).
 EXPECTED_ERRORS = (ReproError, DeviceUnavailableError)
+
+
+def close_matches(word: str, choices) -> str:
+    """`` (did you mean 'a' or 'b'?)`` for the choices ``difflib`` finds close to ``word``, else ``""``."""
+    found = difflib.get_close_matches(word, list(choices), n=3)
+    return f" (did you mean {' or '.join(map(repr, found))}?)" if found else ""

@@ -25,6 +25,7 @@ import re
 import sys
 import time
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,8 +36,9 @@ from reproduce.harness import claims as claims_mod
 from reproduce.harness.artifact import Artifact, Context, SkipUnit, Summary, Unit
 from reproduce.harness.device import Device, timing_comparable
 from reproduce.harness.environment import environment
-from reproduce.harness.errors import EXPECTED_ERRORS, ReproError
+from reproduce.harness.errors import EXPECTED_ERRORS, ArtifactError, ReproError, close_matches
 from reproduce.harness.executors import Executor, InlineExecutor
+from reproduce.harness.overrides import apply_settings
 from reproduce.harness.paths import atomic_write_text
 from reproduce.harness.records import Record, config_hash, find_record, latest_config, load_records, write_record
 
@@ -68,13 +70,19 @@ def select(target: str, artifacts: dict[str, Artifact]) -> list[Artifact]:
     return chosen
 
 
-def resolve_config(artifact: Artifact, scale: str, overrides: dict | None = None) -> dict:
-    """The artifact's config at ``scale`` with command-line overrides applied."""
+def resolve_config(artifact: Artifact, scale: str, overrides: dict | None = None, settings: Sequence[str] = ()) -> dict:
+    """The artifact's config at ``scale`` with command-line overrides applied.
+
+    ``overrides`` are the values of the artifact's own flags (``Artifact.options``), by config key;
+    ``settings`` are ``--set key=value`` assignments (:mod:`reproduce.harness.overrides`), applied
+    after them and typed by the value each replaces. ConfigError for an unknown key or a bad value.
+    """
     if scale not in artifact.scales:
         raise ReproError(f"{artifact.id} has no {scale!r} scale; it has {', '.join(artifact.scales)}")
     config = dict(artifact.scales[scale])
     config.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    return config
+    where = f"{artifact.id} at {scale} scale"
+    return apply_settings(config, settings, where, artifact.option_keys()) if settings else config
 
 
 def run_identity(artifact: Artifact, ctx: Context) -> dict:
@@ -182,18 +190,19 @@ class RunResult:
 
 
 def run_artifact(artifact: Artifact, scale: str, device: Device, *, seed: int = 0, out: Path = Path("results"),
-                 force: bool = False, overrides: dict | None = None, progress: bool = True,
-                 executor: Executor | None = None, shard: Shard | None = None) -> RunResult:
+                 force: bool = False, overrides: dict | None = None, settings: Sequence[str] = (),
+                 progress: bool = True, executor: Executor | None = None, shard: Shard | None = None) -> RunResult:
     """Run the units of ``artifact`` at ``scale`` on ``device``; see the module docstring.
 
-    ``executor`` runs the units still to do (default: :class:`InlineExecutor`, one after
-    another in this process; also for a ``timed`` artifact when the executor's workers would
-    share the CPU cores); ``shard`` keeps the run to that part of the sweep.
+    ``overrides`` and ``settings`` change the scale's config (:func:`resolve_config`). ``executor``
+    runs the units still to do (default: :class:`InlineExecutor`, one after another in this
+    process; also for a ``timed`` artifact when the executor's workers would share the CPU
+    cores); ``shard`` keeps the run to that part of the sweep.
     """
     if not artifact.runs_on(device.kind):
         raise ReproError(f"{artifact.id} does not run on --device {device.kind}; it runs on "
                          f"{', '.join(artifact.devices)}")
-    ctx = Context(scale=scale, config=resolve_config(artifact, scale, overrides), seed=seed, device=device)
+    ctx = Context(scale=scale, config=resolve_config(artifact, scale, overrides, settings), seed=seed, device=device)
     identity = run_identity(artifact, ctx)
     chash = config_hash(identity)
     units = artifact.units(ctx)
@@ -277,12 +286,17 @@ UNCOMPARABLE_TIMES = ("measured on the emulated CUDA device (cuda-emu), whose ti
 def judge_records(artifact: Artifact, records: list[Record], ctx: Context):
     """The summary of ``records`` and the verdict on each claim the artifact checks.
 
+    A key of the summary's ``measured``, ``samples`` or ``withheld`` that is not one of the
+    artifact's claims (a misspelt id) is an ArtifactError naming it, not a value dropped unseen.
+
     On a device whose times say nothing of a real one (the emulated CUDA device,
     :func:`~reproduce.harness.device.timing_comparable`) every claim is "not run", with the
     measured value, if any, shown.
     """
     ok = [r for r in records if r.status == "ok"]
     summary = artifact.summarize(ok, ctx) if ok else None
+    if summary is not None:
+        _check_claim_keys(artifact, summary)
     measured = summary.measured if summary else {}
     samples = summary.samples if summary else {}
     withheld = summary.withheld if summary else {}
@@ -298,6 +312,19 @@ def judge_records(artifact: Artifact, records: list[Record], ctx: Context):
                                      ctx.device.name, samples.get(cid), withheld.get(cid))
                     for cid in artifact.claims]
     return summary, verdicts
+
+
+def _check_claim_keys(artifact: Artifact, summary: Summary) -> None:
+    """ArtifactError naming any key of the summary's ``measured``, ``samples`` or ``withheld`` that is not one
+    of ``artifact.claims``: only declared claims are judged, so any other key would be dropped unseen."""
+    for field in ("measured", "samples", "withheld"):
+        for key in getattr(summary, field):
+            if key not in artifact.claims:
+                raise ArtifactError(
+                    f"{artifact.id}: the summary's {field} has {key!r}{close_matches(key, artifact.claims)}, which "
+                    f"is not one of the artifact's claims ({', '.join(artifact.claims) or 'it declares none'}); "
+                    f"correct the key in reproduce/{artifact.paper}/{artifact.name}.py, or declare the claim there "
+                    f"and in reproduce/{artifact.paper}/claims.toml")
 
 
 def latest_run(artifact: Artifact, scale: str, out: Path) -> tuple[list[Record], Context] | None:

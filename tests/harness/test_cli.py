@@ -52,6 +52,14 @@ def test_unknown_target_and_bad_device_are_one_line_errors(capsys):
     assert "--device must be" in capsys.readouterr().err
 
 
+def test_a_bad_set_fails_before_any_unit_runs(tmp_path, capsys):
+    assert main(["run", "hbp", "--scale", "smoke", "--device", "cpu", "--out", str(tmp_path), "--no-progress",
+                 "--set", "repeat=3"]) == 2
+    err = capsys.readouterr().err
+    assert "error: --set repeat: hbp/correctness at smoke scale has no config key 'repeat'" in err
+    assert "Traceback" not in err and not list(tmp_path.rglob("*.json"))
+
+
 def test_env_prints_the_recorded_environment(capsys):
     assert main(["env", "--device", "cpu"]) == 0
     info = json.loads(capsys.readouterr().out)
@@ -62,5 +70,6 @@ def test_script_and_console_entry_points(tmp_path):
     script = subprocess.run([sys.executable, "reproduce/hbp/correctness.py", "--help"], capture_output=True,
                             text=True, timeout=120)
     assert script.returncode == 0 and "--matrices" in script.stdout and "--scale" in script.stdout
+    assert "--set KEY=VALUE" in script.stdout
     console = subprocess.run(["repro", "run", "--help"], capture_output=True, text=True, timeout=120)
-    assert console.returncode == 0 and "--device" in console.stdout
+    assert console.returncode == 0 and "--device" in console.stdout and "--set KEY=VALUE" in console.stdout

@@ -143,3 +143,29 @@ def test_torch_threads_caps_cpu_units_and_restores_the_setting():
     assert torch.get_num_threads() == before
     with torch_threads(describe_cpu("test"), None):
         assert torch.get_num_threads() == before
+
+
+def test_torch_threads_leaves_a_cuda_unit_alone_and_cpu_threads_caps_any():
+    import torch
+
+    from reproduce.harness.device import Device, cpu_threads, torch_threads
+
+    before = torch.get_num_threads()
+    with torch_threads(Device(kind="cuda", index=0, name="a GPU", reason="test"), before + 1):
+        assert torch.get_num_threads() == before
+    with cpu_threads(before + 1):
+        assert torch.get_num_threads() == before + 1
+    assert torch.get_num_threads() == before
+
+
+def test_deterministic_torch_holds_for_the_block_and_restores_after_an_error():
+    import torch
+
+    from reproduce.harness.device import deterministic_torch
+
+    assert not torch.are_deterministic_algorithms_enabled()
+    with pytest.raises(RuntimeError, match="inside"):
+        with deterministic_torch():
+            assert torch.are_deterministic_algorithms_enabled()
+            raise RuntimeError("inside")
+    assert not torch.are_deterministic_algorithms_enabled()

@@ -46,7 +46,7 @@ def _flaky_sweep(tmp_path, cpu, executor):
     assert all(r.status == "ok" for r in records)
     assert {r.unit: r.value("value") for r in records} == {u: float(i) for i, u in enumerate(UNITS)}
     assert {u: attempts(ledger, u) for u in UNITS} == {"u00": 1, "u01": 2, "u02": 1, "u03": 2, "u04": 1}
-    assert second.summary.measured["mean-value"] == pytest.approx(2.0)
+    assert second.summary.table["value"].mean() == pytest.approx(2.0)
     return killed
 
 
@@ -91,7 +91,7 @@ def test_sharded_runs_merge_into_one_sweep(tmp_path, cpu):
     shares = [r.share for r in results]
     assert sorted(u for share in shares for u in share) == [f"u{i:02d}" for i in range(6)]
     assert [r.counts["ran"] for r in results] == [len(share) for share in shares]
-    assert len(results[-1].records) == 6 and results[-1].summary.measured["mean-value"] == pytest.approx(2.5)
+    assert len(results[-1].records) == 6 and results[-1].summary.table["value"].mean() == pytest.approx(2.5)
     again = run_artifact(ARTIFACT, "smoke", cpu, out=tmp_path, progress=False)
     assert again.counts == {"ran": 0, "reused": 6, "failed": 0, "skipped": 0}
 

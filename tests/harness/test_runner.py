@@ -11,7 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from reproduce.harness import claims as claims_mod
+from reproduce.harness.artifact import Summary
 from reproduce.harness.device import describe_cpu
+from reproduce.harness.errors import ArtifactError
 from reproduce.harness.records import load_records, read_record
 from reproduce.harness.runner import run_artifact
 from tests.harness.toy_artifact import ARTIFACT
@@ -38,7 +41,7 @@ def test_records_carry_what_design_asks(tmp_path, cpu):
     assert obj["metrics"]["value"] == {"value": 0.0, "unit": "x"}
     assert obj["seed"] == 3 and obj["device"]["kind"] == "cpu"
     assert {"python", "packages", "git"} <= set(obj["environment"])
-    assert result.summary.measured["mean-value"] == pytest.approx(2.5)
+    assert result.summary.table["value"].mean() == pytest.approx(2.5)
     csv = (tmp_path / "toy" / "sweep" / "smoke" / f"summary.{obj['config_hash']}.csv").read_text()
     assert csv.splitlines()[0] == "unit,value" and len(csv.splitlines()) == 7
 
@@ -49,7 +52,7 @@ def test_failing_unit_is_recorded_and_sweep_goes_on(tmp_path, cpu):
     assert statuses.pop("u02") == "failed" and set(statuses.values()) == {"ok"}
     failed = next(r for r in first.records if r.status == "failed")
     assert "RuntimeError: unit u02 broke on purpose" in failed.error
-    assert first.summary.measured["mean-value"] == pytest.approx(13 / 5)  # the five ok units only
+    assert first.summary.table["value"].mean() == pytest.approx(13 / 5)  # the five ok units only
 
 
 def test_failed_units_are_retried_and_ok_units_reused(tmp_path, cpu):
@@ -84,7 +87,39 @@ def test_changed_config_writes_new_records_beside_old(tmp_path, cpu):
     changed = run_artifact(ARTIFACT, "smoke", cpu, out=tmp_path, progress=False, overrides={"factor": 2.0})
     assert changed.counts["ran"] == 6
     assert len(record_files(tmp_path)) == 12
-    assert changed.summary.measured["mean-value"] == pytest.approx(5.0)
+    assert changed.summary.table["value"].mean() == pytest.approx(5.0)
+
+
+@pytest.mark.parametrize("field", ["measured", "samples", "withheld"])
+def test_a_summary_key_that_is_no_claim_is_an_error_naming_it_and_the_claims(tmp_path, cpu, monkeypatch, field):
+    claim = claims_mod.Claim(id="mean-value", text="the mean", value=2.5, unit="x", better="higher",
+                             tolerance={"rel": 0.1}, source="toy", confidence="verified", scales=("smoke",))
+    monkeypatch.setattr(claims_mod, "load_claims", lambda paper: [claim])
+    values = {"measured": 2.5, "samples": [2.5], "withheld": "below the floor"}
+
+    def misspelt(records, ctx):
+        return Summary(table=ARTIFACT.summarize(records, ctx).table, **{field: {"mean-valeu": values[field]}})
+
+    artifact = dataclasses.replace(ARTIFACT, claims=("mean-value",), summarize=misspelt)
+    with pytest.raises(ArtifactError, match=rf"summary's {field} has 'mean-valeu' \(did you mean 'mean-value'\?\), "
+                                            r"which is not one of the artifact's claims \(mean-value\)"):
+        run_artifact(artifact, "smoke", cpu, out=tmp_path, progress=False)
+    assert len(record_files(tmp_path)) == 6  # the units' records are kept
+    spelt = dataclasses.replace(artifact, summarize=lambda records, ctx: Summary(
+        table=ARTIFACT.summarize(records, ctx).table, **{field: {"mean-value": values[field]}}))
+    verdicts = run_artifact(spelt, "smoke", cpu, out=tmp_path, progress=False).verdicts
+    assert [v.claim.id for v in verdicts] == ["mean-value"]
+
+
+def test_the_cli_reports_a_summary_key_that_is_no_claim_in_one_line(tmp_path, capsys):
+    from reproduce.harness.cli import script_main
+
+    artifact = dataclasses.replace(ARTIFACT, summarize=lambda records, ctx: Summary(
+        table=ARTIFACT.summarize(records, ctx).table, measured={"mean": 1.0}))
+    assert script_main(artifact, ["--scale", "smoke", "--device", "cpu", "--out", str(tmp_path), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "error: toy/sweep: the summary's measured has 'mean', which is not one of the artifact's claims (it " \
+           "declares none)" in err and "Traceback" not in err
 
 
 def test_sigkill_midway_loses_nothing_and_duplicates_nothing(tmp_path):

@@ -104,6 +104,16 @@ def test_clfd_quick_summary_judges_time_and_memory_from_seeds():
     assert verdict.status == "reproduced" and verdict.device_match is False
 
 
+def test_clfd_full_summary_measures_only_declared_claims():
+    records = [_record("clfd", "main_table", "seq-cifar10", method, "plain", seed, buffer=0)
+               for method in ("sgd", "joint") for seed in range(3)]
+    records += [_record("clfd", "main_table", "seq-cifar10", method, variant, seed)
+                for method in clfd_table.METHODS for variant in ("plain", "clfd") for seed in range(3)]
+    summary = clfd_table.summarize(records, _context(clfd_table, "full"))
+    assert {"c10-nb-sgd-cil", "c10-nb-joint-til", "c10-b50-clfd-er-mem"} <= set(summary.measured)
+    assert set(summary.measured) | set(summary.samples) <= set(clfd_table.ARTIFACT.claims)  # no buffer-free memory
+
+
 def _e2net_records(derpp_class_il):
     records = []
     for seed, derpp in enumerate(derpp_class_il):
