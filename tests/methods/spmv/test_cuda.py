@@ -49,11 +49,9 @@ from methods.spmv.accuracy import componentwise_error
 from methods.spmv.cuda_backends import backend
 from methods.spmv.hbp import ORDERINGS, build_hbp
 from reproduce.harness.data import synthetic
-from tests.methods.spmv_cases import matrix_files, shared_matrix
+from tests.methods.spmv.cases import TOLERANCE, VALUE_DTYPES, matrix_files, shared_matrix
 
 ARCHES = ["87", "89", "90"]  # Jetson AGX Orin, RTX 4090, H100/H200
-DTYPES = ["float64", "float32"]
-TOLERANCE = {"float64": 1e-12, "float32": 1e-5}
 C_TYPES = {"int": "int32", "long long": "int64", "unsigned short": "uint16", "unsigned int": "uint32",
            "unsigned char": "uint8", "VALUE_T": "value", "COL_T": "col"}
 # The emulated device's test limit (module docstring): above every shared matrix.
@@ -151,7 +149,7 @@ def layouts_for(matrix: sp.csr_matrix, block_height: int = 512, block_width: int
     return layouts
 
 
-def edge_matrix(case: str, dtype: str = "float64") -> sp.csr_matrix:
+def edge_matrix(case: str, dtype=np.float64) -> sp.csr_matrix:
     return synthetic.generate(EDGE_CASES[case], np.random.default_rng(7)).astype(dtype)
 
 
@@ -160,14 +158,16 @@ def host(y) -> np.ndarray:
     return y.get() if hasattr(y, "get") else np.asarray(y)
 
 
-def assert_close(matrix, x, y, dtype: str, what: str) -> None:
+def assert_close(matrix, x, y, dtype, what: str) -> None:
     """y (on the host or a device) against scipy in fp64 on the same (possibly fp32) data."""
     y = host(y)
-    assert y.dtype == np.dtype(dtype), f"{what}: result dtype {y.dtype}, expected {dtype}"
+    dtype = np.dtype(dtype)
+    assert y.dtype == dtype, f"{what}: result dtype {y.dtype}, expected {dtype.name}"
     assert y.shape == (matrix.shape[0],), f"{what}: result shape {y.shape}"
     reference = matrix.astype(np.float64) @ x.astype(np.float64)
     error = componentwise_error(matrix.astype(np.float64), x.astype(np.float64), y, reference)
-    assert error <= TOLERANCE[dtype], f"{what}: componentwise error {error:.3g} > {TOLERANCE[dtype]}"
+    tolerance = TOLERANCE[dtype.type]
+    assert error <= tolerance, f"{what}: componentwise error {error:.3g} > {tolerance}"
 
 
 def skip_if_too_big_for_the_emulator(matrix, device: str) -> None:
@@ -212,7 +212,6 @@ def test_argument_table_matches_the_layout_dtypes():
             assert kind == cuda_kernels.REGU2D_LAYOUT_DTYPES[name] + "*", name
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
 def test_builder_layout_has_the_kernel_dtypes(dtype):
     """methods/spmv/hbp.py's arrays have the contract's dtypes, which the kernel takes as they are (nothing is cast)."""
     matrix = edge_matrix("rows_multiple_of_512", dtype)
@@ -513,7 +512,7 @@ def geometry_executors(matrix: sp.csr_matrix, layouts: dict, device: str, geomet
     return executors
 
 
-def check_executors(matrix: sp.csr_matrix, executors: dict, device: str, dtype: str, what: str,
+def check_executors(matrix: sp.csr_matrix, executors: dict, device: str, dtype, what: str,
                     seed: int = 11) -> None:
     """Every executor against scipy, then (HBP always, the others on the GPU) a repeated call, bitwise.
 
@@ -539,7 +538,6 @@ def check_executors(matrix: sp.csr_matrix, executors: dict, device: str, dtype: 
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("file_name", matrix_files())
 def test_executors_match_scipy_on_suitesparse(file_name, dtype, device, suitesparse_dir):
     path = suitesparse_dir / file_name
@@ -552,7 +550,6 @@ def test_executors_match_scipy_on_suitesparse(file_name, dtype, device, suitespa
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", sorted(EDGE_CASES))
 def test_executors_match_scipy_on_edge_cases(case, dtype, device):
     matrix = edge_matrix(case, dtype)
@@ -561,7 +558,6 @@ def test_executors_match_scipy_on_edge_cases(case, dtype, device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("geometry", sorted(GEOMETRIES))
 def test_launch_geometries(geometry, dtype, device):
     """Each geometry on a matrix of 6 stored 512 x 4096 blocks (each ordering) and one of >1000 8 x 16 blocks."""
@@ -581,7 +577,7 @@ def random_cases(draw):
     density = draw(st.sampled_from([0.0, 0.02, 0.1, 0.5, 1.0]))
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
-    dtype = draw(st.sampled_from(DTYPES))
+    dtype = draw(st.sampled_from(VALUE_DTYPES))
     matrix = sp.random(nrows, ncols, density=density, format="csr", rng=rng,
                        data_rvs=lambda n: rng.uniform(-1.0, 1.0, n)).astype(dtype)
     block = (draw(st.sampled_from([1, 5, 32, 512])), draw(st.sampled_from([1, 7, 64, 4096])))
@@ -676,7 +672,6 @@ def test_hbp_zeroes_the_queue_counter_every_call(device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("dtype", DTYPES)
 def test_hbp_gives_the_same_bits_under_every_launch_geometry(dtype, device):
     """Each row sums its groups in storage order whichever warp claims its row block, so HBP's y does not
     depend on the launch (unlike atomics into y); on a GPU its time is also measured."""
