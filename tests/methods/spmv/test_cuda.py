@@ -44,7 +44,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from methods.errors import DeviceUnavailableError
-from methods.spmv import cuda, cuda_kernels
+from methods.spmv import cuda, cuda_kernels, cuda_layouts
 from methods.spmv.accuracy import componentwise_error
 from methods.spmv.cuda_backends import backend
 from methods.spmv.hbp import ORDERINGS, build_hbp
@@ -204,12 +204,12 @@ def test_argument_table_matches_the_cu_signatures():
 def test_argument_table_matches_the_layout_dtypes():
     """The HBP kernel takes exactly the layout's arrays, in their dtypes and order; Regu2D's its layout's."""
     hbp_arrays = [(name, kind) for name, kind in cuda_kernels.KERNEL_ARGUMENTS["hbp_spmv"]
-                  if name in cuda_kernels.HBP_LAYOUT_DTYPES]
-    assert hbp_arrays == [(name, kind + "*") for name, kind in cuda_kernels.HBP_LAYOUT_DTYPES.items()]
-    assert cuda_kernels.HBP_DEVICE_ARRAYS == tuple(cuda_kernels.HBP_LAYOUT_DTYPES)
+                  if name in cuda_layouts.HBP_LAYOUT_DTYPES]
+    assert hbp_arrays == [(name, kind + "*") for name, kind in cuda_layouts.HBP_LAYOUT_DTYPES.items()]
+    assert cuda_layouts.HBP_DEVICE_ARRAYS == tuple(cuda_layouts.HBP_LAYOUT_DTYPES)
     for name, kind in cuda_kernels.KERNEL_ARGUMENTS["regu2d_spmv"]:
-        if name in cuda_kernels.REGU2D_LAYOUT_DTYPES:
-            assert kind == cuda_kernels.REGU2D_LAYOUT_DTYPES[name] + "*", name
+        if name in cuda_layouts.REGU2D_LAYOUT_DTYPES:
+            assert kind == cuda_layouts.REGU2D_LAYOUT_DTYPES[name] + "*", name
 
 
 def test_builder_layout_has_the_kernel_dtypes(dtype):
@@ -217,11 +217,11 @@ def test_builder_layout_has_the_kernel_dtypes(dtype):
     matrix = edge_matrix("rows_multiple_of_512", dtype)
     for ordering in ORDERINGS:
         layout = build_hbp(matrix, ordering=ordering)
-        cuda_kernels.check_hbp_layout(layout)
-        for name, kind in cuda_kernels.HBP_LAYOUT_DTYPES.items():
+        cuda_layouts.check_hbp_layout(layout)
+        for name, kind in cuda_layouts.HBP_LAYOUT_DTYPES.items():
             assert getattr(layout, name).dtype == np.dtype(dtype if kind == "value" else kind), (ordering, name)
-        cuda_kernels.check_hbp_contents(layout)
-        arrays = {name: getattr(layout, name) for name in cuda_kernels.HBP_DEVICE_ARRAYS}
+        cuda_layouts.check_hbp_contents(layout)
+        arrays = {name: getattr(layout, name) for name in cuda_layouts.HBP_DEVICE_ARRAYS}
         scalars = {"n_rowblocks": layout.n_rowblocks, "fixed_per_warp": 0, "nrows": matrix.shape[0],
                    "block_height": layout.block_height, "block_width": layout.block_width}
         packed = cuda_kernels.pack_arguments("hbp_spmv", {**scalars, **arrays}, dtype)
@@ -313,7 +313,8 @@ def test_kernels_compile_with_nvrtc(name, defines, arch):
 def test_module_imports_without_cupy():
     """... and without the harness: methods/ never imports reproduce/."""
     code = ("import sys; sys.modules['cupy'] = None; sys.modules['reproduce'] = None; import methods.spmv.cuda, "
-            "methods.spmv.cuda_kernels, methods.spmv.cuda_backends, methods.errors; print('ok')")
+            "methods.spmv.cuda_kernels, methods.spmv.cuda_layouts, methods.spmv.cuda_backends, methods.errors; "
+            "print('ok')")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             cwd=Path(cuda.__file__).resolve().parents[2], timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
@@ -407,35 +408,35 @@ def test_schedule_rejects_bad_parameters():
 def replaced(layout, **arrays) -> SimpleNamespace:
     """A copy of ``layout`` (an HBPMatrix or a reference layout) with some arrays replaced."""
     fields = {name: getattr(layout, name) for name in ("shape", "block_height", "block_width",
-                                                       *cuda_kernels.HBP_LAYOUT_DTYPES)}
+                                                       *cuda_layouts.HBP_LAYOUT_DTYPES)}
     return SimpleNamespace(**{**fields, **arrays})
 
 
 def test_layout_check_catches_contract_violations():
     layout = reference_layout(edge_matrix("empty_rows"))
-    cuda_kernels.check_hbp_layout(layout)
+    cuda_layouts.check_hbp_layout(layout)
     built = build_hbp(edge_matrix("empty_rows"), "sort")
-    cuda_kernels.check_hbp_layout(built)
+    cuda_layouts.check_hbp_layout(built)
     for name, wrong in (("slot_row", np.int32), ("cols", np.int32), ("group_nz_offset", np.int64),
                         ("block_nz_ptr", np.int32), ("slot_last", np.int16)):
         with pytest.raises(TypeError, match=f"HBPMatrix.{name} must have dtype"):
-            cuda_kernels.check_hbp_layout(replaced(built, **{name: getattr(built, name).astype(wrong)}))
+            cuda_layouts.check_hbp_layout(replaced(built, **{name: getattr(built, name).astype(wrong)}))
     with pytest.raises(TypeError, match="float64 and float32 values, not int64"):
-        cuda_kernels.check_hbp_layout(replaced(built, values=built.values.astype(np.int64)))
+        cuda_layouts.check_hbp_layout(replaced(built, values=built.values.astype(np.int64)))
     with pytest.raises(ValueError, match="slot_last has length"):
-        cuda_kernels.check_hbp_layout(replaced(layout, slot_last=layout.slot_last[:-1]))
+        cuda_layouts.check_hbp_layout(replaced(layout, slot_last=layout.slot_last[:-1]))
     with pytest.raises(ValueError, match="row_block_ptr has length"):
-        cuda_kernels.check_hbp_layout(replaced(layout, row_block_ptr=layout.row_block_ptr[:-1]))
+        cuda_layouts.check_hbp_layout(replaced(layout, row_block_ptr=layout.row_block_ptr[:-1]))
     with pytest.raises(ValueError, match="block size must be 1 to 65536"):
-        cuda_kernels.check_hbp_layout(SimpleNamespace(**{**vars(replaced(layout)), "block_width": 65537}))
+        cuda_layouts.check_hbp_layout(SimpleNamespace(**{**vars(replaced(layout)), "block_width": 65537}))
     # Group 0 of the reference layout has 32 slots (its first block has > 32 rows): move one more into it.
     assert layout.group_slot_ptr[1] == 32 and layout.block_group_ptr[1] > 1
     big_group = replaced(layout, group_slot_ptr=layout.group_slot_ptr.copy())
     big_group.group_slot_ptr[1] += 1
     with pytest.raises(ValueError, match="1 to 32 slots; found .* to 33"):
-        cuda_kernels.check_hbp_layout(big_group)
+        cuda_layouts.check_hbp_layout(big_group)
     with pytest.raises(ValueError, match="1 to 32 slots"):
-        cuda_kernels.check_hbp_contents(big_group)
+        cuda_layouts.check_hbp_contents(big_group)
 
 
 def test_contents_check_rejects_what_the_layout_check_leaves_to_it():
@@ -446,19 +447,19 @@ def test_contents_check_rejects_what_the_layout_check_leaves_to_it():
     shuffled = layout.slot_last.copy()
     shuffled[ptr[group]:ptr[group + 1]] = shuffled[ptr[group]:ptr[group + 1]][::-1]
     with pytest.raises(ValueError, match="row block .* longest first"):
-        cuda_kernels.check_hbp_contents(replaced(layout, slot_last=shuffled))
+        cuda_layouts.check_hbp_contents(replaced(layout, slot_last=shuffled))
     outside = layout.slot_row.copy()
     outside[-1] = layout.block_height
     with pytest.raises(ValueError, match="slot_row must lie in its row block"):
-        cuda_kernels.check_hbp_contents(replaced(layout, slot_row=outside))
+        cuda_layouts.check_hbp_contents(replaced(layout, slot_row=outside))
     wide = layout.cols.copy()
     wide[0] = layout.block_width
     with pytest.raises(ValueError, match="column .* must lie in its block"):
-        cuda_kernels.check_hbp_contents(replaced(layout, cols=wide))
+        cuda_layouts.check_hbp_contents(replaced(layout, cols=wide))
     shifted = layout.group_nz_offset.copy()
     shifted[1] += 1
     with pytest.raises(ValueError, match="must tile"):
-        cuda_kernels.check_hbp_contents(replaced(layout, group_nz_offset=shifted))
+        cuda_layouts.check_hbp_contents(replaced(layout, group_nz_offset=shifted))
 
 
 CONTENT_CASES = [(case, block) for case in ("empty_rows", "dense_row", "single_column", "all_zero", "odd_sizes")
@@ -472,7 +473,7 @@ def test_contents_check_accepts_every_valid_layout(case, block):
     if case == "odd_sizes":
         matrix = matrix[:301, :1033]  # still no multiple of a block side; a tenth of the nonzeros (Python loops)
     for layout in layouts_for(matrix, *block).values():
-        cuda_kernels.check_hbp_contents(layout)
+        cuda_layouts.check_hbp_contents(layout)
 
 
 # ---------------------------------------------------------------- devices: a GPU and the emulated device

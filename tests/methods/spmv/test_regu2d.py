@@ -15,7 +15,7 @@ import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from methods.spmv import cuda, cuda_kernels
+from methods.spmv import cuda, cuda_layouts
 from methods.spmv.accuracy import componentwise_error
 from methods.spmv.cuda_backends import backend
 from methods.spmv.ordering import regular_arrangement
@@ -57,7 +57,7 @@ def _assert_layout_invariants(matrix: sp.csr_matrix, layout: Regu2DMatrix) -> No
     nrows, ncols = matrix.shape
     height, width, c = layout.block_height, layout.block_width, layout.slice_height
     if c <= 32:
-        cuda_kernels.check_regu2d_layout(layout)
+        cuda_layouts.check_regu2d_layout(layout)
     assert layout.cols.dtype == (np.uint16 if width <= 65536 else np.int32) and layout.slot_row.dtype == np.uint16
     assert layout.panel_block_ptr.shape == (-(-nrows // height) + 1,)
     assert layout.panel_block_ptr[-1] == layout.n_blocks and layout.block_slice_ptr[-1] == layout.n_slices
@@ -230,7 +230,7 @@ def test_bad_input_is_refused():
 def test_kernel_check_rejects_slices_wider_than_a_warp():
     layout = build_regu2d(sp.csr_matrix(np.ones((64, 4))), slice_height=64)
     with pytest.raises(ValueError, match="slice_height <= 32"):
-        cuda_kernels.check_regu2d_layout(layout)
+        cuda_layouts.check_regu2d_layout(layout)
     with pytest.raises(ValueError, match="slice_height <= 32"):
         cuda.Regu2DCuda(layout, device="cuda-emu")
 
