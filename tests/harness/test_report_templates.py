@@ -8,6 +8,7 @@ from pathlib import Path
 
 import jinja2
 import jinja2.meta
+import pytest
 
 from reproduce.harness import report
 
@@ -31,6 +32,7 @@ def test_the_stylesheet_is_inlined_as_it_is(tmp_path):
     assert f"<style>\n{(TEMPLATES / 'report.css').read_text()}</style>" in index
 
 
+@pytest.mark.slow
 def test_an_installed_copy_has_the_templates_and_renders_the_index(tmp_path):
     """setuptools' build_py copies what a wheel would hold (pyproject.toml's package data); the copy renders alone."""
     build, egg_base = tmp_path / "lib", tmp_path / "egg"
