@@ -20,7 +20,7 @@ export REPRO_MATRIX_DIRS="${REPRO_MATRIX_DIRS:-$PWD/.gpu-data/suitesparse}" REPR
     status=0
     run() { echo "== $*"; "$@" || status=1; }
     run nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
-    run python3 -m pytest -q -m cuda tests/methods/test_cuda_spmv.py tests/methods/test_regu2d.py -p no:cacheprovider
+    run python3 -m pytest -q -m cuda tests/methods/spmv/test_cuda.py tests/methods/spmv/test_regu2d.py -p no:cacheprovider
     run python3 -m pytest -q tests/benchmarks --benchmark-only --benchmark-group-by=param -p no:cacheprovider
     run python3 reproduce/hbp/correctness.py --scale quick --device cuda --out "$out/results" --no-progress
     run python3 reproduce/hbp/spmv.py --scale quick --device cuda --out "$out/results" --no-progress

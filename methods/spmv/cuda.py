@@ -33,17 +33,14 @@ import numpy as np
 from methods.spmv.cuda_backends import backend as make_backend
 from methods.spmv.cuda_kernels import (
     COL_TYPES,
-    HBP_DEVICE_ARRAYS,
-    REGU2D_LAYOUT_DTYPES,
     WARP_SIZE,
     check_array,
-    check_hbp_contents,
-    check_regu2d_layout,
     hbp_launch,
     hbp_schedule,
     pack_arguments,
     value_type,
 )
+from methods.spmv.cuda_layouts import HBP_DEVICE_ARRAYS, REGU2D_LAYOUT_DTYPES, check_hbp_contents, check_regu2d_layout
 
 
 def _grid(items: int, per_block: int) -> int:
@@ -203,7 +200,7 @@ class HBPCuda(_Executor):
     over row blocks, one kernel (``kernels/hbp.cu``; docs/hbp-cuda.md).
 
     The kernel reads the compact layout as :mod:`methods.spmv.hbp` builds it: its arrays are
-    checked all through (:func:`~methods.spmv.cuda_kernels.check_hbp_contents`) and uploaded to
+    checked all through (:func:`~methods.spmv.cuda_layouts.check_hbp_contents`) and uploaded to
     the current device once, here. A call zeroes the queue counter (on the GPU
     ``cudaMemsetAsync`` on the current stream, so it is part of every timed SpMV, as it must be
     for the competitive part to run at all; docs/hbp-cuda.md), then launches ``hbp_spmv``,
@@ -214,7 +211,7 @@ class HBPCuda(_Executor):
     ----------
     hbp : methods.spmv.hbp.HBPMatrix
         shape (nrows, ncols), block_height x block_width blocks, values float64 or float32,
-        index arrays with the dtypes of :data:`~methods.spmv.cuda_kernels.HBP_LAYOUT_DTYPES`
+        index arrays with the dtypes of :data:`~methods.spmv.cuda_layouts.HBP_LAYOUT_DTYPES`
         (checked, never cast; a layout that breaks the contract raises ValueError).
     warps : int, default 256
         Warps in the launch (the authors' 8192 threads), a multiple of ``threads_per_block / 32``;
@@ -284,7 +281,7 @@ class Regu2DCuda(_Executor):
     matrix : methods.spmv.regu2d.Regu2DMatrix
         shape (nrows, ncols), values float64 or float32, slices of at most 32 rows (build it with
         ``slice_height=32`` for the GPU: smaller slices leave lanes idle). Checked by
-        :func:`~methods.spmv.cuda_kernels.check_regu2d_layout`, never cast.
+        :func:`~methods.spmv.cuda_layouts.check_regu2d_layout`, never cast.
     threads_per_block : int, default 256
         A multiple of 32, at most 1024: the warps that share one panel's slices.
     device : {"cuda", "cuda-emu"}, default "cuda"

@@ -21,7 +21,8 @@ Decisions:
   later smoke test does not hide a full run. The other scales run are listed beside it
   and each has its own section on the page.
 - Pages are self-contained: CSS inline, plots inline as base64 PNG, no JavaScript, no
-  remote references; they open from ``file://``. Claim sources are shown as text, not
+  remote references; they open from ``file://``. The Jinja templates and the stylesheet are
+  files in ``reproduce/harness/templates/``, shipped as package data. Claim sources are shown as text, not
   links, for the same reason.
 - Nothing from data becomes markup. Every string that comes from a record, a claim, a
   summary (table cells, notes, captions), a matrix or file name is autoescaped by jinja2;
@@ -72,6 +73,8 @@ from reproduce.harness.records import Record, read_record
 
 SCALE_ORDER = ("full", "quick", "smoke")
 FIGURE_DPI = 110
+# The folder of reproduce/harness that holds the page templates and the stylesheet (packaged as package data).
+TEMPLATE_DIR = "templates"
 MISSING = "\u2014"
 BETTER_TEXT = {"higher": "\u2191 higher is better", "lower": "\u2193 lower is better",
                "neither": "\u2195 should equal the paper's"}
@@ -502,11 +505,13 @@ def _index_row(view: ArtifactView) -> dict:
 
 
 def _templates() -> jinja2.Environment:
-    """The page templates, HTML-autoescaped; undefined names are errors, not blanks."""
-    env = jinja2.Environment(loader=jinja2.DictLoader(TEMPLATES), autoescape=True,
+    """The page templates of :data:`TEMPLATE_DIR` (``index.html.j2``, ``artifact.html.j2``, the ``base.html.j2``
+    they extend, ``macros.html.j2`` and the stylesheet ``report.css`` that base inlines), HTML-autoescaped;
+    undefined names are errors, not blanks."""
+    env = jinja2.Environment(loader=jinja2.PackageLoader("reproduce.harness", TEMPLATE_DIR), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
                              keep_trailing_newline=True)
-    env.globals.update(css=Markup(CSS.strip()), csp=CONTENT_SECURITY_POLICY, dash=MISSING, statuses=VERDICTS)
+    env.globals.update(csp=CONTENT_SECURITY_POLICY, dash=MISSING, statuses=VERDICTS)
     env.filters["verdict_css"] = _css_class
     return env
 
@@ -515,264 +520,3 @@ def _templates() -> jinja2.Environment:
 # some text ever escaped the autoescaping.
 CONTENT_SECURITY_POLICY = ("default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'; "
                            "form-action 'none'")
-
-CSS = """
-body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1f2328;
-       margin: 2em auto; max-width: 1400px; padding: 0 1.5em; }
-h1 { font-size: 1.6em; margin-bottom: .2em; } h2 { margin-top: 2em; border-bottom: 1px solid #d0d7de; }
-h3 { margin-top: 1.5em; } a { color: #0969da; } .muted { color: #59636e; }
-table { border-collapse: collapse; margin: .6em 0; }
-th, td { border: 1px solid #d0d7de; padding: .3em .6em; vertical-align: top; text-align: left; }
-th { background: #f6f8fa; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
-table.data td { text-align: right; font-variant-numeric: tabular-nums; }
-.verdict { display: inline-block; padding: .05em .5em; border-radius: 1em; font-weight: 600; white-space: nowrap; }
-.v-reproduced { background: #dafbe1; color: #116329; }
-.v-not-reproduced, .v-failed { background: #ffebe9; color: #a40e26; }
-.v-not-run, .v-skipped { background: #eaeef2; color: #424a53; }
-.v-not-judged { background: #fff8c5; color: #7d4e00; }
-.v-inconclusive { background: #fff1e5; color: #9a6700; }
-td.count { text-align: right; } td.count.zero { color: #8c959f; } td.count.other-device { font-weight: 600; }
-.marks { font-size: .9em; }
-.device-note { background: #fff8c5; border: 1px solid #d4a72c; padding: .5em .8em; border-radius: 6px; }
-.error { background: #ffebe9; border: 1px solid #ff8182; padding: .5em .8em; border-radius: 6px; }
-pre { background: #f6f8fa; padding: .6em; overflow-x: auto; white-space: pre-wrap; margin: 0; }
-figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #d0d7de; }
-figcaption { color: #59636e; }
-details summary { cursor: pointer; margin: .5em 0; }
-"""
-
-BASE = """<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta http-equiv="Content-Security-Policy" content="{{ csp }}">
-<title>{% block title %}{% endblock %}</title>
-<style>{{ css }}</style>
-</head>
-<body>
-{% block body %}{% endblock %}
-</body>
-</html>
-"""
-
-MACROS = """{% macro badge(status, text=None) -%}
-<span class="verdict {{ status | verdict_css }}">{{ text if text is not none else status }}</span>
-{%- endmacro %}
-
-{% macro counts_line(tally) %}
-<p class="counts">
-{% for status in statuses %}{{ badge(status, tally.part(status)) }} {% endfor %}
-</p>
-{% endmacro %}
-
-{% macro tally_cells(tally) %}
-{% for status in statuses %}
-{% set n = tally.counts[status] %}
-<td class="count {{ status | verdict_css if n else 'zero' }}">{{ n }}</td>
-{% endfor %}
-<td class="count {{ 'other-device' if tally.on_other_device else 'zero' }}">{{ tally.on_other_device }}</td>
-{% endmacro %}
-
-{% macro verdict_table(rows, marks=[]) %}
-<table class="verdicts">
-<thead><tr><th>Claim</th><th>Paper says</th><th>Paper value</th><th>Tolerance</th><th>Measured</th>
-<th>95% interval</th><th>Samples</th><th>Gap</th><th>Verdict</th><th>Confidence</th><th>Source</th></tr></thead>
-<tbody>
-{% for row in rows %}
-<tr class="{{ row.css }}" id="claim-{{ row.id }}">
-<td><code>{{ row.id }}</code></td>
-<td>{{ row.text }}</td>
-<td class="num">{{ row.paper }}<br><span class="muted">{{ row.better }}</span></td>
-<td class="num">{{ row.tolerance }}</td>
-<td class="num">{{ row.measured }}</td>
-<td class="num">{{ row.ci }}</td>
-<td class="num">{{ row.samples }}</td>
-<td class="num">{{ row.gap }}</td>
-<td>{{ badge(row.status, row.label) }}
-{% if row.note %}<br><span class="muted">{{ row.note }}</span>{% endif %}
-</td>
-<td>{{ row.confidence }}</td>
-<td>{{ row.source }}</td>
-</tr>
-{% endfor %}
-</tbody>
-</table>
-{% if marks %}
-<p class="marks muted">
-{% for mark, meaning in marks %}<b>{{ mark }}</b>: {{ meaning }}. {% endfor %}
-Samples: per stratum (seeds or repeated timings); the 95% interval is a stratified percentile bootstrap.</p>
-{% endif %}
-{% endmacro %}
-"""
-
-INDEX = """{% extends "base.html.j2" %}
-{% from "macros.html.j2" import badge, counts_line, tally_cells %}
-{% block title %}Reproduction report{% endblock %}
-{% block body %}
-<h1>Reproduction report</h1>
-<h2>Suite tally</h2>
-<p class="muted">Every claim of every artifact, judged on the artifact's largest scale with records (full, then
-quick, then smoke; an artifact never run counts its claims as not run). Verdicts measured on another class of
-device than the paper's are included in their status and counted apart. Every verdict, at every scale run, is in
-<a href="{{ verdicts_json }}">{{ verdicts_json }}</a>.</p>
-{{ counts_line(totals) }}
-<table class="tally">
-<thead><tr><th>Runs</th>
-{% for status in statuses %}<th>{{ status }}</th>{% endfor %}
-<th>of which on other device</th></tr></thead>
-<tbody>
-{% for scale, tally in by_scale %}
-<tr><td>{{ scale }} scale</td>{{ tally_cells(tally) }}</tr>
-{% endfor %}
-<tr><td>headline (largest scale per artifact)</td>{{ tally_cells(totals) }}</tr>
-</tbody>
-</table>
-<h2>Artifacts</h2>
-<p class="muted">One row per artifact. Claims and units are those of the artifact's largest scale with
-records (full, then quick, then smoke); its page shows every scale.</p>
-<table class="index">
-<thead><tr><th>Paper</th><th>Artifact</th><th>Title</th><th>Scale</th>
-{% for status in statuses %}<th>{{ status }}</th>{% endfor %}
-<th>of which on other device</th>
-<th>Units ok / failed / skipped</th><th>Device</th><th>Newest record</th></tr></thead>
-<tbody>
-{% for row in rows %}
-<tr id="{{ row.paper }}-{{ row.name }}">
-<td>{{ row.paper }}</td>
-<td><a href="{{ row.href }}">{{ row.name }}</a>{% if row.error %} {{ badge("failed", "error") }}{% endif %}</td>
-<td>{{ row.title }}</td>
-<td>
-{% if row.scale %}
-{{ row.scale }}{% if row.others %}<br><span class="muted">also {{ row.others | join(", ") }}</span>{% endif %}
-{% else %}
-{{ badge("not run") }}
-{% endif %}
-</td>
-{{ tally_cells(row.counts) }}
-{% if row.units %}
-<td class="num">{{ row.units.ok }} / {{ row.units.failed }} / {{ row.units.skipped }}</td>
-{% else %}
-<td class="num">{{ dash }}</td>
-{% endif %}
-<td>{{ row.device }}</td>
-<td>{{ row.date }}</td>
-</tr>
-{% endfor %}
-</tbody>
-</table>
-{% if orphans %}
-<p class="muted">Records whose artifact script no longer exists (not reported): {{ orphans | join(", ") }}.</p>
-{% endif %}
-{% endblock %}
-"""
-
-ARTIFACT = """{% extends "base.html.j2" %}
-{% from "macros.html.j2" import badge, counts_line, verdict_table %}
-{% block title %}{{ view.id }}: {{ view.title }}{% endblock %}
-{% block body %}
-<p><a href="../index.html">&larr; all artifacts</a></p>
-<h1>{{ view.id }}</h1>
-<p>{{ view.title }}</p>
-{% if view.problem %}<p class="error">{{ view.problem }}</p>{% endif %}
-{% if view.runs %}
-<p>Scales run:
-{% for run in view.runs %}<a href="#scale-{{ run.scale }}">{{ run.scale }}</a>{{ ", " if not loop.last }}{% endfor %}.
-</p>
-{% else %}
-<p>{{ badge("not run") }} No records at any scale.</p>
-<h2>Claims</h2>
-{{ counts_line(view.unrun_counts) }}
-{{ verdict_table(view.unrun) }}
-{% endif %}
-{% if view.missing_scales %}
-<p class="muted">Not run at:
-{% for s in view.missing_scales %}
-{{ s.scale }}{% if s.needs %} (needs: {{ s.needs }}){% endif %}{{ ";" if not loop.last else "." }}
-{% endfor %}
-Run with <code>repro run {{ view.id }} --scale SCALE</code>.</p>
-{% endif %}
-{% for run in view.runs %}
-<section id="scale-{{ run.scale }}">
-<h2>Scale: {{ run.scale }}</h2>
-<p class="muted">{{ run.device }} &middot; records {{ run.first }} to {{ run.last }} &middot;
-units ok {{ run.units.ok }}, failed {{ run.units.failed }}, skipped {{ run.units.skipped }}
-{% if run.needs %}&middot; needs: {{ run.needs }}{% endif %}</p>
-{% if run.device_note %}<p class="device-note">{{ run.device_note }}</p>{% endif %}
-{% if run.error %}<p class="error">The summary failed: {{ run.error }}</p>{% endif %}
-<h3>Claims</h3>
-{{ counts_line(run.counts) }}
-{% if run.verdicts %}
-{{ verdict_table(run.verdicts, run.marks) }}
-{% else %}
-<p class="muted">This artifact checks no claims.</p>
-{% endif %}
-{% if run.forest %}
-<figure class="forest" id="forest-{{ run.scale }}"><img src="{{ run.forest }}"
-alt="Forest plot of {{ run.forest_claims | join(', ') }}"><figcaption>{{ run.forest_caption }}</figcaption></figure>
-{% endif %}
-{% if run.table_html is not none %}
-<h3>Summary</h3>
-<div class="summary">{{ run.table_html }}</div>
-{% endif %}
-{% if run.notes %}
-<ul class="notes">{% for note in run.notes %}<li>{{ note }}</li>{% endfor %}</ul>
-{% endif %}
-{% for caption, uri in run.figures %}
-<figure><img src="{{ uri }}" alt="{{ caption }}"><figcaption>{{ caption }}</figcaption></figure>
-{% endfor %}
-{% if run.problems %}
-<h3>Failed and skipped units</h3>
-<table class="problems">
-<thead><tr><th>Unit</th><th>Status</th><th>Error or reason</th></tr></thead>
-<tbody>
-{% for unit in run.problems %}
-<tr><td><code>{{ unit.unit }}</code></td><td>{{ badge(unit.status) }}</td><td><pre>{{ unit.detail }}</pre></td></tr>
-{% endfor %}
-</tbody>
-</table>
-{% endif %}
-<details>
-<summary>All {{ run.unit_rows | length }} units</summary>
-<table class="units">
-<thead><tr><th>Unit</th><th>Status</th><th>Duration</th><th>Data</th><th>sha256</th></tr></thead>
-<tbody>
-{% for unit in run.unit_rows %}
-<tr><td><code>{{ unit.unit }}</code></td><td>{{ unit.status }}</td><td class="num">{{ unit.duration }}</td>
-<td>{{ unit.data }}</td><td><code>{{ unit.sha256 }}</code></td></tr>
-{% endfor %}
-</tbody>
-</table>
-</details>
-<h3>Environment</h3>
-{% set env = run.environment %}
-<table class="environment">
-<tbody>
-<tr><th>Device</th><td>
-{% for key, value in env.device.items() %}{{ key }}: {{ value }}<br>{% endfor %}
-</td></tr>
-<tr><th>Python</th><td>{{ env.python }} on {{ env.platform }}</td></tr>
-<tr><th>Packages</th><td>
-{% for name, version in env.packages.items() %}{{ name }} {{ version }}{{ ", " if not loop.last }}{% endfor %}
-</td></tr>
-<tr><th>Git commit</th><td><code>{{ env.commit }}</code>, dirty: {{ env.dirty }}
-{% if env.commits %}
-<br><span class="muted">the records span {{ env.commits | length }} commits: {{ env.commits | join(", ") }}</span>
-{% endif %}
-</td></tr>
-<tr><th>Seed</th><td>{{ env.seed }}</td></tr>
-<tr><th>Config hash</th><td><code>{{ env.config_hash }}</code></td></tr>
-<tr><th>Config</th><td><pre>{{ env.config }}</pre></td></tr>
-</tbody>
-</table>
-</section>
-{% endfor %}
-{% endblock %}
-"""
-
-TEMPLATES = {
-    "base.html.j2": BASE,
-    "macros.html.j2": MACROS,
-    "index.html.j2": INDEX,
-    "artifact.html.j2": ARTIFACT,
-}

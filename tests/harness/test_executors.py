@@ -51,7 +51,7 @@ def _flaky_sweep(tmp_path, cpu, executor):
 
 
 def test_submitit_sweep_with_failed_and_killed_units_resumes_without_loss(tmp_path, cpu):
-    pytest.importorskip("submitit")
+    pytest.importorskip("submitit", reason="submitit is optional (the 'cluster' extra)")
     announced = []
     executor = SubmititExecutor(folder=tmp_path / "jobs", cluster="local", poll_s=0.2, announce=announced.append)
     killed = _flaky_sweep(tmp_path, cpu, executor)

@@ -23,6 +23,7 @@ import pytest
 from reproduce.harness.data import archives, images, pickles
 from reproduce.harness.data.archives import Limits, extract, read_members
 from reproduce.harness.data.datasets import REGISTRY, fetch, file_digest
+from reproduce.harness.data.images import cifar
 from reproduce.harness.data.pickles import restricted_loads
 from reproduce.harness.data.suitesparse import locate_matrix
 from reproduce.harness.errors import DataError
@@ -252,7 +253,7 @@ def test_python_cifar_batches_load_once_their_checksum_matched(python_cifar, mon
 
 def test_python_cifar_batch_with_a_wrong_checksum_is_never_unpickled(python_cifar, monkeypatch):
     archive = python_cifar[0]
-    monkeypatch.setattr(images, "restricted_loads", lambda *args: pytest.fail("unpickled an unverified file"))
+    monkeypatch.setattr(cifar, "restricted_loads", lambda *args: pytest.fail("unpickled an unverified file"))
     monkeypatch.setattr(pickles.RestrictedUnpickler, "load", lambda self: pytest.fail("unpickled an unverified file"))
 
     with pytest.raises(DataError, match=r"cifar-10-python\.tar\.gz has md5 [0-9a-f]{32} but the published md5"):
@@ -296,7 +297,8 @@ def test_a_verified_python_cifar_archive_with_a_hostile_batch_is_still_refused(t
 
 
 def test_cached_weights_never_run_code_from_the_cache(tmp_path):
-    torch = pytest.importorskip("torch")
+    import torch  # a dependency of the suite: a broken install must fail here, not skip
+
     marker = tmp_path / "ran"
     planted = tmp_path / "weights.pt"
     torch.save({"weight": _RunsACommand(marker)}, planted)

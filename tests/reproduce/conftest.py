@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 import reproduce.continual as runs
-import reproduce.harness.data.images as images
+from reproduce.harness.data.images import cifar
 
 
 def _write_tar_gz(path, members: dict[str, bytes]) -> None:
@@ -79,7 +79,7 @@ def fake_full_data(tmp_path, monkeypatch):
     files = {"cifar10": {cifar10.name: cifar10}, "cifar100": {cifar100.name: cifar100},
              "tiny_imagenet": {tiny.name: tiny}}
     fake_fetch = lambda name, wanted=None, download=True: files[name]  # noqa: E731 - a one-line stand-in
-    monkeypatch.setattr(images, "fetch", fake_fetch)
+    monkeypatch.setattr(cifar, "fetch", fake_fetch)
     monkeypatch.setattr(runs, "fetch", fake_fetch)
     runs.load_stream.cache_clear()
     yield

@@ -2,7 +2,7 @@
 
 A pickle is a program: unpickling calls whatever global it names (``os.system`` included).
 The harness unpickles one kind of file, CIFAR's python-version batches, and only after the
-archive's published checksum matched (:func:`reproduce.harness.data.images.read_cifar_python_archive`).
+archive's published checksum matched (:func:`reproduce.harness.data.images.cifar.read_cifar_python_archive`).
 Even then, :func:`restricted_loads` admits only the globals those files contain, the
 three that rebuild a NumPy array (``numpy.core.multiarray._reconstruct``, ``numpy.ndarray``,
 ``numpy.dtype``; also under NumPy 2's ``numpy._core`` name). Dicts, lists, tuples, strings,

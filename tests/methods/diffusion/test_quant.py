@@ -3,6 +3,7 @@
 import copy
 import math
 
+import diffusers
 import numpy as np
 import pytest
 import torch
@@ -42,8 +43,6 @@ from methods.diffusion.quant import (
     temporal_model_fn,
 )
 from methods.diffusion.sampling import ddim_sample
-
-diffusers = pytest.importorskip("diffusers")
 
 N_STEPS = 3
 

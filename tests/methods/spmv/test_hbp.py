@@ -6,7 +6,7 @@ order and group cuts each ordering gives, lanes longest first, the round-by-roun
 decoded from that contract alone into the matrix, which must be the input exactly. The executor is checked against
 scipy (componentwise error), bitwise against the numba CSR kernel (both add each row's products one at a time in
 column order), across calls and thread counts; the serial reference against scipy. The orderings themselves (hash
-placement against the authors' probing, the DP against brute force): tests/methods/test_ordering.py."""
+placement against the authors' probing, the DP against brute force): tests/methods/spmv/test_ordering.py."""
 
 import dataclasses
 
@@ -32,7 +32,7 @@ from methods.spmv.hbp import (
 from methods.spmv.hbp_cpu import HBPCpuExecutor, balanced_panels, column_major_blocks, spmv_hbp, spmv_hbp_serial
 from methods.spmv.ordering import hash_slot_order, regular_arrangement
 from reproduce.harness.data import synthetic
-from tests.methods.spmv_cases import EDGE_CASES, TOLERANCE, edge_matrix, matrix_files, shared_matrix
+from tests.methods.spmv.cases import EDGE_CASES, TOLERANCE, edge_matrix, matrix_files, shared_matrix
 
 # The layout's index arrays and their dtypes, in declaration order (``values`` follows: float64 or float32).
 INDEX_DTYPES = {"row_block_ptr": np.int32, "block_col": np.int32, "block_nz_ptr": np.int64,
@@ -507,7 +507,6 @@ def test_every_row_is_written(power_law_hbp):
     assert np.all(out == 0)
 
 
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_executor_never_reads_x_past_its_end(power_law_hbp, dtype):
     matrix, _ = power_law_hbp
     hbp = build_hbp(matrix, "hash", block_height=256, block_width=4096, dtype=dtype)

@@ -44,16 +44,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from methods.errors import DeviceUnavailableError
-from methods.spmv import cuda, cuda_kernels
+from methods.spmv import cuda, cuda_kernels, cuda_layouts
 from methods.spmv.accuracy import componentwise_error
 from methods.spmv.cuda_backends import backend
 from methods.spmv.hbp import ORDERINGS, build_hbp
 from reproduce.harness.data import synthetic
-from tests.methods.spmv_cases import matrix_files, shared_matrix
+from tests.methods.spmv.cases import TOLERANCE, VALUE_DTYPES, matrix_files, shared_matrix
 
 ARCHES = ["87", "89", "90"]  # Jetson AGX Orin, RTX 4090, H100/H200
-DTYPES = ["float64", "float32"]
-TOLERANCE = {"float64": 1e-12, "float32": 1e-5}
 C_TYPES = {"int": "int32", "long long": "int64", "unsigned short": "uint16", "unsigned int": "uint32",
            "unsigned char": "uint8", "VALUE_T": "value", "COL_T": "col"}
 # The emulated device's test limit (module docstring): above every shared matrix.
@@ -151,7 +149,7 @@ def layouts_for(matrix: sp.csr_matrix, block_height: int = 512, block_width: int
     return layouts
 
 
-def edge_matrix(case: str, dtype: str = "float64") -> sp.csr_matrix:
+def edge_matrix(case: str, dtype=np.float64) -> sp.csr_matrix:
     return synthetic.generate(EDGE_CASES[case], np.random.default_rng(7)).astype(dtype)
 
 
@@ -160,14 +158,16 @@ def host(y) -> np.ndarray:
     return y.get() if hasattr(y, "get") else np.asarray(y)
 
 
-def assert_close(matrix, x, y, dtype: str, what: str) -> None:
+def assert_close(matrix, x, y, dtype, what: str) -> None:
     """y (on the host or a device) against scipy in fp64 on the same (possibly fp32) data."""
     y = host(y)
-    assert y.dtype == np.dtype(dtype), f"{what}: result dtype {y.dtype}, expected {dtype}"
+    dtype = np.dtype(dtype)
+    assert y.dtype == dtype, f"{what}: result dtype {y.dtype}, expected {dtype.name}"
     assert y.shape == (matrix.shape[0],), f"{what}: result shape {y.shape}"
     reference = matrix.astype(np.float64) @ x.astype(np.float64)
     error = componentwise_error(matrix.astype(np.float64), x.astype(np.float64), y, reference)
-    assert error <= TOLERANCE[dtype], f"{what}: componentwise error {error:.3g} > {TOLERANCE[dtype]}"
+    tolerance = TOLERANCE[dtype.type]
+    assert error <= tolerance, f"{what}: componentwise error {error:.3g} > {tolerance}"
 
 
 def skip_if_too_big_for_the_emulator(matrix, device: str) -> None:
@@ -204,25 +204,24 @@ def test_argument_table_matches_the_cu_signatures():
 def test_argument_table_matches_the_layout_dtypes():
     """The HBP kernel takes exactly the layout's arrays, in their dtypes and order; Regu2D's its layout's."""
     hbp_arrays = [(name, kind) for name, kind in cuda_kernels.KERNEL_ARGUMENTS["hbp_spmv"]
-                  if name in cuda_kernels.HBP_LAYOUT_DTYPES]
-    assert hbp_arrays == [(name, kind + "*") for name, kind in cuda_kernels.HBP_LAYOUT_DTYPES.items()]
-    assert cuda_kernels.HBP_DEVICE_ARRAYS == tuple(cuda_kernels.HBP_LAYOUT_DTYPES)
+                  if name in cuda_layouts.HBP_LAYOUT_DTYPES]
+    assert hbp_arrays == [(name, kind + "*") for name, kind in cuda_layouts.HBP_LAYOUT_DTYPES.items()]
+    assert cuda_layouts.HBP_DEVICE_ARRAYS == tuple(cuda_layouts.HBP_LAYOUT_DTYPES)
     for name, kind in cuda_kernels.KERNEL_ARGUMENTS["regu2d_spmv"]:
-        if name in cuda_kernels.REGU2D_LAYOUT_DTYPES:
-            assert kind == cuda_kernels.REGU2D_LAYOUT_DTYPES[name] + "*", name
+        if name in cuda_layouts.REGU2D_LAYOUT_DTYPES:
+            assert kind == cuda_layouts.REGU2D_LAYOUT_DTYPES[name] + "*", name
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
 def test_builder_layout_has_the_kernel_dtypes(dtype):
     """methods/spmv/hbp.py's arrays have the contract's dtypes, which the kernel takes as they are (nothing is cast)."""
     matrix = edge_matrix("rows_multiple_of_512", dtype)
     for ordering in ORDERINGS:
         layout = build_hbp(matrix, ordering=ordering)
-        cuda_kernels.check_hbp_layout(layout)
-        for name, kind in cuda_kernels.HBP_LAYOUT_DTYPES.items():
+        cuda_layouts.check_hbp_layout(layout)
+        for name, kind in cuda_layouts.HBP_LAYOUT_DTYPES.items():
             assert getattr(layout, name).dtype == np.dtype(dtype if kind == "value" else kind), (ordering, name)
-        cuda_kernels.check_hbp_contents(layout)
-        arrays = {name: getattr(layout, name) for name in cuda_kernels.HBP_DEVICE_ARRAYS}
+        cuda_layouts.check_hbp_contents(layout)
+        arrays = {name: getattr(layout, name) for name in cuda_layouts.HBP_DEVICE_ARRAYS}
         scalars = {"n_rowblocks": layout.n_rowblocks, "fixed_per_warp": 0, "nrows": matrix.shape[0],
                    "block_height": layout.block_height, "block_width": layout.block_width}
         packed = cuda_kernels.pack_arguments("hbp_spmv", {**scalars, **arrays}, dtype)
@@ -314,7 +313,8 @@ def test_kernels_compile_with_nvrtc(name, defines, arch):
 def test_module_imports_without_cupy():
     """... and without the harness: methods/ never imports reproduce/."""
     code = ("import sys; sys.modules['cupy'] = None; sys.modules['reproduce'] = None; import methods.spmv.cuda, "
-            "methods.spmv.cuda_kernels, methods.spmv.cuda_backends, methods.errors; print('ok')")
+            "methods.spmv.cuda_kernels, methods.spmv.cuda_layouts, methods.spmv.cuda_backends, methods.errors; "
+            "print('ok')")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             cwd=Path(cuda.__file__).resolve().parents[2], timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
@@ -408,35 +408,35 @@ def test_schedule_rejects_bad_parameters():
 def replaced(layout, **arrays) -> SimpleNamespace:
     """A copy of ``layout`` (an HBPMatrix or a reference layout) with some arrays replaced."""
     fields = {name: getattr(layout, name) for name in ("shape", "block_height", "block_width",
-                                                       *cuda_kernels.HBP_LAYOUT_DTYPES)}
+                                                       *cuda_layouts.HBP_LAYOUT_DTYPES)}
     return SimpleNamespace(**{**fields, **arrays})
 
 
 def test_layout_check_catches_contract_violations():
     layout = reference_layout(edge_matrix("empty_rows"))
-    cuda_kernels.check_hbp_layout(layout)
+    cuda_layouts.check_hbp_layout(layout)
     built = build_hbp(edge_matrix("empty_rows"), "sort")
-    cuda_kernels.check_hbp_layout(built)
+    cuda_layouts.check_hbp_layout(built)
     for name, wrong in (("slot_row", np.int32), ("cols", np.int32), ("group_nz_offset", np.int64),
                         ("block_nz_ptr", np.int32), ("slot_last", np.int16)):
         with pytest.raises(TypeError, match=f"HBPMatrix.{name} must have dtype"):
-            cuda_kernels.check_hbp_layout(replaced(built, **{name: getattr(built, name).astype(wrong)}))
+            cuda_layouts.check_hbp_layout(replaced(built, **{name: getattr(built, name).astype(wrong)}))
     with pytest.raises(TypeError, match="float64 and float32 values, not int64"):
-        cuda_kernels.check_hbp_layout(replaced(built, values=built.values.astype(np.int64)))
+        cuda_layouts.check_hbp_layout(replaced(built, values=built.values.astype(np.int64)))
     with pytest.raises(ValueError, match="slot_last has length"):
-        cuda_kernels.check_hbp_layout(replaced(layout, slot_last=layout.slot_last[:-1]))
+        cuda_layouts.check_hbp_layout(replaced(layout, slot_last=layout.slot_last[:-1]))
     with pytest.raises(ValueError, match="row_block_ptr has length"):
-        cuda_kernels.check_hbp_layout(replaced(layout, row_block_ptr=layout.row_block_ptr[:-1]))
+        cuda_layouts.check_hbp_layout(replaced(layout, row_block_ptr=layout.row_block_ptr[:-1]))
     with pytest.raises(ValueError, match="block size must be 1 to 65536"):
-        cuda_kernels.check_hbp_layout(SimpleNamespace(**{**vars(replaced(layout)), "block_width": 65537}))
+        cuda_layouts.check_hbp_layout(SimpleNamespace(**{**vars(replaced(layout)), "block_width": 65537}))
     # Group 0 of the reference layout has 32 slots (its first block has > 32 rows): move one more into it.
     assert layout.group_slot_ptr[1] == 32 and layout.block_group_ptr[1] > 1
     big_group = replaced(layout, group_slot_ptr=layout.group_slot_ptr.copy())
     big_group.group_slot_ptr[1] += 1
     with pytest.raises(ValueError, match="1 to 32 slots; found .* to 33"):
-        cuda_kernels.check_hbp_layout(big_group)
+        cuda_layouts.check_hbp_layout(big_group)
     with pytest.raises(ValueError, match="1 to 32 slots"):
-        cuda_kernels.check_hbp_contents(big_group)
+        cuda_layouts.check_hbp_contents(big_group)
 
 
 def test_contents_check_rejects_what_the_layout_check_leaves_to_it():
@@ -447,19 +447,19 @@ def test_contents_check_rejects_what_the_layout_check_leaves_to_it():
     shuffled = layout.slot_last.copy()
     shuffled[ptr[group]:ptr[group + 1]] = shuffled[ptr[group]:ptr[group + 1]][::-1]
     with pytest.raises(ValueError, match="row block .* longest first"):
-        cuda_kernels.check_hbp_contents(replaced(layout, slot_last=shuffled))
+        cuda_layouts.check_hbp_contents(replaced(layout, slot_last=shuffled))
     outside = layout.slot_row.copy()
     outside[-1] = layout.block_height
     with pytest.raises(ValueError, match="slot_row must lie in its row block"):
-        cuda_kernels.check_hbp_contents(replaced(layout, slot_row=outside))
+        cuda_layouts.check_hbp_contents(replaced(layout, slot_row=outside))
     wide = layout.cols.copy()
     wide[0] = layout.block_width
     with pytest.raises(ValueError, match="column .* must lie in its block"):
-        cuda_kernels.check_hbp_contents(replaced(layout, cols=wide))
+        cuda_layouts.check_hbp_contents(replaced(layout, cols=wide))
     shifted = layout.group_nz_offset.copy()
     shifted[1] += 1
     with pytest.raises(ValueError, match="must tile"):
-        cuda_kernels.check_hbp_contents(replaced(layout, group_nz_offset=shifted))
+        cuda_layouts.check_hbp_contents(replaced(layout, group_nz_offset=shifted))
 
 
 CONTENT_CASES = [(case, block) for case in ("empty_rows", "dense_row", "single_column", "all_zero", "odd_sizes")
@@ -473,7 +473,7 @@ def test_contents_check_accepts_every_valid_layout(case, block):
     if case == "odd_sizes":
         matrix = matrix[:301, :1033]  # still no multiple of a block side; a tenth of the nonzeros (Python loops)
     for layout in layouts_for(matrix, *block).values():
-        cuda_kernels.check_hbp_contents(layout)
+        cuda_layouts.check_hbp_contents(layout)
 
 
 # ---------------------------------------------------------------- devices: a GPU and the emulated device
@@ -513,7 +513,7 @@ def geometry_executors(matrix: sp.csr_matrix, layouts: dict, device: str, geomet
     return executors
 
 
-def check_executors(matrix: sp.csr_matrix, executors: dict, device: str, dtype: str, what: str,
+def check_executors(matrix: sp.csr_matrix, executors: dict, device: str, dtype, what: str,
                     seed: int = 11) -> None:
     """Every executor against scipy, then (HBP always, the others on the GPU) a repeated call, bitwise.
 
@@ -539,7 +539,6 @@ def check_executors(matrix: sp.csr_matrix, executors: dict, device: str, dtype: 
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("file_name", matrix_files())
 def test_executors_match_scipy_on_suitesparse(file_name, dtype, device, suitesparse_dir):
     path = suitesparse_dir / file_name
@@ -552,7 +551,6 @@ def test_executors_match_scipy_on_suitesparse(file_name, dtype, device, suitespa
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", sorted(EDGE_CASES))
 def test_executors_match_scipy_on_edge_cases(case, dtype, device):
     matrix = edge_matrix(case, dtype)
@@ -561,7 +559,6 @@ def test_executors_match_scipy_on_edge_cases(case, dtype, device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("geometry", sorted(GEOMETRIES))
 def test_launch_geometries(geometry, dtype, device):
     """Each geometry on a matrix of 6 stored 512 x 4096 blocks (each ordering) and one of >1000 8 x 16 blocks."""
@@ -581,7 +578,7 @@ def random_cases(draw):
     density = draw(st.sampled_from([0.0, 0.02, 0.1, 0.5, 1.0]))
     seed = draw(st.integers(0, 2**32 - 1))
     rng = np.random.default_rng(seed)
-    dtype = draw(st.sampled_from(DTYPES))
+    dtype = draw(st.sampled_from(VALUE_DTYPES))
     matrix = sp.random(nrows, ncols, density=density, format="csr", rng=rng,
                        data_rvs=lambda n: rng.uniform(-1.0, 1.0, n)).astype(dtype)
     block = (draw(st.sampled_from([1, 5, 32, 512])), draw(st.sampled_from([1, 7, 64, 4096])))
@@ -676,7 +673,6 @@ def test_hbp_zeroes_the_queue_counter_every_call(device):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("dtype", DTYPES)
 def test_hbp_gives_the_same_bits_under_every_launch_geometry(dtype, device):
     """Each row sums its groups in storage order whichever warp claims its row block, so HBP's y does not
     depend on the launch (unlike atomics into y); on a GPU its time is also measured."""

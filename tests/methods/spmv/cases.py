@@ -10,8 +10,11 @@ import scipy.sparse as sp
 from reproduce.harness.data import synthetic
 from reproduce.harness.data.suitesparse import load_matrix_file
 
+# The values dtypes of every SpMV format and kernel, and the componentwise error (methods.spmv.accuracy)
+# each must stay within against scipy. The ``dtype`` fixture (conftest.py) runs a test once per entry.
 TOLERANCE = {np.float64: 1e-12, np.float32: 1e-5}
-SHARED_MATRICES = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "suitesparse"
+VALUE_DTYPES = tuple(TOLERANCE)
+SHARED_MATRICES = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "suitesparse"
 EMPTY_SHAPES = [(0, 0), (0, 5), (5, 0)]
 
 

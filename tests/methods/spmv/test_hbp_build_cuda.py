@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from methods.spmv.hbp import ORDERINGS, build_hbp
 from methods.spmv.hbp_build_cuda import build_hbp_cuda
-from tests.methods.spmv_cases import EDGE_CASES, edge_matrix, matrix_files, shared_matrix
+from tests.methods.spmv.cases import EDGE_CASES, edge_matrix, matrix_files, shared_matrix
 
 DEVICES = [pytest.param("cuda", marks=pytest.mark.cuda), pytest.param("cuda-emu", marks=pytest.mark.cuda_emu)]
 SHAPES = [(512, 4096), (8, 16), (33, 7)]

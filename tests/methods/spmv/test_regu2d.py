@@ -1,4 +1,4 @@
-"""Regu2D (its DP arrangement: tests/methods/test_ordering.py): the format and its CPU SpMV against scipy; the CUDA
+"""Regu2D (its DP arrangement: tests/methods/spmv/test_ordering.py): the format and its CPU SpMV against scipy; the CUDA
 kernel ``regu2d_spmv`` (through :class:`~methods.spmv.cuda.Regu2DCuda`) against scipy on a GPU and on the emulated CUDA
 device, on the shared matrices, the generated edge cases and random matrices, with 32 to 1024 threads per block.
 
@@ -15,13 +15,13 @@ import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from methods.spmv import cuda, cuda_kernels
+from methods.spmv import cuda, cuda_layouts
 from methods.spmv.accuracy import componentwise_error
 from methods.spmv.cuda_backends import backend
 from methods.spmv.ordering import regular_arrangement
 from methods.spmv.regu2d import Regu2DMatrix, adaptive_block_width, build_regu2d, preprocess_timed, spmv_regu2d
 from reproduce.harness.data import synthetic
-from tests.methods.spmv_cases import EDGE_CASES, TOLERANCE, edge_matrix, matrix_files, shared_matrix
+from tests.methods.spmv.cases import EDGE_CASES, TOLERANCE, VALUE_DTYPES, edge_matrix, matrix_files, shared_matrix
 
 # ---------------------------------------------------------------- the format and its CPU SpMV
 
@@ -57,7 +57,7 @@ def _assert_layout_invariants(matrix: sp.csr_matrix, layout: Regu2DMatrix) -> No
     nrows, ncols = matrix.shape
     height, width, c = layout.block_height, layout.block_width, layout.slice_height
     if c <= 32:
-        cuda_kernels.check_regu2d_layout(layout)
+        cuda_layouts.check_regu2d_layout(layout)
     assert layout.cols.dtype == (np.uint16 if width <= 65536 else np.int32) and layout.slot_row.dtype == np.uint16
     assert layout.panel_block_ptr.shape == (-(-nrows // height) + 1,)
     assert layout.panel_block_ptr[-1] == layout.n_blocks and layout.block_slice_ptr[-1] == layout.n_slices
@@ -230,7 +230,7 @@ def test_bad_input_is_refused():
 def test_kernel_check_rejects_slices_wider_than_a_warp():
     layout = build_regu2d(sp.csr_matrix(np.ones((64, 4))), slice_height=64)
     with pytest.raises(ValueError, match="slice_height <= 32"):
-        cuda_kernels.check_regu2d_layout(layout)
+        cuda_layouts.check_regu2d_layout(layout)
     with pytest.raises(ValueError, match="slice_height <= 32"):
         cuda.Regu2DCuda(layout, device="cuda-emu")
 
@@ -272,7 +272,6 @@ def _check_kernel(matrix: sp.csr_matrix, layout: Regu2DMatrix, device: str, what
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("file_name", matrix_files())
 def test_kernel_on_shared_matrices(file_name, dtype, device, suitesparse_dir):
     path = suitesparse_dir / file_name
@@ -283,7 +282,6 @@ def test_kernel_on_shared_matrices(file_name, dtype, device, suitesparse_dir):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize(("spec", "block_height", "block_width"), [case[1:] for case in EDGE_CASES],
                          ids=[case[0] for case in EDGE_CASES])
 def test_kernel_on_edge_cases(spec, block_height, block_width, dtype, device):
@@ -311,7 +309,7 @@ def test_kernel_launch_geometries(threads_per_block, device):
 @settings(max_examples=20, deadline=None)
 @given(st.integers(0, 70), st.integers(0, 70), st.floats(0.0, 1.0), st.sampled_from([1, 2, 7, 32, 33, 512]),
        st.sampled_from([1, 5, 16, 4096, 70_000]), st.sampled_from([1, 3, 16, 32]), st.sampled_from(THREADS_PER_BLOCK),
-       st.sampled_from([np.float64, np.float32]), st.integers(0, 2**32 - 1))
+       st.sampled_from(VALUE_DTYPES), st.integers(0, 2**32 - 1))
 def test_kernel_on_random_matrices(device, nrows, ncols, density, block_height, block_width, slice_height,
                                    threads_per_block, dtype, seed):
     rng = np.random.default_rng(seed)
