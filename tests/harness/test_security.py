@@ -153,6 +153,36 @@ def test_a_safe_tar_extracts_with_root_members_and_inner_hard_links(tmp_path):
     assert read_members(tmp_path / "plain.zip", ["m/m.mtx"]) == {"m/m.mtx": MATRIX}
 
 
+
+def test_a_tarball_made_with_tar_c_dir_dot_extracts_its_root_member_as_the_root(tmp_path):
+    source = tmp_path / "source"
+    (source / "m").mkdir(parents=True)
+    (source / "m" / "m.mtx").write_bytes(MATRIX)
+    (source / "top.txt").write_bytes(b"top")
+    with tarfile.open(tmp_path / "dot.tar.gz", "w:gz") as archive:  # what `tar -C source .` writes
+        archive.add(source, arcname=".")
+    assert next(iter(tarfile.open(tmp_path / "dot.tar.gz"))).name == "."
+    with zipfile.ZipFile(tmp_path / "dot.zip", "w") as bundle:
+        bundle.writestr("./", b"")
+        bundle.writestr("./m/m.mtx", MATRIX)
+
+    assert _files_under(extract(tmp_path / "dot.tar.gz", tmp_path / "all")) == ["m", "m/m.mtx", "top.txt"]
+    assert _files_under(extract(tmp_path / "dot.tar.gz", tmp_path / "m", root="m")) == ["m.mtx"]
+    assert _files_under(extract(tmp_path / "dot.zip", tmp_path / "zip")) == ["m", "m/m.mtx"]
+
+
+@pytest.mark.parametrize("members, clash", [
+    ([("a", b"file", {}), ("a/b.txt", b"inside", {})], "its folder 'a' is a file written before it"),
+    ([("a", b"file", {}), ("a/c/b.txt", b"inside", {})], "its folder 'a' is a file written before it"),
+    ([("a", b"file", {}), ("a/", b"", {"type": tarfile.DIRTYPE})], "a folder of the same name as a file"),
+])
+def test_a_member_under_a_file_of_the_same_name_is_refused_naming_the_clash(tmp_path, members, clash):
+    archive = _tar(tmp_path / "clash.tar.gz", members)
+    with pytest.raises(DataError, match=clash) as refused:
+        extract(archive, tmp_path / "out")
+    assert "not a readable archive" not in str(refused.value)
+    assert not (tmp_path / "out").exists()
+
 def test_an_extraction_that_fails_midway_leaves_no_folder_and_keeps_an_older_copy(tmp_path, monkeypatch):
     archive = _tar(tmp_path / "a.tar.gz", [SAFE, ("data/two.txt", b"2", {})])
     target = tmp_path / "cache" / "out"

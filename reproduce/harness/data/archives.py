@@ -129,8 +129,19 @@ def safe_name(name: str, label: str) -> str:
     return "/".join(parts)
 
 
+def _is_root(name: str) -> bool:
+    """Whether ``name`` names the archive's root folder itself (``./`` or ``.``, as ``tar -C dir .`` writes
+    it first): a relative name made only of ``.`` and empty components."""
+    return bool(name) and not name.startswith("/") and all(part in ("", ".") for part in name.split("/"))
+
+
+ROOT = Member(".", "dir", 0)
+
+
 def _tar_member(info: tarfile.TarInfo, label: str) -> Member:
     """The checked view of a tar member; DataError for anything unsafe."""
+    if info.isdir() and _is_root(info.name):
+        return ROOT
     name = safe_name(info.name, label)
     if info.isfile():
         return Member(name, "file", info.size)
@@ -149,6 +160,8 @@ def _tar_member(info: tarfile.TarInfo, label: str) -> Member:
 
 def _zip_member(info: zipfile.ZipInfo, label: str) -> Member:
     """The checked view of a zip member; DataError for anything unsafe."""
+    if info.is_dir() and _is_root(info.filename):
+        return ROOT
     name = safe_name(info.filename, label)
     kind = stat.S_IFMT(info.external_attr >> 16)  # 0 when no Unix type was recorded (Windows, writestr)
     if info.is_dir():
@@ -182,7 +195,10 @@ def _copy(source, target_path: Path, member: Member, label: str) -> None:
 def _write(member: Member, relative: str, folder: Path, opener: Callable, root: str | None, budget: _Budget) -> None:
     """Write one checked member under ``folder`` (the temporary extraction folder, which holds no links)."""
     path = folder / relative if relative != "." else folder
+    _check_folders(relative, folder, member, budget.label)
     if member.kind == "dir":
+        if path.exists() and not path.is_dir():
+            raise _refused(budget.label, member.name, "a folder of the same name as a file written before it")
         path.mkdir(mode=0o755, parents=True, exist_ok=True)
         return
     if relative == "." or path.exists():
@@ -200,6 +216,15 @@ def _write(member: Member, relative: str, folder: Path, opener: Callable, root: 
     budget.charge(member.name, source.stat().st_size)
     shutil.copyfile(source, path)
     os.chmod(path, 0o644)
+
+
+def _check_folders(relative: str, folder: Path, member: Member, label: str) -> None:
+    """Refuse ``member`` when a folder on its path (``a`` of ``a/b.txt``) is a file written before it."""
+    parts = relative.split("/")[:-1]
+    for depth in range(1, len(parts) + 1):
+        ancestor = "/".join(parts[:depth])
+        if (folder / ancestor).is_file():
+            raise _refused(label, member.name, f"its folder {ancestor!r} is a file written before it")
 
 
 def _tar_entries(archive: tarfile.TarFile, label: str) -> Iterator[tuple[Member, Callable]]:
