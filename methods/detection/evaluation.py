@@ -15,11 +15,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+NAN = float("nan")
+
 
 @dataclass
 class MapResult:
     """COCO metrics in percent: overall ``ap`` (mAP@[.5:.95]), ``ap50``, ``ap75``, and
-    ``per_class`` ``{category_id: (AP, AP50)}`` (NaN for a category with no ground truth)."""
+    ``per_class`` ``{category_id: (AP, AP50)}``. Each is NaN where the categories it covers have no
+    ground truth (COCOeval's -1), as :meth:`subset` gives for such a subset."""
 
     ap: float
     ap50: float
@@ -56,8 +59,9 @@ def coco_map(ground_truth: dict, detections: list[dict], category_ids=None) -> M
                       "categories": ground_truth["categories"]}
         gt.createIndex()
         if not detections:
-            nan = {c: ((0.0, 0.0) if gt.getAnnIds(catIds=[c]) else (float("nan"), float("nan"))) for c in category_ids}
-            return MapResult(0.0, 0.0, 0.0, nan)
+            per_class = {c: ((0.0, 0.0) if gt.getAnnIds(catIds=[c]) else (NAN, NAN)) for c in category_ids}
+            overall = 0.0 if gt.getAnnIds(catIds=category_ids) else NAN
+            return MapResult(overall, overall, overall, per_class)
         dt = gt.loadRes(detections)
         evaluator = COCOeval(gt, dt, iouType="bbox")
         evaluator.params.catIds = category_ids
@@ -74,6 +78,5 @@ def coco_map(ground_truth: dict, detections: list[dict], category_ids=None) -> M
         at50 = precision[0, :, k, 0, -1]
         ap50 = float(at50[at50 > -1].mean() * 100) if (at50 > -1).any() else float("nan")
         per_class[category] = (ap, ap50)
-    stats = evaluator.stats
-    return MapResult(float(max(stats[0], 0) * 100), float(max(stats[1], 0) * 100), float(max(stats[2], 0) * 100),
-                     per_class)
+    ap, ap50, ap75 = (NAN if stat < 0 else float(stat * 100) for stat in evaluator.stats[:3])
+    return MapResult(ap, ap50, ap75, per_class)

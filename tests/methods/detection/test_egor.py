@@ -58,6 +58,18 @@ def test_evaluator_gives_ap_100_for_perfect_and_0_for_no_predictions():
     assert coco_map(coco, shifted).ap == 0.0
 
 
+
+@pytest.mark.parametrize("predicted", [True, False], ids=["detections", "no-detections"])
+def test_a_category_subset_without_ground_truth_is_nan_in_the_overall_ap_and_in_subset(predicted):
+    coco = _coco()
+    coco["categories"].append({"id": 5, "name": "5"})  # a category no image holds
+    detections = [{"image_id": 1, "category_id": 5, "bbox": [1, 1, 10, 10], "score": 0.9}] if predicted else []
+    result = coco_map(coco, detections, category_ids=[5])
+    assert np.isnan(result.ap) and np.isnan(result.ap50) and np.isnan(result.ap75)
+    assert np.isnan(result.subset([5])).all()
+    with_truth = coco_map(coco, detections, category_ids=[1, 5])
+    assert with_truth.ap == 0.0 and np.isnan(with_truth.per_class[5][0])
+
 def test_aspect_ratio_sampler_draws_boxes_inside_the_size_limits():
     rng = np.random.default_rng(0)
     sampler = AspectRatioSampler({0: np.concatenate([np.linspace(0.5, 2.0, 99), [50.0]])})
