@@ -15,7 +15,9 @@ never silently; a mirror must be an http(s) URL.
 import hashlib
 import json
 import os
+import shutil
 import tempfile
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -81,6 +83,41 @@ def env_url(variable: str) -> str | None:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise DataError(f"{variable}={value!r} is not an http:// or https:// URL with a host; fix or unset it.")
     return value
+
+
+# A leftover of an interrupted write (a download's ``.part`` file, an extraction's ``.partial`` folder) that
+# nothing has modified for this long is dead: a live download writes a chunk at least every read timeout
+# (60 s) and a live extraction a member every few seconds, so a second worker's work in progress is kept.
+STALE_AFTER_S = 600.0
+
+
+def _last_modified(path: Path) -> float:
+    """The newest modification time of ``path`` and, for a folder, of everything under it (seconds)."""
+    newest = path.lstat().st_mtime
+    if path.is_dir() and not path.is_symlink():
+        for parent, folders, files in os.walk(path):
+            for name in (*folders, *files):
+                newest = max(newest, os.lstat(os.path.join(parent, name)).st_mtime)
+    return newest
+
+
+def remove_stale(folder: Path, pattern: str, idle_s: float = STALE_AFTER_S) -> list[Path]:
+    """Delete what matches ``pattern`` (a glob) in ``folder`` and was not modified for ``idle_s`` seconds:
+    the leftovers of writes a killed process never finished. Returns what was deleted; a leftover that
+    vanishes meanwhile (another process cleaned it) is passed over."""
+    removed, now = [], time.time()
+    for path in sorted(Path(folder).glob(pattern)):
+        try:
+            if now - _last_modified(path) < idle_s:
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        except FileNotFoundError:
+            continue
+        removed.append(path)
+    return removed
 
 
 def atomic_write_text(path: Path, text: str) -> None:

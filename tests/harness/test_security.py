@@ -14,6 +14,7 @@ import os
 import pickle
 import tarfile
 import threading
+import time
 import zipfile
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from reproduce.harness.data.images import cifar
 from reproduce.harness.data.pickles import restricted_loads
 from reproduce.harness.data.suitesparse import locate_matrix
 from reproduce.harness.errors import DataError
-from reproduce.harness.paths import cache_dir, cached_weights
+from reproduce.harness.paths import STALE_AFTER_S, cache_dir, cached_weights, remove_stale
 
 MATRIX = b"%%MatrixMarket matrix coordinate real general\n2 2 1\n1 1 1.0\n"
 
@@ -412,6 +413,49 @@ def test_a_dataset_download_cut_midway_is_discarded_and_the_next_run_starts_clea
     path = fetch("mnist", [LABELS])[LABELS]
     assert path.read_bytes() == labels and _files_under(cache) == [LABELS]
 
+
+def _age(path: Path, seconds: float) -> Path:
+    """Set ``path``'s (and, for a folder, its contents') modification time ``seconds`` in the past."""
+    then = time.time() - seconds
+    for item in [path, *(path.rglob("*") if path.is_dir() else ())]:
+        os.utime(item, (then, then))
+    return path
+
+
+def test_what_a_killed_download_left_is_deleted_at_the_next_download_of_the_file(http_server, monkeypatch):
+    labels = gzip.compress(bytes(8) + bytes(range(10)) * 10, mtime=0)
+    entry = REGISTRY["mnist"].files[LABELS]
+    monkeypatch.setitem(REGISTRY["mnist"].files, LABELS,
+                        dataclasses.replace(entry, known_hash=f"md5:{hashlib.md5(labels).hexdigest()}"))
+    monkeypatch.delenv("REPRO_DATA_DIRS", raising=False)
+    monkeypatch.setenv("REPRO_DATA_URL", http_server({f"/mnist/{LABELS}": labels}))
+    cache = cache_dir("datasets", "mnist")
+    for name in (f".{LABELS}.dead.part", f".{LABELS}.live.part", ".other.gz.dead.part"):
+        (cache / name).touch()
+    stale = _age(cache / f".{LABELS}.dead.part", STALE_AFTER_S + 1)
+    live = cache / f".{LABELS}.live.part"  # another worker's download in progress: written just now
+    other = _age(cache / ".other.gz.dead.part", 2 * STALE_AFTER_S)  # another file's: left to its own download
+
+    fetch("mnist", [LABELS])
+
+    assert not stale.exists() and live.exists() and other.exists()  # only this file's dead leftovers go
+    assert _files_under(cache) == sorted([f".{LABELS}.live.part", ".other.gz.dead.part", LABELS])
+
+
+def test_what_a_killed_extraction_left_is_deleted_at_the_next_extraction_into_the_same_place(tmp_path):
+    archive = _tar(tmp_path / "m.tar.gz", [("m/m.mtx", MATRIX, {})])
+    dead = tmp_path / "out" / ".m.abc.partial"
+    (dead / "m").mkdir(parents=True)
+    (dead / "m" / "half.mtx").write_bytes(b"half")
+    _age(dead, STALE_AFTER_S + 1)
+    live = tmp_path / "out" / ".m.xyz.partial"
+    live.mkdir()
+    (_age(live, 2 * STALE_AFTER_S) / "being-written.mtx").write_bytes(b"now")  # old folder, fresh member
+
+    extract(archive, tmp_path / "out" / "m", root="m")
+
+    assert not dead.exists() and live.exists()
+    assert remove_stale(tmp_path / "out", ".m.*.partial", idle_s=0.0) == [live] and not live.exists()
 
 @pytest.mark.parametrize("cut", ["with-length", "no-length"])
 def test_a_matrix_download_cut_midway_is_discarded_and_the_next_run_starts_clean(http_server, tmp_path, monkeypatch,

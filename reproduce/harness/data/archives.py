@@ -18,7 +18,8 @@ that names it:
 :func:`extract` writes into a hidden temporary folder beside the destination and renames
 it into place only when every member is written and the caller's ``check`` passed, so an
 interrupted extraction never leaves a folder under the destination's name for a later run
-to trust (a killed process can leave a ``.<name>.*.partial`` folder that no lookup reads).
+to trust (a killed process can leave a ``.<name>.*.partial`` folder that no lookup reads; the next
+extraction into the same place deletes it once nothing has written in it for ten minutes).
 Files are written with mode 0644 and folders 0755, whatever the archive says (no setuid
 bits, no owners). :func:`read_members` and :func:`open_zip` read members into memory
 without writing anything. Python's ``tarfile`` ``filter="data"`` enforces a similar policy
@@ -41,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from reproduce.harness.errors import DataError
+from reproduce.harness.paths import remove_stale
 
 COPY_CHUNK_BYTES = 1 << 20
 READ_ERRORS = (tarfile.TarError, zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, zlib.error)
@@ -306,6 +308,7 @@ def extract(
     wanted = {safe_name(name, label) for name in members} if members is not None else None
     new_parent = not destination.parent.exists()
     destination.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale(destination.parent, f".{destination.name}.*.partial")  # an earlier, killed extraction's
     partial = Path(tempfile.mkdtemp(dir=destination.parent, prefix=f".{destination.name}.", suffix=".partial"))
     try:
         budget, written = _Budget(label, limits), set()

@@ -11,7 +11,9 @@ Each file is looked up, first hit wins, in
 Every copy, local or downloaded, must match its published checksum before anything reads
 it. A download goes to a hidden ``.<file>.*.part`` beside its cache path and is renamed
 into place only after its checksum matched; one that is cut off or does not match is
-deleted, so no later run reads a partial file (it downloads the file again). All expected failures are
+deleted, so no later run reads a partial file (it downloads the file again). A ``.part`` that a killed
+process left is deleted at the next download of the same file, once nothing has written it for
+:data:`~reproduce.harness.paths.STALE_AFTER_S`. All expected failures are
 :class:`~reproduce.harness.errors.DataError` with one sentence saying what to do.
 
 Checksums: every md5 and size below was cross-checked against several independent public
@@ -32,7 +34,7 @@ import pooch
 import requests
 
 from reproduce.harness.errors import DataError
-from reproduce.harness.paths import cache_dir, env_dirs, env_url
+from reproduce.harness.paths import cache_dir, env_dirs, env_url, remove_stale
 
 DATA_DIRS_VARIABLE = "REPRO_DATA_DIRS"
 MIRROR_VARIABLE = "REPRO_DATA_URL"
@@ -311,6 +313,7 @@ def _download_to(url: str, remote: RemoteFile, target: Path) -> None:
     DataError
         The downloaded bytes do not match the published checksum (nothing is kept).
     """
+    remove_stale(target.parent, f".{remote.name}.*.part")  # what an earlier, killed download of it left
     handle, partial_name = tempfile.mkstemp(dir=target.parent, prefix=f".{remote.name}.", suffix=".part")
     os.close(handle)
     partial = Path(partial_name)
