@@ -12,6 +12,8 @@ import http.server
 import io
 import os
 import pickle
+import subprocess
+import sys
 import tarfile
 import threading
 import time
@@ -314,6 +316,62 @@ def test_a_pickle_with_a_forbidden_global_is_refused_without_running_it(tmp_path
     with pytest.raises(DataError, match="not a readable data pickle"):
         restricted_loads(b"\x80\x03X\x01", "batch")
 
+
+
+# Pickles that name only allowed globals yet build arrays of Python objects, some from forged pointers
+# (protocol 2 opcodes written by hand), and a dtype state that NumPy trusts blindly.
+_ND, _REC, _DT = b"cnumpy\nndarray\n", b"cnumpy._core.multiarray\n_reconstruct\n", b"cnumpy\ndtype\n"
+FORGED = {
+    "ndarray-reduce": b"\x80\x02" + _ND + b"K\x01\x85X\x01\x00\x00\x00OC\x08AAAAAAAA\x87R.",
+    "ndarray-newobj": b"\x80\x02" + _ND + b"K\x01\x85X\x01\x00\x00\x00OC\x08AAAAAAAA\x87\x81.",
+    "reconstruct-build-object-dtype": b"\x80\x02" + _REC + _ND + b"K\x00\x85C\x01b\x87R(K\x01K\x01\x85"
+        + _DT + b"X\x02\x00\x00\x00O8\x89\x88\x87R(K\x03X\x01\x00\x00\x00|NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK?tb"
+        + b"\x89C\x08AAAAAAAAtb.",
+    "object-dtype-code": b"\x80\x02" + _DT + b"X\x01\x00\x00\x00O\x85R.",
+    "malformed-dtype-state": b"\x80\x02" + _DT + b"X\x02\x00\x00\x00f4\x89\x88\x87R(K\x03X\x01\x00\x00\x00<NNb"
+        + b"J\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb.",
+}
+
+
+@pytest.mark.parametrize("name", list(FORGED) + ["structured-object-field", "object-array"])
+def test_a_pickle_that_builds_an_object_array_is_refused_without_crashing(name):
+    data = {"structured-object-field": lambda: pickle.dumps(np.zeros(2, dtype=[("a", "O")]), protocol=3),
+            "object-array": lambda: pickle.dumps(np.array([1, None], dtype=object), protocol=4)}.get(
+        name, lambda: FORGED[name])()
+    # In a child process: a forged pointer that got through would crash it, failing the test, not pytest.
+    script = ("import sys\nfrom reproduce.harness.data.pickles import restricted_loads\n"
+              "from reproduce.harness.errors import DataError\n"
+              "try:\n    restricted_loads(sys.stdin.buffer.read(), 'batch')\nexcept DataError as error:\n"
+              "    print(error)\nelse:\n    print('LOADED')\n")
+    child = subprocess.run([sys.executable, "-c", script], input=data, capture_output=True, timeout=60,
+                           cwd=Path(__file__).resolve().parents[2])
+    assert child.returncode == 0, f"the child died ({child.returncode}): {child.stderr.decode()[-300:]}"
+    assert "LOADED" not in child.stdout.decode()
+    assert child.stdout.decode().startswith("batch is ")
+
+
+def test_thousands_of_damaged_array_pickles_are_refused_cleanly_and_never_crash_the_process():
+    # Three random bytes changed per copy of a pickled array; the child counts what each load raised.
+    script = ("import pickle, random, warnings\nimport numpy as np\n"
+              "from reproduce.harness.data.pickles import restricted_loads\n"
+              "from reproduce.harness.errors import DataError\nwarnings.simplefilter('ignore')\n"
+              "base = pickle.dumps({'data': np.arange(60, dtype=np.uint8).reshape(3, 20), 'labels': [1, 2, 3]}, 2)\n"
+              "rng = random.Random(0)\nrefused = 0\nfor _ in range(4000):\n    damaged = bytearray(base)\n"
+              "    for _ in range(3):\n        damaged[rng.randrange(len(damaged))] = rng.randrange(256)\n"
+              "    try:\n        restricted_loads(bytes(damaged), 'batch')\n    except DataError:\n"
+              "        refused += 1\nprint(refused)\n")
+    child = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=300,
+                           cwd=Path(__file__).resolve().parents[2])
+    assert child.returncode == 0, f"the child died ({child.returncode}): {child.stderr.decode()[-400:]}"
+    assert int(child.stdout) > 1000  # most damaged copies are refused, none escapes as another exception
+
+@pytest.mark.parametrize("protocol", [3, 4])
+def test_plain_number_arrays_still_load_under_the_object_checks(protocol):
+    batch = {"data": np.arange(24, dtype=np.uint8).reshape(2, 12), "labels": [3, 5],
+             "big": np.arange(3).astype(">i8")}
+    loaded = restricted_loads(pickle.dumps(batch, protocol=protocol), "batch")
+    assert np.array_equal(loaded["data"], batch["data"]) and loaded["labels"] == [3, 5]
+    assert np.array_equal(loaded["big"], batch["big"])
 
 def test_a_verified_python_cifar_archive_with_a_hostile_batch_is_still_refused(tmp_path, monkeypatch):
     marker = tmp_path / "ran"
