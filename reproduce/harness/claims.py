@@ -99,6 +99,12 @@ class Claim:
         spread = abs(self.value) * width if kind == "rel" else width
         return self.value - spread, self.value + spread
 
+    def passing(self) -> tuple[float, float]:
+        """The values that reproduce the claim: within tolerance or better than the paper in its direction,
+        i.e. from the tolerance's worse end outwards on the better side (the band itself for ``"neither"``)."""
+        low, high = self.bounds()
+        return (low if self.better != "lower" else -math.inf), (high if self.better != "higher" else math.inf)
+
 
 @dataclass(frozen=True)
 class Verdict:
@@ -205,26 +211,22 @@ def judge(claim: Claim, measured: float | None, scale: str, device_kind: str = "
 def _judge_point(claim: Claim, measured: float) -> Verdict:
     """:func:`judge` of one value: within tolerance or better than the paper, or not."""
     low, high = claim.bounds()
-    better_than_paper = {"higher": measured > claim.value, "lower": measured < claim.value}.get(claim.better, False)
-    if low <= measured <= high or better_than_paper:
+    floor, ceiling = claim.passing()
+    if floor <= measured <= ceiling:
         return Verdict(claim, "reproduced", measured, gap=measured - claim.value)
     return Verdict(claim, "not reproduced", measured, gap=measured - claim.value,
                    note=f"outside [{low:.4g}, {high:.4g}]")
 
 
 def _judge_interval(claim: Claim, measured: float, samples: Samples, interval: tuple[float, float]) -> Verdict:
-    """:func:`judge` from the interval of ``samples``: the passing side of the boundary is everything within
-    tolerance or better than the paper, i.e. from the tolerance's worse end outwards on the better side (for
-    ``better = "neither"``, the tolerance band itself, and the boundary is the end the interval crosses)."""
+    """:func:`judge` from the interval of ``samples`` against :meth:`Claim.passing` (for ``better = "neither"``
+    the boundary named is the end of the band the interval crosses)."""
     low, high = claim.bounds()
+    floor, ceiling = claim.passing()
     ci_low, ci_high = interval
-    passing = (low if claim.better != "lower" else -math.inf) <= ci_low and \
-        ci_high <= (high if claim.better != "higher" else math.inf)
-    failing = (claim.better != "lower" and ci_high < low) or (claim.better != "higher" and ci_low > high)
-    if claim.better == "neither":
-        boundary = low if ci_low < low else high
-    else:
-        boundary = low if claim.better == "higher" else high
+    passing = floor <= ci_low and ci_high <= ceiling
+    failing = ci_high < floor or ci_low > ceiling
+    boundary = floor if ci_low < floor or math.isinf(ceiling) else ceiling  # the finite end the interval crosses
     per = samples.per_stratum
     strata = f" in each of {len(samples.strata)} strata ({samples.statistic})" if len(samples.strata) > 1 else ""
     where = f"95% interval [{ci_low:.4g}, {ci_high:.4g}] of {per} samples{strata}"
