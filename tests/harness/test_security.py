@@ -310,7 +310,7 @@ def test_a_pickle_with_a_forbidden_global_is_refused_without_running_it(tmp_path
     with pytest.raises(DataError, match=r"batch is a pickle that calls (posix|os)\.system, .* refused without running"):
         restricted_loads(hostile, "batch")
     assert not marker.exists()
-    for other in (pickle.dumps(print), pickle.dumps(np.load), pickle.dumps(Path("x")), pickle.dumps(bytes(3), 2)):
+    for other in (pickle.dumps(print), pickle.dumps(np.load), pickle.dumps(Path("x")), pickle.dumps(bytearray(3), 2)):
         with pytest.raises(DataError, match="is a pickle that calls"):
             restricted_loads(other, "batch")
     with pytest.raises(DataError, match="not a readable data pickle"):
@@ -333,12 +333,9 @@ FORGED = {
 }
 
 
-@pytest.mark.parametrize("name", list(FORGED) + ["structured-object-field", "object-array"])
-def test_a_pickle_that_builds_an_object_array_is_refused_without_crashing(name):
-    data = {"structured-object-field": lambda: pickle.dumps(np.zeros(2, dtype=[("a", "O")]), protocol=3),
-            "object-array": lambda: pickle.dumps(np.array([1, None], dtype=object), protocol=4)}.get(
-        name, lambda: FORGED[name])()
-    # In a child process: a forged pointer that got through would crash it, failing the test, not pytest.
+def _load_in_child(data: bytes) -> str:
+    """What :func:`restricted_loads` made of ``data`` in a child process: the DataError's message or ``LOADED``.
+    A forged pointer that got through would crash the child, failing the test, not pytest."""
     script = ("import sys\nfrom reproduce.harness.data.pickles import restricted_loads\n"
               "from reproduce.harness.errors import DataError\n"
               "try:\n    restricted_loads(sys.stdin.buffer.read(), 'batch')\nexcept DataError as error:\n"
@@ -346,8 +343,16 @@ def test_a_pickle_that_builds_an_object_array_is_refused_without_crashing(name):
     child = subprocess.run([sys.executable, "-c", script], input=data, capture_output=True, timeout=60,
                            cwd=Path(__file__).resolve().parents[2])
     assert child.returncode == 0, f"the child died ({child.returncode}): {child.stderr.decode()[-300:]}"
-    assert "LOADED" not in child.stdout.decode()
-    assert child.stdout.decode().startswith("batch is ")
+    return child.stdout.decode()
+
+
+@pytest.mark.parametrize("name", list(FORGED) + ["structured-object-field", "object-array"])
+def test_a_pickle_that_builds_an_object_array_is_refused_without_crashing(name):
+    data = {"structured-object-field": lambda: pickle.dumps(np.zeros(2, dtype=[("a", "O")]), protocol=3),
+            "object-array": lambda: pickle.dumps(np.array([1, None], dtype=object), protocol=4)}.get(
+        name, lambda: FORGED[name])()
+    message = _load_in_child(data)
+    assert "LOADED" not in message and message.startswith("batch is ")
 
 
 def test_thousands_of_damaged_array_pickles_are_refused_cleanly_and_never_crash_the_process():
@@ -365,13 +370,42 @@ def test_thousands_of_damaged_array_pickles_are_refused_cleanly_and_never_crash_
     assert child.returncode == 0, f"the child died ({child.returncode}): {child.stderr.decode()[-400:]}"
     assert int(child.stdout) > 1000  # most damaged copies are refused, none escapes as another exception
 
-@pytest.mark.parametrize("protocol", [3, 4])
-def test_plain_number_arrays_still_load_under_the_object_checks(protocol):
+PROTOCOLS = range(pickle.HIGHEST_PROTOCOL + 1)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_plain_number_arrays_load_whatever_protocol_wrote_them(protocol):
+    # 0-2 spell bytes through _codecs.encode (and b"" as bytes()), 5 rebuilds arrays through _frombuffer.
     batch = {"data": np.arange(24, dtype=np.uint8).reshape(2, 12), "labels": [3, 5],
-             "big": np.arange(3).astype(">i8")}
-    loaded = restricted_loads(pickle.dumps(batch, protocol=protocol), "batch")
-    assert np.array_equal(loaded["data"], batch["data"]) and loaded["labels"] == [3, 5]
-    assert np.array_equal(loaded["big"], batch["big"])
+             "big": np.arange(3).astype(">i8"), "fortran": np.asfortranarray(np.eye(3, dtype=np.float32)[:, :2]),
+             "empty": np.zeros(0, dtype=np.int16), "raw": b"\x00\xff", "none": b""}
+    data = pickle.dumps(batch, protocol=protocol)
+    loaded, unrestricted = restricted_loads(data, "batch"), pickle.loads(data)  # noqa: S301 - our own pickle
+    assert loaded["labels"] == [3, 5] and loaded["raw"] == b"\x00\xff" and loaded["none"] == b""
+    for key in ("data", "big", "fortran", "empty"):
+        assert np.array_equal(loaded[key], batch[key]), key
+        # NumPy itself reads protocol 0's big-endian dtype as native: the same as pickle.loads is what counts.
+        assert loaded[key].dtype == unrestricted[key].dtype, key
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_an_object_array_is_refused_whatever_protocol_wrote_it(protocol):
+    message = _load_in_child(pickle.dumps({"data": np.array([1, "a", None], dtype=object)}, protocol=protocol))
+    assert message.startswith("batch is a pickle that builds an array of dtype object"), message
+
+
+@pytest.mark.parametrize("call", [b"c_codecs\nencode\n(Vx\nVrot13\ntR.", b"c_codecs\nencode\n(I1\nVlatin1\ntR.",
+                                  b"c__builtin__\nbytes\n(I1000000000000\ntR."])
+def test_the_bytes_globals_of_old_protocols_admit_only_the_calls_that_spell_bytes(call):
+    # Another codec, a non-string, or bytes(n) (a memory bomb) would run code or allocate at the pickle's will.
+    with pytest.raises(DataError, match="not a readable data pickle"):
+        restricted_loads(call, "batch")
+
+
+def test_a_protocol_5_pickle_with_out_of_band_buffers_is_refused():
+    data = pickle.dumps(pickle.PickleBuffer(np.arange(4, dtype=np.uint8)), protocol=5, buffer_callback=lambda b: False)
+    with pytest.raises(DataError, match="not a readable data pickle"):
+        restricted_loads(data, "batch")
 
 def test_a_verified_python_cifar_archive_with_a_hostile_batch_is_still_refused(tmp_path, monkeypatch):
     marker = tmp_path / "ran"

@@ -3,11 +3,20 @@
 A pickle is a program: unpickling calls whatever global it names (``os.system`` included).
 The harness unpickles one kind of file, CIFAR's python-version batches, and only after the
 archive's published checksum matched (:func:`reproduce.harness.data.images.cifar.read_cifar_python_archive`).
-Even then, :func:`restricted_loads` admits only the globals those files contain, the
-three that rebuild a NumPy array (``numpy.core.multiarray._reconstruct``, ``numpy.ndarray``,
-``numpy.dtype``; also under NumPy 2's ``numpy._core`` name). Dicts, lists, tuples, strings,
-bytes and numbers need no global. Any other global, a persistent id, or a damaged stream
-raises :class:`~reproduce.harness.errors.DataError` before the object is built.
+Even then, :func:`restricted_loads` admits only the globals that rebuild NumPy arrays of plain
+numbers, whichever protocol wrote them:
+
+- every protocol: ``numpy.core.multiarray._reconstruct``, ``numpy.ndarray`` and ``numpy.dtype``
+  (also under NumPy 2's ``numpy._core`` names). CIFAR's batches, written by Python 2, need no
+  more: their array bytes are Python 2 strings, read as latin-1.
+- protocols 0-2 written by Python 3 spell bytes as ``_codecs.encode(text, "latin1")`` (and an
+  empty ``bytes`` as ``__builtin__.bytes()``): admitted only in exactly those forms;
+- protocol 5: ``numpy._core.numeric._frombuffer(buffer, dtype, shape, order)``, with the
+  buffer in the stream (out-of-band buffers are not accepted).
+
+Dicts, lists, tuples, strings, bytes and numbers need no global. Any other global, a
+persistent id, or a damaged stream raises :class:`~reproduce.harness.errors.DataError`
+before the object is built.
 
 Allowed globals are not enough: ``numpy.ndarray((1,), "O", buffer=<8 bytes>)`` names only
 allowed ones, yet turns attacker-chosen bytes into object pointers (reading the element
@@ -33,11 +42,35 @@ try:
 except ImportError:  # NumPy 1.x
     from numpy.core.multiarray import _reconstruct
 
+try:
+    from numpy._core.numeric import _frombuffer
+except ImportError:  # NumPy 1.x
+    from numpy.core.numeric import _frombuffer
+
+
+def latin1_bytes(text: object, encoding: object) -> bytes:
+    """``_codecs.encode(text, "latin1")``, the only call protocols 0-2 make to spell ``bytes``; any other
+    codec or argument is refused (a pickle could otherwise run any codec on any object)."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(f"_codecs.encode({text!r:.40}, {encoding!r:.20}), not the latin-1 of bytes")
+    return text.encode("latin1")
+
+
+def empty_bytes() -> bytes:
+    """``bytes()``: how protocols 0-2 spell ``b""``; with any argument (``bytes(10**12)``) the call fails."""
+    return b""
+
+
 ARRAY_GLOBALS = {
     ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
     ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): latin1_bytes,
+    ("__builtin__", "bytes"): empty_bytes,
+    ("builtins", "bytes"): empty_bytes,
+    ("numpy.core.numeric", "_frombuffer"): _frombuffer,
+    ("numpy._core.numeric", "_frombuffer"): _frombuffer,
 }
 
 
@@ -61,8 +94,9 @@ def _refuse_objects(dtype_like: object) -> None:
 
 def _check_call(func: object, args: tuple, kwargs: dict) -> None:
     """Refuse a call that would build an object array: ``ndarray(shape, dtype, buffer, ...)``,
-    ``_reconstruct(subtype, shape, dtype)`` or ``dtype(code, ...)``, the allowed callables that take a dtype."""
-    if func is np.ndarray:
+    ``_reconstruct(subtype, shape, dtype)``, ``_frombuffer(buffer, dtype, shape, order)`` or ``dtype(code, ...)``,
+    the allowed callables that take a dtype."""
+    if func is np.ndarray or func is _frombuffer:
         _refuse_objects(args[1] if len(args) > 1 else kwargs.get("dtype", float))
     elif func is _reconstruct and len(args) > 2:
         _refuse_objects(args[2])
