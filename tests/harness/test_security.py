@@ -282,6 +282,7 @@ def test_python_cifar_batches_load_once_their_checksum_matched(python_cifar, mon
     assert test.classes == [f"class{i}" for i in range(10)]
     assert len(images.load_cifar("cifar10", "train", download=False)) == 10
     assert test.provenance["files"] == {archive.name: file_digest(archive)}
+    assert test.provenance["verified"] is True  # its md5 is the (here monkeypatched) published one
 
 
 def test_python_cifar_batch_with_a_wrong_checksum_is_never_unpickled(python_cifar, monkeypatch):

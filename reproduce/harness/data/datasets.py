@@ -20,6 +20,7 @@ Checksums: every md5 and size below was cross-checked against several independen
 sources (torchvision's and other libraries' dataset code, download scripts and logs). Only
 the two MNIST test-set md5s were also recomputed from real bytes (the shared copies in
 ``shared/data/images/mnist``); the other archives could not be downloaded to recompute theirs.
+Each entry says where its values come from.
 """
 
 import functools
@@ -122,6 +123,10 @@ REGISTRY: dict[str, Dataset] = {
     ),
     # The binary version is what a download fetches; the python version (pickled batches,
     # the copy torchvision keeps) is read when it is already local, after its md5 matched.
+    # CIFAR-10's two md5s are those of the download table on the dataset's page
+    # (www.cs.toronto.edu/~kriz/cifar.html, read in archived copies of it); CIFAR-100's are those
+    # of torchvision's and other loaders' code, which cite that page. Neither was recomputed
+    # here: no CIFAR archive can be downloaded on the machines this suite was built on.
     "cifar10": Dataset(
         "cifar10",
         "CIFAR-10, binary or python version (Krizhevsky, 2009)",
@@ -263,6 +268,14 @@ def verify(path: str | Path, name: str, file: str) -> None:
     actual = _check(Path(path), remote)
     if actual is not None:
         raise _mismatch(f"The file {path}", remote, actual, "it was not read; replace it with an intact copy")
+
+
+def matches_published(path: str | Path) -> bool:
+    """Whether ``path`` has the published checksum of a registered file of the same name (provenance's
+    ``verified``); False for a file the registry does not know (a bundled or hand-made copy)."""
+    path = Path(path)
+    return any(remote.name == path.name and _check(path, remote) is None
+               for entry in REGISTRY.values() for remote in entry.files.values())
 
 
 def locate(name: str, file: str) -> Path | None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from reproduce.harness.data.datasets import DATA_DIRS_VARIABLE, file_digest
+from reproduce.harness.data.datasets import DATA_DIRS_VARIABLE, file_digest, matches_published
 from reproduce.harness.errors import DataError
 from reproduce.harness.paths import env_dirs
 
@@ -47,8 +47,13 @@ class ImageSet:
 
 
 def provenance(source: str, paths, notes: str) -> dict:
-    """An :class:`ImageSet`'s ``provenance``: ``source``, each file of ``paths`` by name with its sha256, ``notes``."""
-    return {"source": source, "files": {Path(path).name: file_digest(path) for path in paths}, "notes": notes}
+    """An :class:`ImageSet`'s ``provenance``: ``source``, each file of ``paths`` by name with its sha256,
+    ``verified`` (every file has the published checksum of the registered file of its name:
+    :func:`~reproduce.harness.data.datasets.matches_published`; False for bundled copies, which have
+    none), and ``notes``."""
+    paths = [Path(path) for path in paths]
+    return {"source": source, "files": {path.name: file_digest(path) for path in paths},
+            "verified": bool(paths) and all(matches_published(path) for path in paths), "notes": notes}
 
 
 def pick(options: dict, key: str, what: str):

@@ -76,6 +76,7 @@ def load_image_folder(root: str | Path, split: str | None = None) -> ImageSet:
         {
             "source": f"image folder {folder}",
             "files": {f"{split or '.'}/": _tree_digest(folder, files)},
+            "verified": False,  # a folder of images has no published checksum to compare with
             "notes": f"{len(files)} files; the digest is sha256 over '<relative path> <sha256>' lines in load order",
         },
     )

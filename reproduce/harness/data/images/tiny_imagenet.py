@@ -7,7 +7,7 @@ import numpy as np
 from PIL import Image
 
 from reproduce.harness.data.archives import open_zip
-from reproduce.harness.data.images.common import ImageSet
+from reproduce.harness.data.images.common import ImageSet, provenance
 from reproduce.harness.errors import DataError
 
 
@@ -35,5 +35,5 @@ def read_tiny_imagenet(archive: Path, split: str) -> ImageSet:
     except (KeyError, IndexError, OSError) as error:
         raise DataError(f"{archive} is not a readable Tiny ImageNet archive ({error}); replace it.") from None
     return ImageSet(images, np.asarray(labels, dtype=np.int64), classes,
-                    {"source": "Tiny ImageNet (Stanford CS231n)", "files": {archive.name: "verified by fetch"},
-                     "notes": f"{split} split, classes in sorted wnid order"})
+                    provenance("Tiny ImageNet (Stanford CS231n)", [archive],
+                               f"{split} split, classes in sorted wnid order"))
