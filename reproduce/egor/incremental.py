@@ -275,6 +275,22 @@ def learning_floors(rows: pd.DataFrame) -> tuple[dict[str, str], list[str]]:
     return withheld, notes
 
 
+NO_GROUND_TRUTH = "no ground truth"
+
+
+def for_display(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` as the report shows it: an AP that is NaN reads :data:`NO_GROUND_TRUTH`, not a dash.
+
+    ``coco_map`` and ``MapResult.subset`` give NaN, not 0, for categories without ground truth
+    in the test images; the mean over seeds is of the seeds that had some, NaN when none had.
+    """
+    out = table.copy()
+    for column in (c for c in out.columns if c.startswith("ap") and not c.endswith("_std")):
+        if out[column].isna().any():
+            out[column] = out[column].astype(object).where(out[column].notna(), NO_GROUND_TRUTH)
+    return out
+
+
 def summarize(records: list[Record], ctx: Context) -> Summary:
     table = aggregate(records)
     if table.empty:
@@ -312,7 +328,8 @@ def summarize(records: list[Record], ctx: Context) -> Summary:
     if examples:
         figures.append(("Objects inverted from the task-1 detector (one per old class; red: the target box)",
                         _plot_examples(examples[0])))
-    return Summary(table=table, measured=measured, samples=samples, withheld=withheld, notes=notes, figures=figures)
+    return Summary(table=for_display(table), measured=measured, samples=samples, withheld=withheld, notes=notes,
+                   figures=figures)
 
 
 def _plot_examples(examples: list[dict]):

@@ -14,6 +14,7 @@ from reproduce.harness.data.images import shared_image_set
 from reproduce.harness.device import describe_cpu
 from reproduce.harness.errors import ReproError
 from reproduce.harness.records import Record, metric
+from reproduce.harness.report import table_html
 
 
 def _context(scale, **overrides):
@@ -85,6 +86,17 @@ def test_summary_judges_each_comparison_on_per_seed_paired_gains():
     assert "storage-vs-generator" not in summary.samples  # a count: judged on its value (deterministic)
     assert summary.withheld == {}
     assert len(summary.table) == 3 and set(summary.table["seeds"]) == {3} and summary.figures
+
+
+def test_an_ap_of_categories_without_ground_truth_reads_no_ground_truth_in_the_table():
+    records = _three_seeds()
+    for egor in records[2::3]:  # EGOR's three seeds: no old object in their test images
+        egor.metrics["ap50_old"] = metric(float("nan"), "AP")
+    table = incremental.summarize(records, _context("quick")).table.set_index("method")
+    assert table.loc["egor", "ap50_old"] == incremental.NO_GROUND_TRUTH
+    assert table.loc["distill", "ap50_old"] == pytest.approx(10.0)
+    assert table.loc["egor", "ap_old"] == pytest.approx(15.0)
+    assert "no ground truth" in table_html(table.reset_index())
 
 
 def test_the_worst_split_decides_a_comparison():
