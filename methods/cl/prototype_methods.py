@@ -28,8 +28,8 @@ PASS (Zhu et al., CVPR 2021; :class:`PASS`)
     features). Loss at task ``t > 0``:
     ``CE(rotated batch) + lambda_proto * CE(W (mu_c + r e) + b, 4c) + L_fkd``;
     one augmented prototype per image of the batch, classes uniform over the old ones.
-    Defaults ``lambda_proto = 10``, ``lambda_fkd = 10``, ``tau = 0.1``: the paper's and its
-    published implementation's (``protoAug_weight``, ``kd_weight``, ``temp``).
+    Defaults ``lambda_proto = 10``, ``lambda_fkd = 10``, ``tau = 0.1``: the published
+    implementation's (``protoAug_weight``, ``kd_weight``, ``temp``).
 
 IL2A (Zhu et al., NeurIPS 2021; :class:`IL2A`)
     *Class augmentation*: each batch is extended ``mix_times = 4`` times by mixup of pairs
@@ -46,7 +46,8 @@ IL2A (Zhu et al., NeurIPS 2021; :class:`IL2A`)
     ``CE(batch + mixes, real and auxiliary classes) + lambda_proto * CE(z, c) + L_fkd``.
     Defaults ``lambda = 2.5`` (``ratio``), ``lambda_proto = 10`` (``seman_weight``),
     ``lambda_fkd = 10``, ``tau = 0.1``, ``alpha = 20``, ``mix_times = 4``: the published
-    implementation's (the paper gives no values).
+    implementation's. Tasks of a single class have no pair to mix: there the class
+    augmentation is off (no auxiliary head).
 
 SSRE (Zhu et al., CVPR 2022; :class:`SSRE`)
     *Dynamic structure reorganisation*: for each task after the first, every 3x3
@@ -565,6 +566,8 @@ class SSRE(PrototypeLearner):
     freezes the main branch; :meth:`losses` runs in eval mode (batch-norm statistics
     frozen); :meth:`end_task` merges the branches (after every task, the last included, so
     that the inference network is always the plain ResNet-18) and unfreezes the network.
+    Besides the loss terms, :meth:`losses` reports ``selected``, the fraction of the batch
+    distilled (not part of the total).
 
     Parameters
     ----------
@@ -651,6 +654,7 @@ def build_pass(n_classes: int, width: int, channels: int, *, generator: torch.Ge
     """PASS on ResNet-18 (base ``width``, ``channels`` input channels) with a ``4 n_classes`` head.
 
     ``hyper``: :class:`PASS`'s ``temperature`` (0.1), ``lambda_proto`` (10), ``lambda_fkd`` (10).
+    The network is built on ``device``; every other tensor a learner makes follows the network's device.
     """
     return PASS(_prototype_net(_backbone(width, channels), n_classes, 4, device), generator=generator, optim=optim,
                 **hyper)
