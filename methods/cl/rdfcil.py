@@ -16,8 +16,9 @@ against the frozen old model ``M`` (restricted to the old classes' logits) by
           + alpha_pr * MSE(x_hat, blur(x_hat))                   smoothness prior
           + alpha_rf * mean_l KL(N(mu_l, s2_l) || N(mu_hat_l, s2_hat_l))   batch-norm statistics,
 
-the last over every batch norm ``l`` of ``M``: its running statistics against the batch
-statistics of its input on ``x_hat`` (per channel, averaged). The generator is
+the last over every batch norm ``l`` of ``M``: ``mu_l``, ``s2_l`` its running mean and variance,
+``mu_hat_l``, ``s2_hat_l`` the batch mean and variance of its input on ``x_hat`` (the KL per
+channel, averaged over channels; :func:`batchnorm_statistics_loss`). The generator is
 unconditional: a synthetic image's class is the old model's argmax over the old classes.
 
 **Incremental task** ``t > 0``, per batch of current images ``x`` and as many synthetic
@@ -329,11 +330,16 @@ class ModelInversion:
         self.generator.eval()
 
     @torch.no_grad()
-    def sample(self, n: int, rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(n, C, H, W)`` synthetic images (generator in eval mode) and ``(n,)`` their old model's classes."""
+    def sample(self, n: int, rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Synthetic images (generator in eval mode), their classes and the old model's old-class logits.
+
+        Returns ``(n, C, H, W)`` images, ``(n,)`` labels (the argmax of the old model over the old
+        classes) and those ``(n, K)`` logits, the targets of the hard KD.
+        """
         self.generator.eval()
         images = self.draw(n, rng)
-        return images, self.old_index[self.old_net(images)[:, self.old_index].argmax(1)]
+        logits = self.old_net(images)[:, self.old_index]
+        return images, self.old_index[logits.argmax(1)], logits
 
 
 class RDFCIL(IncrementalLearner):
@@ -418,10 +424,9 @@ class RDFCIL(IncrementalLearner):
         local = self.weights[0] * cross_entropy_over(self.net.classify(features), labels, self.new_index)
         if self.task == 0:
             return {"local": local, "total": local}
-        synthetic, synthetic_labels = self.inversion.sample(len(labels), self.generator)
+        synthetic, synthetic_labels, old_logits = self.inversion.sample(len(labels), self.generator)
         with torch.no_grad():
             old_features = self.old_net.features(inputs)
-            old_logits = self.old_net(synthetic)[:, self.old_index]
         hard = self.weights[1] * F.l1_loss(self.net(synthetic)[:, self.old_index], old_logits)
         relation = self.weights[2] * self.relation(features, old_features)
         self.class_counts += torch.bincount(torch.cat([labels, synthetic_labels]),
@@ -438,10 +443,9 @@ class RDFCIL(IncrementalLearner):
                         class_weights: torch.Tensor) -> dict[str, torch.Tensor]:
         """Head fine-tuning terms on one batch: class-balanced CE over seen classes on real + synthetic, and hard KD."""
         self.net.eval()
-        synthetic, synthetic_labels = self.inversion.sample(len(labels), self.generator)
+        synthetic, synthetic_labels, old_logits = self.inversion.sample(len(labels), self.generator)
         with torch.no_grad():
             features = self.net.features(torch.cat([inputs, synthetic]))
-            old_logits = self.old_net(synthetic)[:, self.old_index]
         logits = self.net.classify(features)
         balanced = self.lambdas[0] * cross_entropy_over(logits, torch.cat([labels, synthetic_labels]), self.seen_index,
                                                         class_weights)

@@ -48,8 +48,9 @@ def trained_cnn() -> nn.Module:
 
 def synthetic_summary(inversion: ModelInversion) -> tuple[torch.Tensor, float, float]:
     """Class counts (old classes 0..2) and mean confidence of the old model on 64 samples; the BN-statistics term."""
-    images, labels = inversion.sample(64, torch.Generator().manual_seed(6))
-    confidence = F.softmax(inversion.old_net(images)[:, inversion.old_index], 1).max(1).values.mean()
+    images, labels, logits = inversion.sample(64, torch.Generator().manual_seed(6))
+    torch.testing.assert_close(logits, inversion.old_net(images)[:, inversion.old_index])
+    confidence = F.softmax(logits, 1).max(1).values.mean()
     inversion.generator.train()
     with torch.no_grad():
         statistics = inversion.losses(64, torch.Generator().manual_seed(5))["statistics"]
