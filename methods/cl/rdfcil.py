@@ -25,7 +25,9 @@ unconditional: a synthetic image's class is the old model's argmax over the old 
 ``x_hat`` (the new model ``N`` in train mode, the old one frozen):
 
 - local CE: the cross-entropy of ``N(x)`` over the current task's classes only
-  (:func:`cross_entropy_over`), so new-class training does not push old logits down;
+  (:func:`cross_entropy_over`), so new-class training does not push old logits down (with a
+  single new class it is identically zero: such a class is learned only by the head
+  fine-tuning below);
 - hard KD: ``|| N(x_hat)_old - M(x_hat) ||_1`` (mean absolute difference of the old
   classes' logits, ``nn.L1Loss``);
 - relation-guided distillation (RRL): the angle-wise relational KD of Park et al. (2019)
