@@ -10,7 +10,10 @@ verified claim is the abstract's: at W2A4, MPQ-DM's FID is 58% lower than the ba
 judged from the per-seed reductions; it is withheld when the full-precision model is below its
 learning floor (its FID at most a tenth of noise images') or when a quantized model beats the
 full-precision one it quantizes (the metric then measures noise). The other numbers of the
-claims file are unverified leads (shown, never judged).
+claims file are unverified leads (shown, never judged); besides the Table 1 and 2 rows, a run of the
+ImageNet LDM-4 measures the model size MPQ-DM's allocation adds at 2-bit weights (every quantized unit
+records it; docs/papers/mpqdm.md says how "MPQ-DM[+]" is read) and the ablation's IS gain of the baseline
++ OMQ over the baseline, per seed (full scale runs both arms; quick leaves the OMQ arm out for time).
 
 - ``quick``: a DDPM (UNet of 16/32 channels, 0.18 M parameters) trained here once for 1,000 steps
   (cosine learning-rate decay: at a constant rate the short run ended on noisy weights whose
