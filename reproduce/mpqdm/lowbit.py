@@ -263,7 +263,8 @@ def _plot_bits(records: list[Record]):
                     label=f"{record.params['bits']} {record.params['method']}")
     ax.set_xlabel("quantized layer (model order)")
     ax.set_ylabel("mean weight bits")
-    ax.legend(fontsize=7)
+    if ax.lines:  # records without allocations (a summary of other units) draw none
+        ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 
