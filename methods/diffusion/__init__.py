@@ -8,12 +8,15 @@ diffusion, progressive distillation and relational losses (``rdd``; its generic 
 
 from methods.diffusion.conditional import (
     ClassConditionalUNet,
+    PromptConditionalUNet,
     balanced_labels,
     class_condition,
+    prompt_condition,
     random_class_groups,
 )
 from methods.diffusion.features import ExtractedFeatures, InceptionFeatures, ProxyClassifier, train_proxy
 from methods.diffusion.metrics import (
+    clip_score,
     feature_statistics,
     fid_from_features,
     frechet_distance,
@@ -27,6 +30,7 @@ from methods.diffusion.mpqdm import (
     MethodPreset,
     MPQDMTrainer,
     OMQResult,
+    OMQStorage,
     TimeSmoothedRelation,
     activation_absmax,
     apply_omq,
@@ -36,6 +40,7 @@ from methods.diffusion.mpqdm import (
     omq_allocate,
     omq_channel_bits,
     omq_masks,
+    omq_storage,
     prepare_quantized,
     relation_map,
     smoothing_factors,
@@ -108,7 +113,8 @@ __all__ = [
     "lr_multiplier", "precision_recall", "run_trajectory", "sfid_from_features", "shuffled_batches", "tiny_unet",
     "train_ddpm", "train_proxy", "unet_model_fn", "Condition", "cat_conditions", "predict_eps", "slice_condition",
     # class-conditional models
-    "ClassConditionalUNet", "balanced_labels", "class_condition", "random_class_groups",
+    "ClassConditionalUNet", "PromptConditionalUNet", "balanced_labels", "class_condition", "prompt_condition",
+    "random_class_groups", "clip_score",
     # quant
     "FULL_PRECISION_NAMES", "CalibrationBatch", "ModelSize", "QuantLayer", "TemporalActivationQuantizer",
     "WeightQuantizer",
@@ -116,10 +122,10 @@ __all__ = [
     "minmax_ptq", "minmax_range", "mse_range_search", "quant_layers", "quantize_model", "round_ste",
     "set_quant_state", "set_step", "stack_calibration", "temporal_model_fn",
     # mpqdm
-    "MPQDM_PRESETS", "MPQDMTrainer", "MethodPreset", "OMQResult", "TimeSmoothedRelation", "activation_absmax",
-    "apply_omq", "collect_calibration_inputs", "default_k_choices", "kurtosis",
-    "omq_allocate", "omq_channel_bits", "omq_masks", "prepare_quantized", "relation_map", "smoothing_factors",
-    "trd_loss", "weight_absmax",
+    "MPQDM_PRESETS", "MPQDMTrainer", "MethodPreset", "OMQResult", "OMQStorage", "TimeSmoothedRelation",
+    "activation_absmax", "apply_omq", "collect_calibration_inputs", "default_k_choices", "kurtosis",
+    "omq_allocate", "omq_channel_bits", "omq_masks", "omq_storage", "prepare_quantized", "relation_map",
+    "smoothing_factors", "trd_loss", "weight_absmax",
     # rdd
     "DistillRound", "PDTarget", "PixelQueue", "ProjectionHead", "RelationalDistillation", "RelationalTerms", "Samples",
     "X0Model", "cfd_loss", "cosine_alpha_bar", "distill_round", "is_p2p_loss", "m_p2p_loss", "pd_target",

@@ -15,6 +15,10 @@ activation ranges see both halves.
 
 The condition travels with the batch (:data:`~methods.diffusion.sampling.Condition`):
 ``{"class_labels": (N,) long, "guidance_scale": (N,) float}``; :func:`class_condition` builds it.
+
+Text-to-image models (Stable Diffusion) guide the same way with a prompt's text-encoder states as
+the context and the empty prompt's as the null condition (:class:`PromptConditionalUNet`, condition
+``{"prompt_embeds": (N, L, d), "negative_embeds": (N, L, d), "guidance_scale": (N,)}``).
 """
 
 from __future__ import annotations
@@ -26,7 +30,44 @@ from torch import nn
 from methods.diffusion.sampling import Condition
 
 
-class ClassConditionalUNet(nn.Module):
+class _GuidedUNet(nn.Module):
+    """A cross-attention UNet predicting eps with classifier-free guidance over some context.
+
+    Subclasses map their condition to the context of ``unet`` (``_eps``) and give the null context.
+    """
+
+    def __init__(self, unet: UNet2DConditionModel):
+        super().__init__()
+        self.unet = unet
+
+    @property
+    def config(self):
+        """The UNet's config (``in_channels``, ``sample_size``: the latent shape)."""
+        return self.unet.config
+
+    @property
+    def up_blocks(self) -> nn.ModuleList:
+        """The UNet's up path (its last block's output is TRD's feature)."""
+        return self.unet.up_blocks
+
+    def _guided(self, sample: torch.Tensor, timestep, condition: torch.Tensor, null: torch.Tensor,
+                guidance_scale: torch.Tensor | float) -> torch.Tensor:
+        """``eps(x, null) + s (eps(x, c) - eps(x, null))`` (eq. 6) for x_t ``sample`` (N, C, H, W): one forward
+        of ``[x_t; x_t]`` with ``[null; condition]`` (each N rows, in ``_eps``'s form); ``s`` a float or (N,)."""
+        scale = torch.as_tensor(guidance_scale, dtype=sample.dtype, device=sample.device)
+        if scale.dim() == 0 and float(scale) == 1.0:
+            return self._eps(sample, timestep, condition)
+        t = torch.as_tensor(timestep, device=sample.device)
+        both = self._eps(torch.cat([sample, sample]), t.repeat(2) if t.dim() else t, torch.cat([null, condition]))
+        uncond, cond = both.chunk(2)
+        scale = scale.reshape(-1, *([1] * (sample.dim() - 1))) if scale.dim() else scale
+        return uncond + scale * (cond - uncond)
+
+    def _eps(self, x: torch.Tensor, t, condition: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class ClassConditionalUNet(_GuidedUNet):
     """A cross-attention UNet and its class embedding, predicting eps with classifier-free guidance.
 
     Parameters
@@ -45,24 +86,13 @@ class ClassConditionalUNet(nn.Module):
     """
 
     def __init__(self, unet: UNet2DConditionModel, class_embedding: nn.Embedding):
-        super().__init__()
+        super().__init__(unet)
         if class_embedding.embedding_dim != unet.config.cross_attention_dim:
             raise ValueError(f"class embedding size {class_embedding.embedding_dim} differs from the UNet's "
                              f"cross-attention size {unet.config.cross_attention_dim}")
-        self.unet = unet
         self.class_embedding = class_embedding
         self.num_classes = class_embedding.num_embeddings - 1
         self.null_class = self.num_classes
-
-    @property
-    def config(self):
-        """The UNet's config (``in_channels``, ``sample_size``: the latent shape)."""
-        return self.unet.config
-
-    @property
-    def up_blocks(self) -> nn.ModuleList:
-        """The UNet's up path (its last block's output is TRD's feature)."""
-        return self.unet.up_blocks
 
     def forward(self, sample: torch.Tensor, timestep, class_labels: torch.Tensor,
                 guidance_scale: torch.Tensor | float = 1.0) -> torch.Tensor:
@@ -72,19 +102,38 @@ class ClassConditionalUNet(nn.Module):
         ``guidance_scale`` a float or (N,) per-sample scales ``s``.
         """
         labels = class_labels.to(sample.device).long()
-        scale = torch.as_tensor(guidance_scale, dtype=sample.dtype, device=sample.device)
-        if scale.dim() == 0 and float(scale) == 1.0:
-            return self._eps(sample, timestep, labels)
-        t = torch.as_tensor(timestep, device=sample.device)
-        both = self._eps(torch.cat([sample, sample]), t.repeat(2) if t.dim() else t,
-                         torch.cat([torch.full_like(labels, self.null_class), labels]))
-        uncond, cond = both.chunk(2)
-        scale = scale.reshape(-1, *([1] * (sample.dim() - 1))) if scale.dim() else scale
-        return uncond + scale * (cond - uncond)
+        return self._guided(sample, timestep, labels, torch.full_like(labels, self.null_class), guidance_scale)
 
     def _eps(self, x: torch.Tensor, t, labels: torch.Tensor) -> torch.Tensor:
         context = self.class_embedding(labels)[:, None, :]
         return self.unet(x, t, encoder_hidden_states=context.to(x.dtype)).sample
+
+
+class PromptConditionalUNet(_GuidedUNet):
+    """A text-to-image UNet (Stable Diffusion's) predicting eps with classifier-free guidance.
+
+    The context is a prompt's text-encoder states (N, L, d), ``d = unet.config.cross_attention_dim``;
+    the null context is the empty prompt's (Stable Diffusion's guidance).
+    """
+
+    def forward(self, sample: torch.Tensor, timestep, prompt_embeds: torch.Tensor, negative_embeds: torch.Tensor,
+                guidance_scale: torch.Tensor | float = 1.0) -> torch.Tensor:
+        """Guided eps (N, C, H, W) for x_t ``sample`` (N, C, H, W) at ``timestep`` (scalar or (N,)), prompts'
+        states ``prompt_embeds`` and the null prompt's ``negative_embeds`` (N, L, d), scales a float or (N,)."""
+        context = prompt_embeds.to(device=sample.device, dtype=sample.dtype)
+        null = negative_embeds.to(device=sample.device, dtype=sample.dtype)
+        return self._guided(sample, timestep, context, null, guidance_scale)
+
+    def _eps(self, x: torch.Tensor, t, context: torch.Tensor) -> torch.Tensor:
+        return self.unet(x, t, encoder_hidden_states=context).sample
+
+
+def prompt_condition(prompt_embeds: torch.Tensor, null_embeds: torch.Tensor, guidance_scale: float) -> Condition:
+    """The :data:`Condition` of samples of prompts with states ``prompt_embeds`` (N, L, d), the empty prompt's
+    ``null_embeds`` (1, L, d) repeated for each, at one guidance scale."""
+    n = prompt_embeds.shape[0]
+    return {"prompt_embeds": prompt_embeds, "negative_embeds": null_embeds.expand(n, *null_embeds.shape[1:]),
+            "guidance_scale": torch.full((n,), float(guidance_scale), device=prompt_embeds.device)}
 
 
 def class_condition(labels: torch.Tensor, guidance_scale: float) -> Condition:

@@ -199,3 +199,24 @@ def precision_recall(real_features: ArrayLike, fake_features: ArrayLike, k: int 
     precision = _coverage(fake, real, _knn_radii(real, k, chunk_size), chunk_size)
     recall = _coverage(real, fake, _knn_radii(fake, k, chunk_size), chunk_size)
     return precision, recall
+
+
+def clip_score(image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
+    """CLIP score of each image-caption pair: ``100 * max(cos(E_I, E_T), 0)`` (Hessel et al. 2021's CLIPScore
+    with weight 100 instead of 2.5, as torchmetrics computes it and text-to-image papers report it).
+
+    Parameters
+    ----------
+    image_features, text_features : Tensor
+        ``(N, d)`` CLIP embeddings of the images and of their captions (row i with row i).
+
+    Returns
+    -------
+    Tensor
+        ``(N,)`` scores in [0, 100].
+    """
+    if image_features.shape != text_features.shape or image_features.dim() != 2:
+        raise ValueError(f"need (N, d) image and text features of one shape, got {tuple(image_features.shape)} "
+                         f"and {tuple(text_features.shape)}")
+    cosine = torch.nn.functional.cosine_similarity(image_features.float(), text_features.float(), dim=1)
+    return 100.0 * cosine.clamp_min(0.0)

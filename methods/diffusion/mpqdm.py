@@ -306,6 +306,62 @@ def apply_omq(model: nn.Module, x: torch.Tensor, t: torch.Tensor, condition: Con
     return results
 
 
+GROUP_LABEL_BITS = 2  # which of OMQ's three groups an output channel is in: ceil(log2 3) bits
+
+
+@dataclass(frozen=True)
+class OMQStorage:
+    """What OMQ's allocation stores beyond uniform ``b``-bit weights of the same layers, in bits.
+
+    Over the inner (non-boundary) quantized layers, each with base width ``b``, output-channel widths
+    ``b_c`` and ``n_c`` weights per output channel:
+
+    Attributes
+    ----------
+    mixed_bits : float
+        ``sum_c (b_c - b) n_c``: the weight bits the mean-preserving allocation adds (0 whenever the low
+        group's ``b - 1`` is at least 1 bit, so at W2 too).
+    outlier_bits : float
+        ``sum_{c: b_c > b} (b_c - b) n_c``: the outlier (high-kurtosis) channels' extra bits alone, i.e. the
+        allocation with its outliers raised and no channel lowered (our reading of "MPQ-DM[+]").
+    smoothing_bits : float
+        32 bits per input channel of each layer with smoothing factors ``s`` (stored at full precision).
+    group_bits : float
+        :data:`GROUP_LABEL_BITS` per output channel of each layer whose widths are mixed (which group a
+        channel is in).
+    """
+
+    mixed_bits: float
+    outlier_bits: float
+    smoothing_bits: float
+    group_bits: float
+
+    @property
+    def plus_mb(self) -> float:
+        """Outlier bits + smoothing factors + group labels, in MB (2^20 bytes)."""
+        return (self.outlier_bits + self.smoothing_bits + self.group_bits) / 8.0 / 2**20
+
+    @property
+    def mean_preserving_mb(self) -> float:
+        """Mixed weight bits + smoothing factors + group labels, in MB (2^20 bytes)."""
+        return (self.mixed_bits + self.smoothing_bits + self.group_bits) / 8.0 / 2**20
+
+
+def omq_storage(model: nn.Module) -> OMQStorage:
+    """:class:`OMQStorage` of a quantized model: zero for one without OMQ (uniform widths, no smoothing)."""
+    mixed = outlier = smoothing = groups = 0.0
+    for _, layer in quant_layers(model):
+        if layer.is_boundary:
+            continue
+        extra = (layer.weight_quantizer.channel_bits - layer.w_bits).double()
+        per_channel = layer.weight[0].numel()
+        mixed += float(extra.sum()) * per_channel
+        outlier += float(extra.clamp_min(0).sum()) * per_channel
+        smoothing += 0.0 if layer.smooth is None else 32.0 * layer.smooth.numel()
+        groups += GROUP_LABEL_BITS * extra.numel() if bool((extra != 0).any()) else 0.0
+    return OMQStorage(mixed, outlier, smoothing, groups)
+
+
 # ---------------------------------------------------------------------------------------------
 # TRD
 # ---------------------------------------------------------------------------------------------

@@ -10,7 +10,10 @@ verified claim is the abstract's: at W2A4, MPQ-DM's FID is 58% lower than the ba
 judged from the per-seed reductions; it is withheld when the full-precision model is below its
 learning floor (its FID at most a tenth of noise images') or when a quantized model beats the
 full-precision one it quantizes (the metric then measures noise). The other numbers of the
-claims file are unverified leads (shown, never judged).
+claims file are unverified leads (shown, never judged); besides the Table 1 and 2 rows, a run of the
+ImageNet LDM-4 measures the model size MPQ-DM's allocation adds at 2-bit weights (every quantized unit
+records it; docs/papers/mpqdm.md says how "MPQ-DM[+]" is read) and the ablation's IS gain of the baseline
++ OMQ over the baseline, per seed (full scale runs both arms; quick leaves the OMQ arm out for time).
 
 - ``quick``: a DDPM (UNet of 16/32 channels, 0.18 M parameters) trained here once for 1,000 steps
   (cosine learning-rate decay: at a constant rate the short run ended on noisy weights whose
@@ -54,7 +57,7 @@ from reproduce.harness.records import Record
 from reproduce.harness.sanity import below_floor, better_than_source
 from reproduce.mpqdm.runs import METHODS, run_mpqdm_unit
 
-QUALITY = ("fid", "sfid", "is", "precision", "recall", "weight_bits", "size_mb")
+QUALITY = ("fid", "sfid", "is", "precision", "recall", "weight_bits", "size_mb", "overhead_mb")
 # The secondary summary's Table 1 and 2 leads (unverified: shown next to our measurement, never
 # judged), measured on a run of the paper's LDM-4 with the FID Inception features: claim id ->
 # (bit setting, metric) of MPQ-DM, or of MPQ-DM's gain over the baseline ("-gap").
@@ -62,6 +65,10 @@ IMAGENET_LEADS = {f"in256-{bits.lower()}-{short}": (bits, metric) for bits in ("
                   for short, metric in (("is", "is"), ("fid", "fid"), ("sfid", "sfid"), ("prec", "precision"))}
 BEDROOM_LEADS = {"bed-w2a4-fid": ("W2A4", "fid"), "bed-w2a4-fid-gap": ("W2A4", "fid")}
 LEADS = {"cin256-v2": IMAGENET_LEADS, "lsun_bedrooms-ldm-vq-4": BEDROOM_LEADS}
+# The ImageNet leads measured per seed on the ImageNet LDM-4 (also unverified, shown): the model size MPQ-DM's
+# allocation adds at 2 bits (read as "MPQ-DM[+]": outlier channels at b + 1, none lowered, plus what OMQ stores)
+# and the IS that OMQ adds to the baseline in the ablation (``ablation_bits``, everything else equal).
+SIZE_CLAIM, ABLATION_CLAIM = "size-overhead-2bit", "abl-omq-is"
 # The learning floor: the full-precision model's FID at most this fraction of noise images' (the sampler's
 # starting noise, clipped), with the same features and sample count.
 FLOOR_FRACTION = 0.1
@@ -113,6 +120,11 @@ def summarize(records: list[Record], ctx: Context) -> Summary:
                      f"{fid[bits, 'baseline'].mean():.2f}).")
         if bits == "W2A4" and ctx.scale != "smoke":
             measured["w2a4-fid-drop"], samples["w2a4-fid-drop"] = float(drops.mean()), drops.tolist()
+    imagenet = _paper_ldm(records) == "cin256-v2"
+    for claim, per_seed in ((SIZE_CLAIM, _size_overhead(rows, notes)),
+                            (ABLATION_CLAIM, _omq_ablation(rows, ctx.config.get("ablation_bits", "W2A4"), notes))):
+        if imagenet and not per_seed.empty:
+            measured[claim], samples[claim] = float(per_seed.mean()), per_seed.tolist()
     reasons = _floor(rows, notes) + _sanity(fid, notes)
     if reasons and "w2a4-fid-drop" in measured:
         withheld["w2a4-fid-drop"] = "; ".join(reasons)
@@ -125,7 +137,7 @@ def summarize(records: list[Record], ctx: Context) -> Summary:
     return Summary(table=table, measured=measured, samples=samples, withheld=withheld, notes=notes, figures=[
         ("Sample quality per method and bit setting: mean and each seed (lower FID is better)", _plot_fid(table, rows)),
         ("Mean weight bits per quantized layer (OMQ keeps each layer's mean)", _plot_bits(records)),
-        ("Samples (first 16 of each unit)", _plot_samples(records)),
+        ("Samples (first 16 of each unit)", plot_samples(records)),
     ])
 
 
@@ -134,6 +146,33 @@ def _reductions(fid: pd.DataFrame, bits: str) -> pd.Series:
     if (bits, "baseline") not in fid or (bits, "omq_trd") not in fid:
         return pd.Series(dtype=float)
     return (100.0 * (1.0 - fid[bits, "omq_trd"] / fid[bits, "baseline"])).dropna()
+
+
+def _size_overhead(rows: pd.DataFrame, notes: list[str]) -> pd.Series:
+    """Per seed, the MB that MPQ-DM's allocation at 2-bit weights stores beyond uniform 2-bit weights
+    (``overhead_mb``: outlier channels' extra bit, smoothing factors, group labels); its note."""
+    mpqdm = rows[(rows["method"] == "omq_trd") & rows["bits"].str.upper().str.startswith("W2A")].dropna(
+        subset=["overhead_mb"])
+    if mpqdm.empty:
+        return pd.Series(dtype=float)
+    per_seed = mpqdm.groupby("seed")["overhead_mb"].mean()
+    notes.append(f"Model-size overhead of MPQ-DM at 2-bit weights (its real OMQ allocation; outlier channels at 3 "
+                 f"bits with none lowered, smoothing factors and 2-bit group labels): {per_seed.mean():.4g} MB (per "
+                 f"seed {', '.join(f'{v:.4g}' for v in per_seed)}) over a {mpqdm['size_mb'].mean():.4g} MB model.")
+    return per_seed
+
+
+def _omq_ablation(rows: pd.DataFrame, bits: str, notes: list[str]) -> pd.Series:
+    """Per seed, the IS that OMQ adds to the baseline at ``bits`` (the ablation: paired seeds, nothing else
+    changed); its note."""
+    scores = rows[rows["bits"] == bits].pivot_table(index="seed", columns="method", values=["is", "fid"])
+    if ("is", "baseline") not in scores or ("is", "omq") not in scores:
+        return pd.Series(dtype=float)
+    gain = (scores["is", "omq"] - scores["is", "baseline"]).dropna()
+    notes.append(f"Ablation at {bits}: OMQ adds {gain.mean():+.3g} IS to the baseline (per seed "
+                 f"{', '.join(f'{g:+.3g}' for g in gain)}; FID {scores['fid', 'baseline'].mean():.2f} -> "
+                 f"{scores['fid', 'omq'].mean():.2f}).")
+    return gain
 
 
 def _floor(rows: pd.DataFrame, notes: list[str]) -> list[str]:
@@ -224,19 +263,23 @@ def _plot_bits(records: list[Record]):
                     label=f"{record.params['bits']} {record.params['method']}")
     ax.set_xlabel("quantized layer (model order)")
     ax.set_ylabel("mean weight bits")
-    ax.legend(fontsize=7)
+    if ax.lines:  # records without allocations (a summary of other units) draw none
+        ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 
 
-def _plot_samples(records: list[Record]):
+def plot_samples(records: list[Record]):
+    """Each unit's first samples (at most 16, on a square grid), one panel per unit of the first seed."""
     shown = [r for r in _first_seed(records) if r.data.get("sample_grid")]
     fig = Figure(figsize=(1.6 * max(len(shown), 1), 1.9))
     axes = fig.subplots(1, max(len(shown), 1), squeeze=False)
     for ax, record in zip(axes[0], shown, strict=False):
-        grid = np.asarray(record.data["sample_grid"], dtype=np.uint8)
-        side, colour = grid.shape[1], grid.shape[3:]  # (16, side, side) or (16, side, side, 3)
-        tiles = grid[:16].reshape(4, 4, side, side, *colour).swapaxes(1, 2).reshape(4 * side, 4 * side, *colour)
+        grid = np.asarray(record.data["sample_grid"], dtype=np.uint8)[:16]
+        side, colour = grid.shape[1], grid.shape[3:]  # (n, side, side) or (n, side, side, 3)
+        rows = int(np.ceil(np.sqrt(len(grid))))
+        grid = np.concatenate([grid, np.zeros((rows * rows - len(grid), *grid.shape[1:]), np.uint8)])
+        tiles = grid.reshape(rows, rows, side, side, *colour).swapaxes(1, 2).reshape(rows * side, rows * side, *colour)
         ax.imshow(tiles, cmap="gray")
         ax.set_title(f"{record.params['bits']}\n{record.params['method']}", fontsize=7)
         ax.axis("off")
@@ -257,7 +300,7 @@ ARTIFACT = Artifact(
     paper="mpqdm",
     name="lowbit",
     title="Sample quality of low-bit diffusion models: min-max PTQ, baseline, OMQ and OMQ+TRD (MPQ-DM)",
-    claims=("w2a4-fid-drop", *IMAGENET_LEADS, *BEDROOM_LEADS),
+    claims=("w2a4-fid-drop", *IMAGENET_LEADS, *BEDROOM_LEADS, SIZE_CLAIM, ABLATION_CLAIM),
     scales={
         "smoke": {**MNIST, "side": 8, "unet": {"block_out_channels": [8, 16], "layers_per_block": 1,
                                                "norm_num_groups": 4},

@@ -38,7 +38,7 @@ Where the model and the quality features come from depends on the scale:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +54,7 @@ from methods.diffusion import (
     ddpm_scheduler,
     effective_bits,
     minmax_ptq,
+    omq_storage,
     prepare_quantized,
     temporal_model_fn,
     tiny_unet,
@@ -103,7 +104,10 @@ class DiffusionModel:
     class-conditional model's K (its ``unet`` a
     :class:`~methods.diffusion.conditional.ClassConditionalUNet`), None for an unconditional one.
     ``full_precision`` names layers the quantizer leaves alone (those the original model has as
-    ``Conv1d``, see :class:`~methods.diffusion.ldm_checkpoint.LatentDiffusionModel`).
+    ``Conv1d``, see :class:`~methods.diffusion.ldm_checkpoint.LatentDiffusionModel`). ``conditioner``
+    builds the condition of the K "classes" a conditional model samples (labels (N,), guidance scale):
+    :func:`~methods.diffusion.conditional.class_condition` by default; a text-to-image model's classes are
+    the prompts of its prompt set (:mod:`reproduce.mpqdm.text_to_image`).
     """
 
     unet: torch.nn.Module
@@ -112,11 +116,12 @@ class DiffusionModel:
     source: dict
     num_classes: int | None = None
     full_precision: tuple[str, ...] = ()
+    conditioner: Callable[[torch.Tensor, float], Condition] = class_condition
 
     def condition(self, labels: Callable[[int], torch.Tensor], guidance_scale: float) -> Condition | None:
         """The condition of samples of classes ``labels(num_classes)`` (N,); None for an unconditional model
         (``labels`` is then not called, so it draws no random numbers)."""
-        return None if self.num_classes is None else class_condition(labels(self.num_classes), guidance_scale)
+        return None if self.num_classes is None else self.conditioner(labels(self.num_classes), guidance_scale)
 
     @torch.no_grad()
     def to_pixels(self, samples: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -302,10 +307,15 @@ def _run(unit: Unit, ctx: Context) -> Outcome:
     metrics["weight_bits"] = metric(32.0 if size is None else size.mean_weight_bits, "bit")
     metrics["size_mb"] = metric(sum(p.numel() for p in unet.parameters()) * 4 / 2**20 if size is None
                                 else size.size_mb, "MB")
+    storage = None if size is None else omq_storage(model)
+    if storage is not None:  # what OMQ's allocation stores beyond uniform weights (none without OMQ)
+        metrics["overhead_mb"] = metric(storage.plus_mb, "MB")
+        metrics["mean_preserving_overhead_mb"] = metric(storage.mean_preserving_mb, "MB")
     return Outcome(metrics=metrics, data={
         "features": features, "model": fp.source, "samples": config["samples"], "provenance": data.provenance,
         "bit_allocation": {} if size is None else bit_allocation(model),
         "omq_k": {name: result.k for name, result in omq.items()},
+        "omq_storage_bits": {} if storage is None else asdict(storage),
         "distill_loss": [round(h["loss"], 4) for h in history[::max(1, len(history) // 50)]],
         "sample_grid": sample_grid(samples),
     })
