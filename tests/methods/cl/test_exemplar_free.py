@@ -99,8 +99,9 @@ def test_distillation_changes_the_gradient_and_vanishes_where_the_network_equals
     assert torch.allclose(total, current + distill, atol=1e-6)
     # It pulls the old-class logits back towards the old model's: one step along -gradient lowers it.
     before = lwf.losses(x[rows], y[rows])["distill"].item()
+    sizes = [p.numel() for p in lwf.net.parameters()]
     with torch.no_grad():
-        for parameter, step in zip(lwf.net.parameters(), torch.split(distill, [p.numel() for p in lwf.net.parameters()])):
+        for parameter, step in zip(lwf.net.parameters(), torch.split(distill, sizes)):
             parameter -= 1e-2 * step.view_as(parameter)
     assert lwf.losses(x[rows], y[rows])["distill"].item() < before
 
