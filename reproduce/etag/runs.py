@@ -264,9 +264,9 @@ def newest_only_steps(task_accuracy: np.ndarray) -> int:
     """Steps ``t >= 1`` after which the accuracy was 100% on task ``t`` and 0% on every task before it.
 
     ``task_accuracy`` is the ``(T, T)`` matrix of :class:`~methods.cl.incremental.IncrementalResult`.
-    After such a step the seen-class argmax picks one of the newest task's classes for every test row:
-    on one-class tasks, the newest class; the seen accuracy is then ``100 n_t / N_t``, whatever the
-    method kept of the old classes' logits among themselves.
+    The seen accuracy is then ``100 n_t / N_t``, that of predicting the newest task's classes for every
+    test row (on one-class tasks, the newest class), whatever the method kept of the old classes'
+    logits among themselves.
     """
     return sum(1 for t in range(1, len(task_accuracy))
                if task_accuracy[t, t] == 100.0 and np.all(task_accuracy[t, :t] == 0.0))

@@ -150,3 +150,21 @@ def test_counts_are_deterministic_and_decided_by_one_sample():
         assert judge(claims[claim], value, "quick").status == "reproduced", claim
     # The 1% tolerance rejects counting the generator's encoder into eTag's memory budget (+6.6%).
     assert judge(claims["c6-mem-c100-etag"], 1.066 * 45.38, "quick").status == "not reproduced"
+
+
+def test_collapse_notes_name_the_methods_that_score_only_the_newest_task_and_pairs_that_must_coincide():
+    def collapsed(method, seed, first_task):
+        record = _fake(method, seed, 26.0, first_task)
+        record.data["task_accuracy"] = [[first_task if j == 0 and i == 0 else 100.0 if j == i else 0.0
+                                         if j < i else None for j in range(6)] for i in range(6)]
+        return record
+
+    records = [collapsed("finetune", s, 90.0 + s) for s in (0, 1)] + [collapsed("lwf", s, 90.0 + s) for s in (0, 1)]
+    records += [collapsed("other", 0, 80.0), collapsed("other", 1, 91.0)]
+    records += [_fake("etag", 0, 60.0), _fake("etag", 1, 61.0)]
+    rows = runs.seed_rows(records)
+    assert runs.newest_only_steps(np.array(records[0].data["task_accuracy"], dtype=float)) == 5
+    notes = runs.collapse_notes(rows)
+    assert [n.split(":")[0] for n in notes if "steps after the first" in n] == ["finetune", "lwf", "other"]
+    assert [n.split(" predicted")[0] for n in notes if "coincide" in n] == ["finetune and lwf"]  # other: 80 != 90
+    assert not any(n.startswith("etag") for n in notes)
