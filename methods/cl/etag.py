@@ -39,6 +39,7 @@ that the code's fourth head (a stride-1 copy of the last stage + FC, 9.65 M) is 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import torch
@@ -74,6 +75,73 @@ def rotate_batch(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.
     return x4, y4
 
 
+def jigsaw_batch(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Jigsaw self-supervision (appendix Table C.2): each image with its 2 x 2 tiles in 4 orders.
+
+    Copy ``k`` moves the tile at reading position ``i`` (top-left, top-right, bottom-left,
+    bottom-right) to position ``(i + k) % 4`` (ours: the appendix names the task, not its
+    permutations; four cyclic orders give as many copies as the rotations).
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        ``(B, C, H, W)`` with even ``H`` and ``W``.
+    y : torch.Tensor
+        ``(B,)`` int64 class labels.
+
+    Returns
+    -------
+    x4, y4 : torch.Tensor
+        ``(4B, C, H, W)`` (the first ``B`` rows are ``x``) and labels ``4 y + k``.
+    """
+    height, width = x.shape[-2:]
+    if height % 2 or width % 2:
+        raise ValueError(f"jigsaw tiles need even image sides, got {height} x {width}")
+    rows = x.split(height // 2, dim=2)
+    tiles = [tile for row in rows for tile in row.split(width // 2, dim=3)]
+    copies = []
+    for k in range(4):
+        placed = [tiles[(i - k) % 4] for i in range(4)]
+        copies.append(torch.cat([torch.cat(placed[:2], 3), torch.cat(placed[2:], 3)], 2))
+    return torch.cat(copies), torch.cat([4 * y + k for k in range(4)])
+
+
+CHANNEL_ORDERS = tuple(itertools.permutations(range(3)))
+
+
+def channel_permutation_batch(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Colour-channel permutation self-supervision (appendix Table C.2): each RGB image in all 6 channel orders.
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        ``(B, 3, H, W)``.
+    y : torch.Tensor
+        ``(B,)`` int64 class labels.
+
+    Returns
+    -------
+    x6, y6 : torch.Tensor
+        ``(6B, 3, H, W)``: rows ``kB .. (k+1)B - 1`` have the channels in the order
+        ``CHANNEL_ORDERS[k]`` (the first is the identity), and labels ``6 y + k``.
+    """
+    if x.shape[1] != 3:
+        raise ValueError(f"colour-channel permutation needs 3 channels, got {x.shape[1]}")
+    return (torch.cat([x[:, list(order)] for order in CHANNEL_ORDERS]),
+            torch.cat([len(CHANNEL_ORDERS) * y + k for k in range(len(CHANNEL_ORDERS))]))
+
+
+def plain_batch(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """No self-supervision (the ablations' "no SS"): the batch and its class labels unchanged."""
+    return x, y
+
+
+# Self-supervised task -> (batch expansion, copies per image). Rotation is eTag's; the others are the
+# alternatives of appendix Table C.2 and the ablations' "no SS" (Table C.1).
+SELF_SUPERVISION = {"rotation": (rotate_batch, 4), "jigsaw": (jigsaw_batch, 4),
+                    "colorperm": (channel_permutation_batch, len(CHANNEL_ORDERS)), "none": (plain_batch, 1)}
+
+
 def _stage(in_planes: int, planes: int, blocks: int, stride: int) -> nn.Sequential:
     """A ResNet stage: ``blocks`` BasicBlocks, the first with ``stride``."""
     return nn.Sequential(*[BasicBlock(in_planes if i == 0 else planes, planes, stride if i == 0 else 1)
@@ -92,7 +160,7 @@ def torchvision_init_(module: nn.Module) -> nn.Module:
 
 
 class AuxiliaryHead(nn.Module):
-    """An HSAKD auxiliary classifier: ResNet stages, global average pooling, FC to ``4 * num_classes``."""
+    """An HSAKD auxiliary classifier: ResNet stages, global average pooling, FC to ``transforms * num_classes``."""
 
     def __init__(self, stages: nn.Sequential, feature_dim: int, outputs: int):
         super().__init__()
@@ -115,22 +183,29 @@ class AuxiliaryResNet(nn.Module):
     in_channels : int
     blocks : tuple of int
         BasicBlocks per stage; (2, 2, 2, 2) is ResNet-18.
+    transforms : int
+        Copies per image of the self-supervised task (:data:`SELF_SUPERVISION`): 4 rotations in
+        eTag, 1 without self-supervision (the heads then predict the class alone).
 
     Notes
     -----
     The main network is :class:`~methods.cl.backbones.ResNet` (``self.backbone``). Head ``i``
-    stacks copies of the stages after stage ``i`` and an FC to ``4 * num_classes``
-    (class, rotation) outputs; the last head, with no stage after it, stacks one more stage
+    stacks copies of the stages after stage ``i`` and an FC to ``transforms * num_classes``
+    (class, transform) outputs; the last head, with no stage after it, stacks one more stage
     of the last width at stride 1 (``models/resnet_aug.py``: ``block_extractor4``).
     ``forward(x)`` maps ``(N, C, H, W)`` to ``(logits (N, num_classes), features (N, 8 * width),
-    [aux (N, 4 * num_classes)] * len(blocks))``; the heads see the stage outputs without
+    [aux (N, transforms * num_classes)] * len(blocks))``; the heads see the stage outputs without
     detaching, so their losses train the backbone too.
     """
 
-    def __init__(self, num_classes: int, width: int = 64, in_channels: int = 3, blocks: Sequence[int] = (2, 2, 2, 2)):
+    def __init__(self, num_classes: int, width: int = 64, in_channels: int = 3, blocks: Sequence[int] = (2, 2, 2, 2),
+                 transforms: int = 4):
         super().__init__()
+        if transforms < 1:
+            raise ValueError(f"transforms must be >= 1, got {transforms}")
         self.backbone = ResNet(num_classes, width, in_channels, tuple(blocks))
         self.num_classes = num_classes
+        self.transforms = transforms
         self.feature_dim = self.backbone.feature_dim
         widths = [width * 2 ** i for i in range(len(blocks))]
         heads = []
@@ -139,7 +214,7 @@ class AuxiliaryResNet(nn.Module):
                 stages = [_stage(widths[j - 1], widths[j], blocks[j], 2) for j in range(index + 1, len(blocks))]
             else:
                 stages = [_stage(widths[-1], widths[-1], blocks[-1], 1)]
-            heads.append(AuxiliaryHead(nn.Sequential(*stages), widths[-1], 4 * num_classes))
+            heads.append(AuxiliaryHead(nn.Sequential(*stages), widths[-1], transforms * num_classes))
         self.aux_heads = nn.ModuleList(heads)
         torchvision_init_(self)
 
@@ -277,11 +352,23 @@ def task0_loss(logits: torch.Tensor, labels: torch.Tensor, aux: Sequence[torch.T
     return {"current": current, "aux": auxiliary, "total": current + auxiliary}
 
 
+def replay_terms(logits: torch.Tensor, labels: torch.Tensor, synthetic_logits: torch.Tensor,
+                 synthetic_labels: torch.Tensor, factor: float) -> dict[str, torch.Tensor]:
+    """The classifier's two CE terms at task ``t > 0``: ``CE(real current) / (F+1)`` and ``CE(replayed old) F/(F+1)``.
+
+    ``logits`` ``(B, K)`` of the real current images with their classes ``labels`` ``(B,)``;
+    ``synthetic_logits`` ``(M, K)`` of replayed old-class features (generated, or prototypes in the
+    ablations) with ``synthetic_labels`` ``(M,)``; ``factor`` is ``F``. Returns ``current`` and ``old``.
+    """
+    return {"current": F.cross_entropy(logits, labels) / (factor + 1),
+            "old": F.cross_entropy(synthetic_logits, synthetic_labels) * factor / (factor + 1)}
+
+
 def incremental_loss(logits: torch.Tensor, labels: torch.Tensor, synthetic_logits: torch.Tensor,
                      synthetic_labels: torch.Tensor, aux: Sequence[torch.Tensor], aux_old: Sequence[torch.Tensor],
                      features: torch.Tensor, old_features: torch.Tensor, *, factor: float, tradeoff: float = 1.0,
                      tau: float = 3.0) -> dict[str, torch.Tensor]:
-    """Task ``t > 0`` loss of the network (docs/papers/etag.md).
+    """Task ``t > 0`` loss of the network with eTag's embedding distillation (docs/papers/etag.md).
 
     ``CE(real current) / (F+1) + CE(generated old) * F/(F+1)
     + tradeoff * (F * sum_{i<last} KL_tau(aux_i || aux_i_old) + F * ||f - f_old||_2)``.
@@ -308,15 +395,45 @@ def incremental_loss(logits: torch.Tensor, labels: torch.Tensor, synthetic_logit
     dict
         ``current``, ``old``, ``kd``, ``feature`` (each as it enters the total) and ``total``.
     """
-    current = F.cross_entropy(logits, labels) / (factor + 1)
-    old = F.cross_entropy(synthetic_logits, synthetic_labels) * factor / (factor + 1)
-    kd = tradeoff * factor * aux_distillation(aux, aux_old, tau)
-    feature = tradeoff * factor * feature_distance(features, old_features)
-    return {"current": current, "old": old, "kd": kd, "feature": feature, "total": current + old + kd + feature}
+    terms = replay_terms(logits, labels, synthetic_logits, synthetic_labels, factor)
+    terms["kd"] = tradeoff * factor * aux_distillation(aux, aux_old, tau)
+    terms["feature"] = tradeoff * factor * feature_distance(features, old_features)
+    return {**terms, "total": sum(terms.values())}
+
+
+def logit_distillation_loss(logits: torch.Tensor, labels: torch.Tensor, synthetic_logits: torch.Tensor,
+                            synthetic_labels: torch.Tensor, old_class_logits: torch.Tensor,
+                            old_model_logits: torch.Tensor, *, factor: float, tradeoff: float = 1.0,
+                            tau: float = 3.0) -> dict[str, torch.Tensor]:
+    """Task ``t > 0`` loss with the ablations' naive KD (appendix Table C.1, "KD naive"): plain logit distillation.
+
+    ``CE(real current) / (F+1) + CE(replayed old) * F/(F+1) + tradeoff * F * KL_tau(z_old-classes || z_old)``:
+    the embedding distillation (auxiliary heads and feature distance) is replaced by Hinton's KD of the
+    main classifier's old-class logits (ours: the appendix names the switch, not its form; the old
+    classes' logits, as LwF, at eTag's temperature and weight).
+
+    Parameters
+    ----------
+    logits, labels, synthetic_logits, synthetic_labels : torch.Tensor
+        As :func:`incremental_loss`.
+    old_class_logits, old_model_logits : torch.Tensor
+        ``(B, K_old)``: the current and the frozen old network's main logits of the old classes on the
+        real current images.
+    factor, tradeoff, tau : float
+        As :func:`incremental_loss`.
+
+    Returns
+    -------
+    dict
+        ``current``, ``old``, ``kd`` and ``total``.
+    """
+    terms = replay_terms(logits, labels, synthetic_logits, synthetic_labels, factor)
+    terms["kd"] = tradeoff * factor * distill_kl(old_class_logits, old_model_logits, tau)
+    return {**terms, "total": sum(terms.values())}
 
 
 def generator_loss(features: torch.Tensor, reconstruction: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
-                   reconstruction_logits: torch.Tensor, labels: torch.Tensor, *, factor: float,
+                   reconstruction_logits: torch.Tensor | None, labels: torch.Tensor, *, factor: float,
                    tradeoff: float = 1.0, vae_tradeoff: float = 1e-3, synthetic_logits: torch.Tensor | None = None,
                    synthetic_labels: torch.Tensor | None = None, synthetic: torch.Tensor | None = None,
                    synthetic_previous: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -326,7 +443,9 @@ def generator_loss(features: torch.Tensor, reconstruction: torch.Tensor, mu: tor
     + tradeoff * (CE(C(recon), y) / (F+1) + CE(C(G_t(z, c_old)), c_old) * F/(F+1))
     + vae_tradeoff * F * sum MSE(G_t(z, c_old), G_{t-1}(z, c_old))``, with ``C`` the
     current (frozen) main classifier. At task 0 (``factor = 0``, no ``synthetic*``) the
-    old-class terms vanish.
+    old-class terms vanish. The ablations' naive generation (appendix Table C.1, "GE naive") passes no
+    classifier logits (``reconstruction_logits`` and ``synthetic_logits`` None): a conditional VAE
+    distilled from its predecessor, with no task-oriented term.
 
     Parameters
     ----------
@@ -334,8 +453,8 @@ def generator_loss(features: torch.Tensor, reconstruction: torch.Tensor, mu: tor
         ``(B, d)`` real features of current-task images (frozen network).
     reconstruction, mu, logvar : torch.Tensor
         The CVAE's output on ``features``: ``(B, d)``, ``(B, latent)``, ``(B, latent)``.
-    reconstruction_logits : torch.Tensor
-        ``(B, K)`` classifier logits of ``reconstruction``.
+    reconstruction_logits : torch.Tensor or None
+        ``(B, K)`` classifier logits of ``reconstruction``; None: no ``current`` term.
     labels : torch.Tensor
         ``(B,)`` classes.
     factor : float
@@ -354,15 +473,20 @@ def generator_loss(features: torch.Tensor, reconstruction: torch.Tensor, mu: tor
     batch = features.shape[0]
     reconstruction_term = F.mse_loss(reconstruction, features, reduction="sum") / batch
     kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp()) / batch
-    current = tradeoff * F.cross_entropy(reconstruction_logits, labels) / (factor + 1)
     zero = reconstruction_term.new_zeros(())
-    old = distill = zero
+    current = old = distill = zero
+    if reconstruction_logits is not None:
+        current = tradeoff * F.cross_entropy(reconstruction_logits, labels) / (factor + 1)
     if synthetic_logits is not None:
         old = tradeoff * F.cross_entropy(synthetic_logits, synthetic_labels) * factor / (factor + 1)
     if synthetic is not None:
         distill = vae_tradeoff * factor * F.mse_loss(synthetic, synthetic_previous, reduction="sum")
     return {"reconstruction": reconstruction_term, "kl": kl, "current": current, "old": old, "distill": distill,
             "total": reconstruction_term + kl + current + old + distill}
+
+
+GENERATIONS = ("task", "naive", "prototype")
+DISTILLATIONS = ("embedding", "logit")
 
 
 class ETag(IncrementalLearner):
@@ -376,10 +500,13 @@ class ETag(IncrementalLearner):
     ``generator_epochs`` epochs with the network frozen (:func:`generator_loss`), distilled
     from a frozen copy of itself as it was before this task.
 
+    Three switches give the variants of the appendix's ablations (Tables C.1, C.2 and C.4) as
+    configurations of this one learner; the defaults are eTag.
+
     Parameters
     ----------
     net : AuxiliaryResNet
-        On the target device.
+        On the target device; its heads' ``transforms`` must match ``self_supervision``.
     generator : torch.Generator
         CPU generator for shuffling, augmentation, generated classes and latent draws.
     generator_epochs : int
@@ -399,10 +526,29 @@ class ETag(IncrementalLearner):
         Generated old-class features per step: 128 (the batch size).
     hidden, latent : int
         Generator widths, 512 and 200.
+    self_supervision : str
+        The self-supervised expansion of every batch (:data:`SELF_SUPERVISION`): ``"rotation"``
+        (eTag), ``"jigsaw"`` or ``"colorperm"`` (Table C.2), or ``"none"`` (Table C.1's "no SS": no
+        expanded batch, the auxiliary heads predict the class alone).
+    distillation : str
+        ``"embedding"`` (eTag's hierarchical embedding distillation, :func:`incremental_loss`) or
+        ``"logit"`` (Table C.1's "KD naive", :func:`logit_distillation_loss`: the auxiliary heads are
+        then trained at task 0 only and not run after it).
+    generation : str
+        Where old-class features come from at ``t > 0``: ``"task"`` (eTag's task-oriented generator),
+        ``"naive"`` (Table C.1's "GE naive": the same conditional VAE without the classifier terms of
+        :func:`generator_loss`), or ``"prototype"`` (Table C.4's "fixed prototype", PASS's prototype
+        augmentation: each class's mean feature, kept when its task ends, plus Gaussian noise of radius
+        ``r``, with ``r^2`` the mean over the first task's classes of their features' variance averaged
+        over dimensions; no generator).
 
     Attributes
     ----------
-    cvae : FeatureCVAE
+    cvae : FeatureCVAE or None
+        None with ``generation="prototype"``.
+    prototypes : torch.Tensor or None
+        ``(K, d)`` class-mean features of the classes learned so far (rows of other classes are zero),
+        with ``generation="prototype"``; ``radius`` its noise scale.
     old_net : AuxiliaryResNet or None
         Frozen copy of the network at the end of the previous task.
     factor : float
@@ -412,17 +558,31 @@ class ETag(IncrementalLearner):
     def __init__(self, net: AuxiliaryResNet, *, generator: torch.Generator, generator_epochs: int,
                  optim: AdamSchedule | None = None, generator_lr: float = 1e-4, tradeoff: float = 1.0,
                  vae_tradeoff: float = 1e-3, tau: float = 3.0, synthetic_batch: int = 128, hidden: int = 512,
-                 latent: int = 200):
+                 latent: int = 200, self_supervision: str = "rotation", distillation: str = "embedding",
+                 generation: str = "task"):
         super().__init__(net, generator=generator, optim=optim)
         if generator_epochs < 1:
             raise ValueError(f"generator_epochs must be >= 1, got {generator_epochs}")
+        for name, value, options in (("self_supervision", self_supervision, tuple(SELF_SUPERVISION)),
+                                     ("distillation", distillation, DISTILLATIONS),
+                                     ("generation", generation, GENERATIONS)):
+            if value not in options:
+                raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(options)}")
+        self.expand, copies = SELF_SUPERVISION[self_supervision]
+        if net.transforms != copies:
+            raise ValueError(f"self_supervision {self_supervision!r} makes {copies} copies of each image, but the "
+                             f"network's auxiliary heads predict {net.transforms}; build it with transforms={copies}")
+        self.self_supervision, self.distillation, self.generation = self_supervision, distillation, generation
         self.generator_epochs = generator_epochs
         self.generator_lr = generator_lr
         self.tradeoff = tradeoff
         self.vae_tradeoff = vae_tradeoff
         self.tau = tau
         self.synthetic_batch = synthetic_batch
-        self.cvae = FeatureCVAE(net.feature_dim, net.num_classes, hidden, latent).to(self.device)
+        self.cvae = (None if generation == "prototype"
+                     else FeatureCVAE(net.feature_dim, net.num_classes, hidden, latent).to(self.device))
+        self.prototypes: torch.Tensor | None = None
+        self.radius = 0.0
         self.old_net: AuxiliaryResNet | None = None
         self.factor = 0.0
 
@@ -436,29 +596,49 @@ class ETag(IncrementalLearner):
         old = torch.tensor(self.old_classes)
         return old[torch.randint(len(old), (n,), generator=self.generator)].to(self.device)
 
+    @torch.no_grad()
+    def replay(self, labels: torch.Tensor) -> torch.Tensor:
+        """``(M, d)`` old-class features for the classes ``labels`` ``(M,)``: generated, or prototypes plus noise."""
+        if self.generation == "prototype":
+            noise = torch.randn(len(labels), self.prototypes.shape[1], generator=self.generator).to(self.prototypes)
+            return self.prototypes[labels] + self.radius * noise
+        return self.cvae.generate(labels, self.generator)
+
     def losses(self, inputs: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-        rotated, rotated_labels = rotate_batch(inputs, labels)
         batch = len(labels)
         if self.task == 0:
+            expanded, expanded_labels = self.expand(inputs, labels)
             self.net.train()
-            logits, _, aux = self.net(rotated)
-            return task0_loss(logits[:batch], labels, aux, rotated_labels)
+            logits, _, aux = self.net(expanded)
+            return task0_loss(logits[:batch], labels, aux, expanded_labels)
         self.net.eval()
-        _, features, aux = self.net(rotated)
+        synthetic_labels = self.draw_old_classes(self.synthetic_batch)
+        synthetic_logits = self.net.classify(self.replay(synthetic_labels))
+        if self.distillation == "logit":
+            old = torch.tensor(self.old_classes, device=self.device)
+            logits = self.net.classify(self.net.features(inputs))
+            with torch.no_grad():
+                old_logits = self.old_net.classify(self.old_net.features(inputs))
+            return logit_distillation_loss(logits, labels, synthetic_logits, synthetic_labels, logits[:, old],
+                                           old_logits[:, old], factor=self.factor, tradeoff=self.tradeoff, tau=self.tau)
+        expanded, _ = self.expand(inputs, labels)
+        _, features, aux = self.net(expanded)
         with torch.no_grad():
-            _, old_features, old_aux = self.old_net(rotated)
-            synthetic_labels = self.draw_old_classes(self.synthetic_batch)
-            synthetic = self.cvae.generate(synthetic_labels, self.generator)
-        return incremental_loss(self.net.classify(features[:batch]), labels, self.net.classify(synthetic),
-                                synthetic_labels, aux, old_aux, features, old_features, factor=self.factor,
-                                tradeoff=self.tradeoff, tau=self.tau)
+            _, old_features, old_aux = self.old_net(expanded)
+        return incremental_loss(self.net.classify(features[:batch]), labels, synthetic_logits, synthetic_labels, aux,
+                                old_aux, features, old_features, factor=self.factor, tradeoff=self.tradeoff,
+                                tau=self.tau)
 
     def generator_losses(self, inputs: torch.Tensor, labels: torch.Tensor,
                          previous: FeatureCVAE | None) -> dict[str, torch.Tensor]:
-        """The generator's loss terms on one batch, the network frozen (``previous``: G_{t-1}, None at task 0)."""
+        """The generator's loss terms on one batch, the network frozen (``previous``: G_{t-1}, None at task 0).
+
+        With ``generation="naive"`` the classifier terms are left out (no classifier logits are formed).
+        """
         self.net.eval()
         fc = self.net.backbone.fc
         weight, bias = fc.weight.detach(), fc.bias.detach()
+        task_oriented = self.generation == "task"
         with torch.no_grad():
             features = self.net.features(inputs)
         reconstruction, mu, logvar = self.cvae(features, labels, self.generator)
@@ -469,14 +649,19 @@ class ETag(IncrementalLearner):
             synthetic = self.cvae.decode(z, old_labels)
             with torch.no_grad():
                 synthetic_previous = previous.decode(z, old_labels)
-            extra = {"synthetic_logits": F.linear(synthetic, weight, bias), "synthetic_labels": old_labels,
-                     "synthetic": synthetic, "synthetic_previous": synthetic_previous}
-        return generator_loss(features, reconstruction, mu, logvar, F.linear(reconstruction, weight, bias), labels,
+            extra = {"synthetic": synthetic, "synthetic_previous": synthetic_previous}
+            if task_oriented:
+                extra.update(synthetic_logits=F.linear(synthetic, weight, bias), synthetic_labels=old_labels)
+        reconstruction_logits = F.linear(reconstruction, weight, bias) if task_oriented else None
+        return generator_loss(features, reconstruction, mu, logvar, reconstruction_logits, labels,
                               factor=self.factor, tradeoff=self.tradeoff, vae_tradeoff=self.vae_tradeoff, **extra)
 
     def end_task(self, batches: Batches, last: bool) -> None:
-        """Train the generator on this task's data (not after the last task)."""
+        """Train the generator (or keep the task's prototypes) on this task's data; not after the last task."""
         if last:
+            return
+        if self.generation == "prototype":
+            self.keep_prototypes(batches)
             return
         previous = frozen_copy(self.cvae) if self.task > 0 else None
         optimizer = torch.optim.Adam(self.cvae.parameters(), lr=self.generator_lr)
@@ -491,7 +676,42 @@ class ETag(IncrementalLearner):
             self.close_epoch("generator", epoch)
 
     @torch.no_grad()
+    def keep_prototypes(self, batches: Batches) -> None:
+        """Keep each current class's mean pooled feature over one epoch of its data; at task 0 also the radius."""
+        self.net.eval()
+        features, labels = zip(*[(self.net.features(x), y) for x, y in batches()])
+        features, labels = torch.cat(features), torch.cat(labels)
+        if self.prototypes is None:
+            self.prototypes = features.new_zeros(self.net.num_classes, features.shape[1])
+        variances = []
+        for c in self.classes:
+            own = features[labels == c]
+            self.prototypes[c] = own.mean(0)
+            variances.append(own.var(0, unbiased=False).mean())
+        if self.task == 0:
+            self.radius = float(torch.stack(variances).mean().sqrt())
+
+    @torch.no_grad()
     def logits(self, inputs: torch.Tensor) -> torch.Tensor:
         """Main-classifier logits ``(N, K)`` in eval mode; the auxiliary heads are not run."""
         self.net.eval()
         return self.net.classify(self.net.features(inputs.to(self.device)))
+
+
+def build(n_classes: int, width: int, channels: int, *, generator: torch.Generator, optim: AdamSchedule | None,
+          generator_epochs: int, self_supervision: str = "rotation", **hyper) -> ETag:
+    """eTag (or an ablation variant) on a fresh :class:`AuxiliaryResNet` with the code's initialisation.
+
+    Parameters
+    ----------
+    n_classes, width, channels : int
+        Classes of the whole stream, the ResNet-18's base width, input channels.
+    generator, optim, generator_epochs, self_supervision
+        As :class:`ETag`; the auxiliary heads predict as many transforms as ``self_supervision`` makes.
+    **hyper
+        The other keyword arguments of :class:`ETag` (``generator_lr``, ``synthetic_batch``,
+        ``distillation``, ``generation``, ...).
+    """
+    net = AuxiliaryResNet(n_classes, width, channels, transforms=SELF_SUPERVISION[self_supervision][1])
+    return ETag(net, generator=generator, optim=optim, generator_epochs=generator_epochs,
+                self_supervision=self_supervision, **hyper)

@@ -5,7 +5,8 @@ Both train a single-head network over all classes (e.g. :func:`~methods.cl.backb
 :class:`~methods.cl.incremental.IncrementalLearner` interface as :class:`~methods.cl.etag.ETag`,
 with the same optimizer (:class:`~methods.cl.incremental.AdamSchedule`: Adam, lr 1e-3, weight
 decay 2e-4, x0.1 every 30 epochs, clipping at 1e4), so that only the losses differ from eTag.
-For the same initialisation, build the network with :func:`~methods.cl.etag.torchvision_init_`.
+:func:`build_finetune` and :func:`build_lwf` build them on a fresh ResNet-18 with eTag's
+initialisation (:func:`~methods.cl.etag.torchvision_init_`).
 
 Choice (FACIL's, whose settings the paper's comparisons follow; docs/papers/etag.md): the
 cross-entropy is taken over the logits of the classes seen so far, as FACIL's growing
@@ -21,6 +22,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F  # noqa: N812 - torch's convention
 
+from methods.cl.backbones import resnet18
+from methods.cl.etag import torchvision_init_
 from methods.cl.incremental import AdamSchedule, IncrementalLearner, frozen_copy
 
 
@@ -97,3 +100,15 @@ class LwF(FineTune):
             old_logits = self.old_net(inputs)[:, self.old_index]
         distill = self.lamb * soft_cross_entropy(logits[:, self.old_index], old_logits, self.temperature)
         return {"current": current, "distill": distill, "total": current + distill}
+
+
+def build_finetune(n_classes: int, width: int, channels: int, *, generator: torch.Generator,
+                   optim: AdamSchedule | None = None) -> FineTune:
+    """Fine-tuning on a fresh ResNet-18 (``n_classes`` outputs, base ``width``, ``channels`` inputs), eTag's init."""
+    return FineTune(torchvision_init_(resnet18(n_classes, width, channels)), generator=generator, optim=optim)
+
+
+def build_lwf(n_classes: int, width: int, channels: int, *, generator: torch.Generator,
+              optim: AdamSchedule | None = None, **hyper) -> LwF:
+    """LwF on a fresh ResNet-18 as :func:`build_finetune`; ``hyper``: ``lamb``, ``temperature``."""
+    return LwF(torchvision_init_(resnet18(n_classes, width, channels)), generator=generator, optim=optim, **hyper)

@@ -8,10 +8,14 @@ order from the unit's seed (eTag's seed-dependent permutation: every method of o
 learns the same order), builds the network and learner, and measures
 :func:`methods.cl.incremental.train_incremental` with peak memory around it.
 
-Methods: ``etag`` (:class:`methods.cl.etag.ETag` on the ResNet-18 with auxiliary heads),
-``finetune`` and ``lwf`` (:mod:`methods.cl.exemplar_free`, on the same ResNet-18 without
-heads). All three use eTag's optimizer (Adam 1e-3, weight decay 2e-4, step decay) and
-the network initialisation of eTag's code, so only the method differs.
+Methods: :data:`METHODS`, one entry per name of a config's ``methods`` list: a builder with the
+shape every exemplar-free learner module provides, ``build(n_classes, width, channels, *, generator,
+optim, **hyper) -> IncrementalLearner`` (the learner's ``.net`` is the network it infers with), and
+the hyper-parameters it takes. ``etag`` and its ablation variants (``b0``-``b4`` of Table C.1, the
+self-supervised tasks of Table C.2, the prototype and naive-KD variants of Table C.4: switches of
+:class:`methods.cl.etag.ETag`, not other methods), ``finetune`` and ``lwf``
+(:mod:`methods.cl.exemplar_free`). Every learner gets eTag's optimizer (Adam 1e-3, weight decay
+2e-4, step decay), and the ResNet-18s eTag's initialisation, so only the method differs.
 
 The summaries' side: per-seed rows (:func:`seed_rows`), eTag's gain over a baseline per seed,
 paired by seed (:func:`gain_samples`), and the learning floor a baseline must clear for a gain
@@ -19,6 +23,10 @@ over it to be judged (:func:`learning_floor`, :func:`reference_floor`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -28,19 +36,17 @@ from methods.cl import (
     AdamSchedule,
     Augmentation,
     AuxiliaryResNet,
-    ETag,
     FeatureCVAE,
-    FineTune,
-    LwF,
+    IncrementalLearner,
     average_incremental_accuracy,
     black_level,
     class_splits,
     count_parameters,
-    resnet18,
     table_c6_parameters,
-    torchvision_init_,
     train_incremental,
 )
+from methods.cl import etag as etag_method
+from methods.cl.exemplar_free import build_finetune, build_lwf
 from reproduce.continual import FLOOR_FACTOR, gain, load_stream, paired_samples
 from reproduce.harness.artifact import Context, Outcome, Unit
 from reproduce.harness.device import torch_threads
@@ -49,7 +55,61 @@ from reproduce.harness.records import Record, metric
 from reproduce.harness.sanity import below_floor
 from reproduce.harness.stats import Samples
 
-METHODS = ("etag", "finetune", "lwf")
+Builder = Callable[..., IncrementalLearner]
+"""``build(n_classes, width, channels, *, generator, optim, **hyper) -> IncrementalLearner``."""
+
+
+@dataclass(frozen=True)
+class Method:
+    """One row of the eTag tables: how its learner is built.
+
+    Attributes
+    ----------
+    build : Builder
+        Called with the stream's classes, the config's ``width``, the input channels, the unit's
+        ``generator`` (a seeded CPU ``torch.Generator``), eTag's optimizer and the hyper-parameters.
+    switches : mapping
+        Fixed keyword arguments of ``build`` that make this row (an ablation's switches).
+    config_keys : tuple of str
+        Config keys passed to ``build`` as keyword arguments when the scale sets them (eTag's
+        generator epochs, learning rate and replayed batch). A config's ``hyper`` mapping,
+        ``{method: {keyword: value}}``, adds or overrides any for one method.
+    """
+
+    build: Builder
+    switches: Mapping[str, Any] = field(default_factory=dict)
+    config_keys: tuple[str, ...] = ()
+
+
+ETAG_KEYS = ("generator_epochs", "generator_lr", "synthetic_batch")
+
+
+def etag_variant(**switches) -> Method:
+    """eTag with the given :class:`~methods.cl.etag.ETag` switches (``self_supervision``, ``distillation``,
+    ``generation``); none: eTag itself."""
+    return Method(etag_method.build, switches, ETAG_KEYS)
+
+
+# Name in a config's ``methods`` -> its row. A new exemplar-free baseline is one entry:
+# ``"name": Method(module.build)``.
+METHODS: dict[str, Method] = {
+    "etag": etag_variant(),
+    "finetune": Method(build_finetune),
+    "lwf": Method(build_lwf),
+    # Table C.1: GE task-oriented / naive, KD embedding / naive, self-supervision (SS) on / off.
+    "b0": etag_variant(self_supervision="none"),
+    "b1": etag_variant(generation="naive", distillation="logit", self_supervision="none"),
+    "b2": etag_variant(distillation="logit", self_supervision="none"),
+    "b3": etag_variant(generation="naive"),
+    "b4": etag_variant(generation="naive", self_supervision="none"),
+    # Table C.2: the self-supervised task.
+    "ss-jigsaw": etag_variant(self_supervision="jigsaw"),
+    "ss-colorperm": etag_variant(self_supervision="colorperm"),
+    # Table C.4: embedding / naive KD with task-oriented generation or PASS's fixed prototypes.
+    "epass": etag_variant(generation="prototype"),
+    "a": etag_variant(distillation="logit"),
+    "b": etag_variant(distillation="logit", generation="prototype"),
+}
 # The smoke scale of every eTag artifact: a seeded synthetic set and a width-4 network, one epoch each.
 SMOKE = {"train_per_class": 8, "test_per_class": 4, "width": 4, "epochs": 1, "generator_epochs": 1, "batch_size": 32,
          "synthetic_batch": 16, "seeds": [0], "cpu_threads": 1}
@@ -69,23 +129,16 @@ def memory_budget_mb(net: torch.nn.Module, cvae: FeatureCVAE | None) -> float:
     return 4 * parameters / MIB
 
 
-def build_network(method: str, n_classes: int, width: int, channels: int) -> torch.nn.Module:
-    """The network of ``method``, with the Kaiming fan-out initialisation of eTag's code."""
-    if method == "etag":
-        return torchvision_init_(AuxiliaryResNet(n_classes, width, channels))
-    if method in ("finetune", "lwf"):
-        return torchvision_init_(resnet18(n_classes, width, channels))
-    raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-
-
-def build_learner(method: str, net: torch.nn.Module, config: dict, generator: torch.Generator):
-    optim = AdamSchedule(decay_step=config["lr_decay_step"])
-    if method == "etag":
-        return ETag(net, generator=generator, generator_epochs=config["generator_epochs"], optim=optim,
-                    synthetic_batch=config.get("synthetic_batch", 128), generator_lr=config.get("generator_lr", 1e-4))
-    if method == "finetune":
-        return FineTune(net, generator=generator, optim=optim)
-    return LwF(net, generator=generator, optim=optim)
+def build_learner(method: str, n_classes: int, width: int, channels: int, config: dict,
+                  generator: torch.Generator) -> IncrementalLearner:
+    """The learner of ``method`` (:data:`METHODS`) with eTag's optimizer (``config["lr_decay_step"]``)."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    entry = METHODS[method]
+    hyper = {**entry.switches, **{k: config[k] for k in entry.config_keys if k in config},
+             **config.get("hyper", {}).get(method, {})}
+    return entry.build(n_classes, width, channels, generator=generator,
+                       optim=AdamSchedule(decay_step=config["lr_decay_step"]), **hyper)
 
 
 def run_incremental_unit(unit: Unit, ctx: Context) -> Outcome:
@@ -111,8 +164,9 @@ def _run(unit: Unit, ctx: Context) -> Outcome:
     generator = torch.Generator().manual_seed(params["seed"])
     method = params["method"]
     with PeakMemory(device) as memory:
-        net = build_network(method, n_classes, config["width"], spec.channels).to(device)
-        learner = build_learner(method, net, config, generator)
+        with device:  # the learner's modules are created on the unit's device
+            learner = build_learner(method, n_classes, config["width"], spec.channels, config, generator)
+        net = learner.net
         result = train_incremental(learner, data.train_x, data.train_y, data.test_x, data.test_y, splits,
                                    epochs=config["epochs"], batch_size=config["batch_size"],
                                    augment=Augmentation(spec.crop_padding, spec.flip), fill=black_level(spec))
@@ -142,6 +196,10 @@ def _run(unit: Unit, ctx: Context) -> Outcome:
 
 def incremental_units(config: dict) -> list[Unit]:
     """One unit per (dataset, split, method, seed) of ``config["settings"]``, ``config["methods"]`` and seeds."""
+    unknown = [m for m in config["methods"] if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown methods {unknown}; register them in reproduce/etag/runs.py METHODS "
+                         f"({', '.join(METHODS)})")
     units = []
     for setting in config["settings"]:
         dataset, first, tasks = setting["dataset"], setting["first"], setting["tasks"]
@@ -182,9 +240,11 @@ def learning_floor(task_sizes: list[int]) -> float:
 
 def seed_rows(records: list[Record]) -> pd.DataFrame:
     """One row per successful record: setting, method, seed, :data:`METRICS`, the task sizes, the
-    accuracy (%) on each task after the last step (``final_row``, ``(T,)``) and on each task after the
+    accuracy (%) on each task after the last step (``final_row``, ``(T,)``), on each task after the
     first right after learning it (``new_task_accuracy``: the mean of the task matrix's diagonal
-    after its first entry; NaN for a single task)."""
+    after its first entry; NaN for a single task), and how many of the steps after the first
+    scored 100% on the newest task and 0% on every older one (``newest_only_steps``,
+    :func:`newest_only_steps`)."""
     rows = []
     for r in records:
         if r.status != "ok":
@@ -195,8 +255,49 @@ def seed_rows(records: list[Record]) -> pd.DataFrame:
                      "setting": setting_name(r.params["dataset"], r.params["first"], r.params["tasks"]),
                      **{m: r.value(m) for m in METRICS}, "first_task_accuracy": float(matrix[0, 0]),
                      "new_task_accuracy": float(diagonal.mean()) if diagonal.size else float("nan"),
+                     "newest_only_steps": newest_only_steps(matrix),
                      "final_row": matrix[-1].tolist(), "task_sizes": [len(s) for s in r.data["splits"]]})
     return pd.DataFrame(rows)
+
+
+def newest_only_steps(task_accuracy: np.ndarray) -> int:
+    """Steps ``t >= 1`` after which the accuracy was 100% on task ``t`` and 0% on every task before it.
+
+    ``task_accuracy`` is the ``(T, T)`` matrix of :class:`~methods.cl.incremental.IncrementalResult`.
+    The seen accuracy is then ``100 n_t / N_t``, that of predicting the newest task's classes for every
+    test row (on one-class tasks, the newest class), whatever the method kept of the old classes'
+    logits among themselves.
+    """
+    return sum(1 for t in range(1, len(task_accuracy))
+               if task_accuracy[t, t] == 100.0 and np.all(task_accuracy[t, :t] == 0.0))
+
+
+def collapse_notes(rows: pd.DataFrame) -> list[str]:
+    """Notes on methods that ended some step predicting only the newest task (:func:`newest_only_steps`).
+
+    One note per method with such steps, and one per pair of methods whose every later step did so in
+    every seed with the same first-task accuracy per seed: their A, final accuracy and forgetting are
+    then set by the first task alone and coincide.
+    """
+    notes, whole = [], {}
+    for method, group in rows.groupby("method", sort=True):
+        later = int(sum(len(sizes) - 1 for sizes in group["task_sizes"]))
+        collapsed = int(group["newest_only_steps"].sum())
+        if collapsed:
+            notes.append(f"{method}: after {collapsed} of its {later} steps after the first task (all seeds), 100% on "
+                         "the newest task and 0% on every older one: the seen-class argmax picked the newest task's "
+                         "classes for every test row (seen accuracy 100 n_t / N_t).")
+        if later and collapsed == later:
+            whole[method] = group.set_index(["setting", "seed"])["first_task_accuracy"]
+    names = sorted(whole)
+    for i, first in enumerate(names):
+        for second in names[i + 1:]:
+            if whole[first].sort_index().equals(whole[second].sort_index()):
+                notes.append(f"{first} and {second} predicted only the newest task after every later step in every "
+                             "seed and reached the same first-task accuracy per seed, so their A, final accuracy and "
+                             "forgetting coincide: they are set by the first task alone (docs/papers/etag.md, "
+                             "'LwF and fine-tuning on one-class tasks').")
+    return notes
 
 
 def aggregate(records: list[Record]) -> pd.DataFrame:
@@ -211,11 +312,38 @@ def aggregate(records: list[Record]) -> pd.DataFrame:
     return table.reset_index()
 
 
-def gain_samples(rows: pd.DataFrame, baseline: str, statistic: str = "min") -> Samples | None:
-    """eTag's A minus ``baseline``'s per seed (the runs of one seed share the class order), one stratum per
-    setting; ``statistic`` over settings. None when no seed has both."""
-    return paired_samples(rows, "average_incremental_accuracy", {"method": "etag"}, {"method": baseline}, gain,
+def gain_samples(rows: pd.DataFrame, baseline: str, statistic: str = "min", method: str = "etag") -> Samples | None:
+    """``method``'s A minus ``baseline``'s per seed (the runs of one seed share the class order), one stratum
+    per setting; ``statistic`` over settings. None when no seed has both."""
+    return paired_samples(rows, "average_incremental_accuracy", {"method": method}, {"method": baseline}, gain,
                           ("setting",), statistic)
+
+
+def claim_samples(rows: pd.DataFrame, claims: Mapping[tuple[str, str], str],
+                  column: str = "average_incremental_accuracy") -> dict[str, Samples]:
+    """``{claim: per-seed values of column}`` for each ``(setting, method)`` of ``claims`` that ``rows`` measured."""
+    drawn = {}
+    for (setting, method), claim in claims.items():
+        values = method_samples(rows, method, column).get(setting)
+        if values:
+            drawn[claim] = Samples.of(values)
+    return drawn
+
+
+def published_references(rows: pd.DataFrame, published: Mapping[tuple[str, str], str],
+                         judged: Mapping[tuple[str, str], str]) -> tuple[dict[str, Samples], dict[str, str]]:
+    """The rows a paper copies from other papers (Table B.2's †), shown beside our measurement, not judged.
+
+    ``published`` and ``judged`` map ``(setting, method)`` to the copied number's claim and to the
+    authors' re-run's claim. Returns the samples of each copied claim (the same runs as the re-run's)
+    and the reason each is withheld.
+    """
+    drawn = claim_samples(rows, published)
+    reasons = {claim: f"the appendix copies this number from the method's own paper (its protocol may differ): "
+                      f"shown beside our runs as that paper's reference, not judged; the authors' re-run in the "
+                      f"same setting, {judged[key]}, is the one judged"
+               for key, claim in published.items() if claim in drawn}
+    return drawn, reasons
 
 
 def final_rows(rows: pd.DataFrame) -> str:

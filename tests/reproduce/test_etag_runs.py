@@ -102,13 +102,15 @@ def test_a_gain_over_a_baseline_below_the_learning_floor_is_withheld_with_both_n
 
 
 def test_table_c5_judges_its_claims_from_the_seeds(fake_full_data):
-    ctx = Context("full", {**table_c5.ARTIFACT.scales["full"], **TINY, "seeds": [0, 1]}, 0, describe_cpu("test"))
+    ctx = Context("full", {**table_c5.ARTIFACT.scales["full"], **TINY, "methods": ["b1"], "seeds": [0, 1]}, 0,
+                  describe_cpu("test"))
     records = _records(table_c5, ctx, table_c5.units(ctx))
     summary = table_c5.summarize(records, ctx)
-    assert set(summary.samples) == {"c1-c100-4eq-etag", "c5-train-time-etag", "c5-test-time-etag"}
+    assert set(summary.samples) == {"c5-train-time-b1", "c5-test-time-b1"}
     times = [r.value("train_seconds") for r in sorted(records, key=lambda r: r.params["seed"])]
-    assert summary.samples["c5-train-time-etag"].strata == {"": times}
-    assert summary.measured["c5-train-time-etag"] == pytest.approx(np.mean(times))
+    assert summary.samples["c5-train-time-b1"].strata == {"": times}
+    assert summary.measured["c5-train-time-b1"] == pytest.approx(np.mean(times))
+    assert any(note.startswith("c5-acc-podnet: not measured here: PodNet is not implemented") for note in summary.notes)
     assert table_c5.ARTIFACT.timed
 
 
@@ -119,6 +121,22 @@ def test_table_c6_counts_match_the_paper_exactly():
     assert round(summary.measured["c6-params-c100-etag"], 2) == 43.20
     assert round(summary.measured["c6-mem-c100-jointfine"], 2) == 42.80
     assert summary.measured["c6-mem-c100-etag"] == pytest.approx(45.38, abs=0.02)
+
+
+def test_table_c6_accounts_for_heads_generator_prototypes_exemplars_and_the_imagenet_stem():
+    config = {**table_c6.ARTIFACT.scales["full"], "methods": ["jointfine", "epass", "gfr", "il2m"]}
+    ctx = Context("full", config, 0, describe_cpu("test"))
+    records = _records(table_c6, ctx, table_c6.units(ctx))
+    value = {(r.params["dataset"], r.params["method"], m): r.value(m) for r in records
+             for m in ("parameters_m", "memory_budget_mb")}
+    fine = value["c100", "jointfine", "parameters_m"]
+    assert round(value["c100", "epass", "parameters_m"] - fine, 2) == 30.52  # the first three auxiliary heads
+    assert round(value["c100", "gfr", "parameters_m"] - fine, 2) == 1.46  # the generator
+    assert value["in100", "jointfine", "parameters_m"] - fine == pytest.approx((7 * 7 - 3 * 3) * 3 * 64 / 1e6)
+    memory = value["c100", "jointfine", "memory_budget_mb"]
+    assert value["c100", "epass", "memory_budget_mb"] - memory == pytest.approx(4 * (100 * 512 + 1) / 2**20)
+    assert value["c100", "il2m", "memory_budget_mb"] - memory == pytest.approx(20 * 100 * 3 * 32 * 32 / 2**20)
+    assert value["in100", "il2m", "memory_budget_mb"] > 300  # 224 x 224 exemplars
 
 
 def test_counts_are_deterministic_and_decided_by_one_sample():
@@ -132,3 +150,21 @@ def test_counts_are_deterministic_and_decided_by_one_sample():
         assert judge(claims[claim], value, "quick").status == "reproduced", claim
     # The 1% tolerance rejects counting the generator's encoder into eTag's memory budget (+6.6%).
     assert judge(claims["c6-mem-c100-etag"], 1.066 * 45.38, "quick").status == "not reproduced"
+
+
+def test_collapse_notes_name_the_methods_that_score_only_the_newest_task_and_pairs_that_must_coincide():
+    def collapsed(method, seed, first_task):
+        record = _fake(method, seed, 26.0, first_task)
+        record.data["task_accuracy"] = [[first_task if j == 0 and i == 0 else 100.0 if j == i else 0.0
+                                         if j < i else None for j in range(6)] for i in range(6)]
+        return record
+
+    records = [collapsed("finetune", s, 90.0 + s) for s in (0, 1)] + [collapsed("lwf", s, 90.0 + s) for s in (0, 1)]
+    records += [collapsed("other", 0, 80.0), collapsed("other", 1, 91.0)]
+    records += [_fake("etag", 0, 60.0), _fake("etag", 1, 61.0)]
+    rows = runs.seed_rows(records)
+    assert runs.newest_only_steps(np.array(records[0].data["task_accuracy"], dtype=float)) == 5
+    notes = runs.collapse_notes(rows)
+    assert [n.split(":")[0] for n in notes if "steps after the first" in n] == ["finetune", "lwf", "other"]
+    assert [n.split(" predicted")[0] for n in notes if "coincide" in n] == ["finetune and lwf"]  # other: 80 != 90
+    assert not any(n.startswith("etag") for n in notes)

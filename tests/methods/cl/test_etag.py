@@ -11,14 +11,19 @@ from torch.nn import functional as F  # noqa: N812 - torch's convention
 from methods.cl.backbones import ResNet, count_parameters
 from methods.cl.er import Augmentation
 from methods.cl.etag import (
+    CHANNEL_ORDERS,
+    SELF_SUPERVISION,
     AuxiliaryResNet,
     ETag,
     FeatureCVAE,
     aux_distillation,
+    build,
+    channel_permutation_batch,
     distill_kl,
     feature_distance,
     generator_loss,
     incremental_loss,
+    jigsaw_batch,
     rotate_batch,
     table_c6_parameters,
     task0_loss,
@@ -45,11 +50,13 @@ def templates(n_classes: int, per_class: int, seed: int, side: int = 8) -> tuple
     return base[labels] + 0.3 * torch.randn(len(labels), 3, side, side, generator=noise), labels
 
 
-def tiny_etag(n_classes: int = 6, seed: int = 0, generator_epochs: int = 2) -> ETag:
+def tiny_etag(n_classes: int = 6, seed: int = 0, generator_epochs: int = 2, **switches) -> ETag:
+    """A width-4, one-block-per-stage eTag (or, with ``switches``, an ablation variant) with a small generator."""
     torch.manual_seed(seed)
-    net = AuxiliaryResNet(n_classes, width=4, blocks=(1, 1, 1, 1))
+    copies = SELF_SUPERVISION[switches.get("self_supervision", "rotation")][1]
+    net = AuxiliaryResNet(n_classes, width=4, blocks=(1, 1, 1, 1), transforms=copies)
     return ETag(net, generator=torch.Generator().manual_seed(seed), generator_epochs=generator_epochs, optim=FAST,
-                generator_lr=1e-3, synthetic_batch=16, hidden=16, latent=8)
+                generator_lr=1e-3, synthetic_batch=16, hidden=16, latent=8, **switches)
 
 
 # -- protocol ------------------------------------------------------------------------------------------------------
@@ -360,3 +367,146 @@ def test_seeded_etag_runs_are_identical():
     first, second = run(), run()
     np.testing.assert_array_equal(first[0], second[0])
     assert all(torch.equal(a, b) for a, b in zip(first[1], second[1]))
+
+
+# -- ablation switches (appendix Tables C.1, C.2, C.4) -----------------------------------------------------------
+
+def test_jigsaw_and_channel_permutation_batches():
+    x = torch.arange(16.0).view(1, 1, 4, 4)
+    x4, y4 = jigsaw_batch(x, torch.tensor([2]))
+    tiles = [x[0, 0, :2, :2], x[0, 0, :2, 2:], x[0, 0, 2:, :2], x[0, 0, 2:, 2:]]
+    assert torch.equal(x4[0], x[0]) and y4.tolist() == [8, 9, 10, 11]
+    assert torch.equal(x4[1, 0, :2, 2:], tiles[0]) and torch.equal(x4[1, 0, :2, :2], tiles[3])  # shifted by one
+    assert torch.equal(x4[2, 0, 2:, :2], tiles[0]) and torch.equal(x4[3, 0, 2:, 2:], tiles[0])
+    rgb = torch.randn(2, 3, 4, 4)
+    x6, y6 = channel_permutation_batch(rgb, torch.tensor([0, 1]))
+    assert len(CHANNEL_ORDERS) == 6 and x6.shape == (12, 3, 4, 4) and torch.equal(x6[:2], rgb)
+    assert torch.equal(x6[2 * 5], rgb[0][list(CHANNEL_ORDERS[5])]) and y6.tolist()[::2] == [0, 1, 2, 3, 4, 5]
+    with pytest.raises(ValueError, match="even"):
+        jigsaw_batch(torch.zeros(1, 1, 3, 3), torch.zeros(1, dtype=torch.long))
+    with pytest.raises(ValueError, match="3 channels"):
+        channel_permutation_batch(torch.zeros(1, 1, 4, 4), torch.zeros(1, dtype=torch.long))
+
+
+def _input_rows(learner: ETag, x: torch.Tensor, y: torch.Tensor) -> tuple[list[int], dict[str, torch.Tensor]]:
+    """Rows of every batch the current network's stem saw in one training step (the old network, a copy made
+    before the hook, is not counted), and the step's loss terms."""
+    seen = []
+    hook = learner.net.backbone.conv1.register_forward_hook(lambda module, args, out: seen.append(len(args[0])))
+    terms = learner.train_step(x, y)
+    hook.remove()
+    return seen, terms
+
+
+def test_without_self_supervision_no_batch_is_expanded_and_the_heads_predict_the_class():
+    x, y = templates(4, 4, seed=0)
+    plain, rotated = tiny_etag(4, self_supervision="none"), tiny_etag(4)
+    assert all(h.fc.out_features == 4 for h in plain.net.aux_heads)
+    assert all(h.fc.out_features == 16 for h in rotated.net.aux_heads)
+    first = y < 2
+    for learner, rows in ((plain, 8), (rotated, 32)):
+        learner.begin_task(0, (0, 1))
+        assert _input_rows(learner, x[first], y[first])[0] == [rows]
+    # The auxiliary term is the heads' CE on the plain batch's classes: no rotation term.
+    plain.net.train()
+    _, _, aux = plain.net(x[first])
+    expected = sum(F.cross_entropy(head, y[first]) for head in aux)
+    assert torch.allclose(plain.losses(x[first], y[first])["aux"], expected, atol=1e-5)
+    plain.end_epoch(0)
+    plain.end_task(lambda: iter([(x[first], y[first])]), last=False)
+    plain.begin_task(1, (2, 3))
+    rows, terms = _input_rows(plain, x[~first], y[~first])
+    assert rows == [8] and set(terms) == {"current", "old", "kd", "feature", "total"}
+
+
+def test_naive_kd_is_the_plain_logit_kd_of_the_main_classifier():
+    x, y = templates(4, 4, seed=0)
+    learner = tiny_etag(4, distillation="logit")
+    first = y < 2
+    learner.begin_task(0, (0, 1))
+    learner.train_step(x[first], y[first])
+    learner.end_epoch(0)
+    learner.end_task(lambda: iter([(x[first], y[first])]), last=False)
+    learner.begin_task(1, (2, 3))
+    new = x[~first]
+    state = learner.generator.get_state()
+    terms = learner.losses(new, y[~first])
+    assert set(terms) == {"current", "old", "kd", "total"}  # no feature distance, no auxiliary KD
+    old = [0, 1]
+    logits = learner.net.classify(learner.net.features(new))
+    old_logits = learner.old_net.classify(learner.old_net.features(new))
+    expected = learner.factor * distill_kl(logits[:, old], old_logits[:, old], 3.0)
+    assert torch.allclose(terms["kd"], expected, atol=1e-6)
+    learner.generator.set_state(state)
+    learner.net.zero_grad(set_to_none=True)
+    rows, _ = _input_rows(learner, new, y[~first])
+    assert rows == [8]  # the plain batch: no rotation
+    assert all(p.grad is None for p in learner.net.aux_heads.parameters())
+
+
+def _generator_total(learner: ETag, x: torch.Tensor, y: torch.Tensor, previous, classifier_scale: float) -> dict:
+    """The generator's loss terms with the classifier's weights scaled, from the same draws."""
+    fc = learner.net.backbone.fc
+    saved = fc.weight.detach().clone()
+    state = learner.generator.get_state()
+    with torch.no_grad():
+        fc.weight.mul_(classifier_scale)
+    terms = learner.generator_losses(x, y, previous)
+    with torch.no_grad():
+        fc.weight.copy_(saved)
+    learner.generator.set_state(state)
+    return terms
+
+
+@pytest.mark.parametrize("generation", ["task", "naive"])
+def test_naive_generation_drops_exactly_the_classifier_terms(generation):
+    x, y = templates(4, 4, seed=0)
+    learner = tiny_etag(4, generation=generation)
+    learner.begin_task(0, (0, 1))
+    learner.end_task(lambda: iter([(x[y < 2], y[y < 2])]), last=False)
+    learner.begin_task(1, (2, 3))
+    previous = copy.deepcopy(learner.cvae)
+    with torch.no_grad():
+        for p in learner.cvae.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    one, other = (_generator_total(learner, x[y >= 2], y[y >= 2], previous, s) for s in (1.0, 3.0))
+    assert one["distill"] > 0 and one["reconstruction"] > 0  # distilled from G_{t-1} either way
+    if generation == "naive":
+        assert one["current"] == 0 and one["old"] == 0
+        assert torch.equal(one["total"], other["total"])  # the classifier takes no part
+    else:
+        assert one["current"] > 0 and one["old"] > 0 and not torch.equal(one["total"], other["total"])
+
+
+def test_prototype_generation_replays_class_means_with_the_first_tasks_radius():
+    x, y = templates(4, 6, seed=0)
+    learner = tiny_etag(4, generation="prototype")
+    assert learner.cvae is None
+    first = y < 2
+    learner.begin_task(0, (0, 1))
+    learner.end_task(lambda: iter([(x[first], y[first])]), last=False)
+    learner.net.eval()
+    with torch.no_grad():
+        features = learner.net.features(x[first])
+    for c in (0, 1):
+        assert torch.allclose(learner.prototypes[c], features[y[first] == c].mean(0), atol=1e-5)
+    spread = torch.stack([features[y[first] == c].var(0, unbiased=False).mean() for c in (0, 1)]).mean().sqrt()
+    assert learner.radius == pytest.approx(float(spread), rel=1e-5)
+    assert torch.equal(learner.prototypes[2:], torch.zeros_like(learner.prototypes[2:]))
+    learner.begin_task(1, (2, 3))
+    labels = torch.zeros(2000, dtype=torch.long)
+    replayed = learner.replay(labels)
+    assert torch.allclose(replayed.mean(0), learner.prototypes[0], atol=5 * learner.radius / 2000 ** 0.5)
+    assert float(replayed.std(0).mean()) == pytest.approx(learner.radius, rel=0.1)
+    assert set(learner.train_step(x[~first], y[~first])) == {"current", "old", "kd", "feature", "total"}
+
+
+def test_switches_are_checked_and_build_sizes_the_heads():
+    with pytest.raises(ValueError, match="unknown distillation"):
+        tiny_etag(4, distillation="hint")
+    with pytest.raises(ValueError, match="transforms=6"):
+        ETag(AuxiliaryResNet(4, width=2, blocks=(1, 1)), generator=torch.Generator(), generator_epochs=1,
+             self_supervision="colorperm")
+    learner = build(4, 2, 3, generator=torch.Generator(), optim=FAST, generator_epochs=1, self_supervision="colorperm",
+                    hidden=8, latent=4)
+    assert learner.net.transforms == 6 and learner.net.aux_heads[0].fc.out_features == 24
