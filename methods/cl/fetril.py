@@ -254,10 +254,10 @@ class FeTrIL(FineTune):
 
 
 def build(n_classes: int, width: int, channels: int, *, generator: torch.Generator,
-          optim: AdamSchedule | None = None, device: torch.device | str = "cpu", **hyper) -> FeTrIL:
-    """FeTrIL on the reduced ResNet-18 (eTag's code's initialisation), on ``device``.
+          optim: AdamSchedule | None = None, **hyper) -> FeTrIL:
+    """FeTrIL on the reduced ResNet-18 (eTag's code's initialisation).
 
     ``hyper``: ``svm_c`` and ``svm_tol`` of :class:`FeTrIL` (defaults 1.0 and 1e-4).
     """
     backbone = torchvision_init_(resnet18(n_classes, width, channels))
-    return FeTrIL(FeTrILNet(backbone).to(device), generator=generator, optim=optim, **hyper)
+    return FeTrIL(FeTrILNet(backbone), generator=generator, optim=optim, **hyper)

@@ -644,33 +644,34 @@ def _backbone(width: int, channels: int) -> ResNet:
     return resnet18(0, width, channels)
 
 
-def _prototype_net(backbone: ResNet, n_classes: int, outputs_per_class: int, device) -> PrototypeNet:
-    """The net with eTag's code's Kaiming fan-out initialisation, on ``device``."""
-    return torchvision_init_(PrototypeNet(backbone, n_classes, outputs_per_class)).to(device)
+def _prototype_net(backbone: ResNet, n_classes: int, outputs_per_class: int) -> PrototypeNet:
+    """The net with eTag's code's Kaiming fan-out initialisation (on torch's default device: build it inside
+    ``with device:`` for another)."""
+    return torchvision_init_(PrototypeNet(backbone, n_classes, outputs_per_class))
 
 
 def build_pass(n_classes: int, width: int, channels: int, *, generator: torch.Generator,
-               optim: AdamSchedule | None = None, device: torch.device | str = "cpu", **hyper) -> PASS:
+               optim: AdamSchedule | None = None, **hyper) -> PASS:
     """PASS on ResNet-18 (base ``width``, ``channels`` input channels) with a ``4 n_classes`` head.
 
     ``hyper``: :class:`PASS`'s ``temperature`` (0.1), ``lambda_proto`` (10), ``lambda_fkd`` (10).
-    The network is built on ``device``; every other tensor a learner makes follows the network's device.
+    Every tensor a learner makes follows the network's device.
     """
-    return PASS(_prototype_net(_backbone(width, channels), n_classes, 4, device), generator=generator, optim=optim,
+    return PASS(_prototype_net(_backbone(width, channels), n_classes, 4), generator=generator, optim=optim,
                 **hyper)
 
 
 def build_il2a(n_classes: int, width: int, channels: int, *, generator: torch.Generator,
-               optim: AdamSchedule | None = None, device: torch.device | str = "cpu", **hyper) -> IL2A:
+               optim: AdamSchedule | None = None, **hyper) -> IL2A:
     """IL2A on ResNet-18. ``hyper``: :class:`IL2A`'s ``temperature`` (0.1), ``lambda_proto`` (10),
     ``lambda_fkd`` (10), ``ratio`` (2.5), ``alpha`` (20), ``mix_times`` (4)."""
-    return IL2A(_prototype_net(_backbone(width, channels), n_classes, 1, device), generator=generator, optim=optim,
+    return IL2A(_prototype_net(_backbone(width, channels), n_classes, 1), generator=generator, optim=optim,
                 **hyper)
 
 
 def build_ssre(n_classes: int, width: int, channels: int, *, generator: torch.Generator,
-               optim: AdamSchedule | None = None, device: torch.device | str = "cpu", **hyper) -> SSRE:
+               optim: AdamSchedule | None = None, **hyper) -> SSRE:
     """SSRE on ResNet-18 with re-parameterisable block convolutions. ``hyper``: :class:`SSRE`'s
     ``temperature`` (0.1), ``lambda_proto`` (10), ``lambda_fkd`` (1), ``threshold`` (0.8), ``proto_noise`` (True)."""
     backbone = reparameterisable(_backbone(width, channels))
-    return SSRE(_prototype_net(backbone, n_classes, 1, device), generator=generator, optim=optim, **hyper)
+    return SSRE(_prototype_net(backbone, n_classes, 1), generator=generator, optim=optim, **hyper)

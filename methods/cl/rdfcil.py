@@ -493,7 +493,7 @@ class RDFCIL(IncrementalLearner):
 
 
 def build(n_classes: int, width: int, channels: int, *, generator: torch.Generator,
-          optim: AdamSchedule | None = None, device: torch.device | str = "cpu", **hyper) -> RDFCIL:
-    """R-DFCIL on the reduced ResNet-18 (eTag's code's initialisation), on ``device``; ``hyper``: :class:`RDFCIL`'s."""
-    net = torchvision_init_(resnet18(n_classes, width, channels)).to(device)
+          optim: AdamSchedule | None = None, **hyper) -> RDFCIL:
+    """R-DFCIL on the reduced ResNet-18 (eTag's code's initialisation); ``hyper``: :class:`RDFCIL`'s."""
+    net = torchvision_init_(resnet18(n_classes, width, channels))
     return RDFCIL(net, generator=generator, optim=optim, **hyper)

@@ -14,7 +14,9 @@ optim, **hyper) -> IncrementalLearner`` (the learner's ``.net`` is the network i
 the hyper-parameters it takes. ``etag`` and its ablation variants (``b0``-``b4`` of Table C.1, the
 self-supervised tasks of Table C.2, the prototype and naive-KD variants of Table C.4: switches of
 :class:`methods.cl.etag.ETag`, not other methods), ``finetune`` and ``lwf``
-(:mod:`methods.cl.exemplar_free`). Every learner gets eTag's optimizer (Adam 1e-3, weight decay
+(:mod:`methods.cl.exemplar_free`), and the exemplar-free baselines of Table B.2: ``pass``, ``il2a``
+and ``ssre`` (:mod:`methods.cl.prototype_methods`), ``fetril`` (:mod:`methods.cl.fetril`) and
+``rdfcil`` (:mod:`methods.cl.rdfcil`). Every learner gets eTag's optimizer (Adam 1e-3, weight decay
 2e-4, step decay), and the ResNet-18s eTag's initialisation, so only the method differs.
 
 The summaries' side: per-seed rows (:func:`seed_rows`), eTag's gain over a baseline per seed,
@@ -46,7 +48,9 @@ from methods.cl import (
     train_incremental,
 )
 from methods.cl import etag as etag_method
+from methods.cl import fetril, rdfcil
 from methods.cl.exemplar_free import build_finetune, build_lwf
+from methods.cl.prototype_methods import build_il2a, build_pass, build_ssre
 from reproduce.continual import FLOOR_FACTOR, gain, load_stream, paired_samples
 from reproduce.harness.artifact import Context, Outcome, Unit
 from reproduce.harness.device import torch_threads
@@ -96,6 +100,12 @@ METHODS: dict[str, Method] = {
     "etag": etag_variant(),
     "finetune": Method(build_finetune),
     "lwf": Method(build_lwf),
+    # Table B.2's exemplar-free baselines.
+    "pass": Method(build_pass),
+    "il2a": Method(build_il2a),
+    "ssre": Method(build_ssre),
+    "fetril": Method(fetril.build),
+    "rdfcil": Method(rdfcil.build),
     # Table C.1: GE task-oriented / naive, KD embedding / naive, self-supervision (SS) on / off.
     "b0": etag_variant(self_supervision="none"),
     "b1": etag_variant(generation="naive", distillation="logit", self_supervision="none"),
@@ -112,7 +122,9 @@ METHODS: dict[str, Method] = {
 }
 # The smoke scale of every eTag artifact: a seeded synthetic set and a width-4 network, one epoch each.
 SMOKE = {"train_per_class": 8, "test_per_class": 4, "width": 4, "epochs": 1, "generator_epochs": 1, "batch_size": 32,
-         "synthetic_batch": 16, "seeds": [0], "cpu_threads": 1}
+         "synthetic_batch": 16, "seeds": [0], "cpu_threads": 1,
+         "hyper": {"rdfcil": {"inversion_steps": 2, "inversion_batch": 8, "generator_width": 8, "latent": 16,
+                              "finetune_epochs": 1}}}
 MIB = 2**20
 
 
