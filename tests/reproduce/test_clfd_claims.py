@@ -4,11 +4,15 @@ The records are written by hand (no training), so each test states the values it
 """
 
 import pytest
+import torch
 
+import reproduce.continual as runs
+from methods.cl import ReservoirBuffer
 from reproduce.clfd import edge_chart, main_table
 from reproduce.harness.claims import judge, load_claims
 from reproduce.harness.report import declared_claims
 from reproduce.harness.runner import discover
+from tests.methods.cl.test_core import _tiny_net
 from tests.reproduce.test_continual_summaries import _context, _record
 
 
@@ -80,3 +84,22 @@ def test_edge_chart_measures_accuracy_and_hours_and_needs_an_orin_for_time():
     assert on_cpu.status == "not run" and "cuda:orin" in on_cpu.note
     on_orin = judge(claims["edge-c10-er-time"], 6.0, "full", "cuda", "Orin", samples=[6.0, 6.1, 5.9])
     assert on_orin.status == "reproduced"
+
+
+def test_every_full_unit_builds_its_learner_with_the_published_arguments():
+    """Each (stream, method, buffer) of the full sweeps has best arguments that its learner accepts."""
+    seen = set()
+    for artifact in (main_table, edge_chart):
+        for unit in artifact.units(_context(artifact, "full")):
+            method, buffer = unit.params["method"], unit.params["buffer"]
+            stream = runs.DATASET_STREAMS[unit.params["dataset"]]
+            hyper = runs.hyperparameters(stream, method, buffer)
+            assert (stream, runs.SAME_ARGUMENTS.get(method, method), buffer) in runs.HYPERPARAMETERS
+            learner_class = runs.LEARNERS[method]
+            extra = {k: v for k, v in hyper.items() if k not in ("lr", "epochs")}
+            learner_class(_tiny_net(), lr=hyper["lr"], generator=torch.Generator(),
+                          buffer=ReservoirBuffer(4) if learner_class.uses_buffer else None, **extra)
+            seen.add((stream, method, buffer))
+    assert runs.hyperparameters("seq-tinyimg", "clser", 125)["stable_rate"] == 0.1
+    assert runs.hyperparameters("seq-cifar10", "lwf", 0)["alpha"] == 3.0
+    assert len(seen) == 2 * (5 + 2 * 4)  # per stream: five buffer-free methods, four rehearsal ones at two buffers
