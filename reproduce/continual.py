@@ -28,9 +28,11 @@ import torch
 from methods.cl import (
     CIFAR10_CHOICES,
     CIFAR100_CHOICES,
+    CLSER,
     DERPP,
     ER,
     ERACE,
+    SI,
     STREAMS,
     Augmentation,
     CLFDNet,
@@ -38,9 +40,11 @@ from methods.cl import (
     ElasticResNet,
     FDINet,
     Learner,
+    OnlineEWC,
     PlainNet,
     ReservoirBuffer,
     StreamSpec,
+    WarmupLwF,
     backward_transfer,
     black_level,
     count_parameters,
@@ -94,13 +98,29 @@ HYPERPARAMETERS = {
     ("seq-tinyimg", "erace", 50): {"lr": 0.03, "epochs": 50},
     ("seq-tinyimg", "erace", 125): {"lr": 0.03, "epochs": 50},
 }
+# The CLFD table's other baselines (docs/papers/clfd.md): mammoth's best arguments, which CLFD's code loads;
+# the keys besides lr and epochs are the learners' keyword arguments. oEWC: lambda, Fisher decay gamma; SI: c,
+# damping xi; LwF: distillation weight alpha, temperature, SGD weight decay; CLS-ER: consistency weight, update
+# frequencies and EMA decays of the plastic and stable memories.
+for _stream, _epochs, _lamb, _lwf_alpha in (("seq-cifar10", 50, 10.0, 3.0), ("seq-tinyimg", 100, 25.0, 1.0)):
+    HYPERPARAMETERS[_stream, "oewc", 0] = {"lr": 0.03, "lamb": _lamb, "gamma": 1.0, "epochs": _epochs}
+    HYPERPARAMETERS[_stream, "si", 0] = {"lr": 0.03, "c": 0.5, "xi": 1.0, "epochs": _epochs}
+    HYPERPARAMETERS[_stream, "lwf", 0] = {"lr": 0.01, "alpha": _lwf_alpha, "temperature": 2.0, "weight_decay": 5e-4,
+                                          "epochs": _epochs}
+for (_stream, _buffer), (_reg, _plastic, _stable) in {
+        ("seq-cifar10", 50): (0.15, 0.5, 0.1), ("seq-cifar10", 125): (0.15, 0.9, 0.2),
+        ("seq-tinyimg", 50): (0.1, 0.16, 0.08), ("seq-tinyimg", 125): (0.1, 0.16, 0.1)}.items():
+    HYPERPARAMETERS[_stream, "clser", _buffer] = {"lr": 0.1, "reg_weight": _reg, "plastic_rate": _plastic,
+                                                  "stable_rate": _stable, "plastic_alpha": 0.999,
+                                                  "stable_alpha": 0.999, "epochs": 50}
 # E2Net's protocol (docs/papers/e2net.md): buffers 200/500/5120 with DER++'s best arguments (E2Net's are
 # identical), the same on Seq-CIFAR-100; ER at mammoth's Seq-CIFAR-10 rate, which we also use on CIFAR-100.
 for _stream in ("seq-cifar10", "seq-cifar100"):
     for _buffer, (_alpha, _beta) in {200: (0.1, 0.5), 500: (0.2, 0.5), 5120: (0.1, 1.0)}.items():
         HYPERPARAMETERS[_stream, "derpp", _buffer] = {"lr": 0.03, "alpha": _alpha, "beta": _beta, "epochs": 50}
         HYPERPARAMETERS[_stream, "er", _buffer] = {"lr": 0.1, "epochs": 50}
-LEARNERS = {"sgd": Learner, "joint": Learner, "er": ER, "derpp": DERPP, "erace": ERACE, "e2net": E2Net}
+LEARNERS = {"sgd": Learner, "joint": Learner, "er": ER, "derpp": DERPP, "erace": ERACE, "e2net": E2Net,
+            "oewc": OnlineEWC, "si": SI, "lwf": WarmupLwF, "clser": CLSER}
 # Methods whose best arguments are another method's (E2Net's are DER++'s, docs/papers/e2net.md).
 SAME_ARGUMENTS = {"e2net": "derpp"}
 
@@ -279,12 +299,12 @@ def _run_cl_unit(unit: Unit, ctx: Context) -> Outcome:
     with PeakMemory(device) as memory:
         net = build_net(variant, spec, config, generator, device)
         buffer = None
-        if method not in ("sgd", "joint"):
+        if LEARNERS[method].uses_buffer:
             # Byte budget of `nominal` images; CLFD's features are a quarter of that each (4x the items).
             item = (3, spec.side // net.downsample, spec.side // net.downsample) if variant == "clfd" \
                 else (spec.channels, spec.side, spec.side)
             buffer = ReservoirBuffer.from_bytes(nominal * spec.channels * spec.side ** 2 * 4, item)
-        extra = {k: hyper[k] for k in ("alpha", "beta") if k in hyper}
+        extra = {k: v for k, v in hyper.items() if k not in ("lr", "epochs")}
         if method == "e2net":
             extra.update(n_tasks=len(tasks), n_candidates=config.get("n_candidates", 500))
         learner = LEARNERS[method](net, lr=hyper["lr"], generator=generator, buffer=buffer,
@@ -331,7 +351,8 @@ def unit_config(config: dict, params: dict) -> dict:
 
 
 def cl_units(config: dict, variants: tuple[str, ...]) -> list[Unit]:
-    """One unit per (dataset, buffer, method, variant, seed) of ``config``; buffer-free methods once per dataset.
+    """One unit per (dataset, buffer, method, variant, seed) of ``config``; buffer-free methods once per dataset
+    and seed (of ``config["buffer_free_seeds"]`` only, if given).
 
     With ``config["profiles"]`` (name -> config entries), the units of each profile in turn, their ids
     prefixed with its name and their params holding it. Within a seed the methods and variants
@@ -344,7 +365,7 @@ def cl_units(config: dict, variants: tuple[str, ...]) -> list[Unit]:
     for dataset in config["datasets"]:
         short = dataset.removeprefix("seq-")
         for seed in config["seeds"]:
-            for method in config.get("buffer_free", ()):
+            for method in config.get("buffer_free", ()) if seed in config.get("buffer_free_seeds", [seed]) else ():
                 units.append(Unit(f"{short}-nb-plain-{method}-s{seed}", {
                     "dataset": dataset, "method": method, "variant": "plain", "buffer": 0, "seed": seed}))
             for buffer in config["buffers"]:

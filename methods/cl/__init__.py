@@ -1,10 +1,12 @@
-"""Rehearsal continual learning: task streams, backbones, a reservoir buffer, ER, DER++, ER-ACE,
-metrics, the frequency-domain methods CLFD and FDINet, E2Net on its elastic ResNet, and the
-exemplar-free class-incremental eTag with its fine-tuning and LwF baselines."""
+"""Rehearsal continual learning: task streams, backbones, a reservoir buffer, ER, DER++, ER-ACE, metrics,
+the regularisation baselines oEWC and SI, mammoth's LwF, CLS-ER, the frequency-domain methods CLFD and
+FDINet, E2Net on its elastic ResNet, and the exemplar-free class-incremental eTag with its fine-tuning and
+LwF baselines."""
 
 from methods.cl.backbones import ResNet, count_parameters, resnet18
 from methods.cl.buffer import ReservoirBuffer, capacity_for_bytes
 from methods.cl.clfd import ClassAwareSelection, CLFDNet, FrequencyEncoder
+from methods.cl.clser import CLSER, consistency_targets
 from methods.cl.derpp import DERPP
 from methods.cl.e2net import E2Net, sample_config, search_representative, stage_schedule
 from methods.cl.elastic import CIFAR10_CHOICES, CIFAR100_CHOICES, ElasticResNet, SubnetConfig, SubnetResNet
@@ -22,8 +24,10 @@ from methods.cl.incremental import (
     old_task_factor,
     train_incremental,
 )
+from methods.cl.lwf_warmup import WarmupLwF
 from methods.cl.metrics import backward_transfer, final_average_accuracy, forgetting
 from methods.cl.model import ContinualNet, PlainNet
+from methods.cl.regularization import SI, OnlineEWC, QuadraticPenalty
 from methods.cl.streams import STREAMS, StreamSpec, Task, black_level, random_crop_flip, split_tasks, to_tensor
 from methods.cl.training import StreamResult, evaluate, joint_tasks, train_stream
 from methods.cl.wavelets import DWT2d
@@ -38,4 +42,6 @@ __all__ = [
     "old_task_factor", "random_crop_flip", "resnet18", "rotate_batch", "sample_config", "search_representative",
     "split_tasks", "stage_schedule", "table_c6_parameters", "to_tensor", "torchvision_init_", "train_incremental",
     "train_stream",
+    # the CLFD table's baselines
+    "CLSER", "SI", "OnlineEWC", "QuadraticPenalty", "WarmupLwF", "consistency_targets",
 ]

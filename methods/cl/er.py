@@ -11,6 +11,7 @@ mammoth ER; batch-norm statistics therefore see the two batches separately.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -19,6 +20,10 @@ from torch.nn import functional as F  # noqa: N812 - torch's convention
 from methods.cl.buffer import ReservoirBuffer
 from methods.cl.model import ContinualNet
 from methods.cl.streams import random_crop_flip
+
+# A task's training data, one shuffled pass per call: ``(inputs, labels, raw_inputs)`` batches (augmented
+# images, int64 labels, the same images without augmentation).
+TaskBatches = Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,19 @@ class Learner:
 
     def end_epoch(self, epoch: int) -> None:
         self.net.end_epoch(epoch)
+
+    def warm_up(self, batches: TaskBatches) -> None:
+        """Before a task's epochs, after :meth:`begin_task`: a method's preparatory passes over the task
+        (LwF's head warm-up). ``batches()`` yields one shuffled pass of ``(inputs, labels, raw_inputs)``.
+        Nothing here."""
+
+    def end_task(self, batches: TaskBatches) -> None:
+        """After a task's last epoch: a method's consolidation (oEWC's Fisher, SI's importance); ``batches``
+        as in :meth:`warm_up`. Nothing here."""
+
+    def eval_net(self) -> ContinualNet:
+        """The network evaluated after each task: the working one here (CLS-ER evaluates its stable model)."""
+        return self.net
 
     def replay(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """A buffer minibatch, augmented in the stored representation's space."""

@@ -94,8 +94,9 @@ def train_stream(learner: Learner, train_x: torch.Tensor, train_y: torch.Tensor,
     Returns
     -------
     StreamResult
-        Row ``i`` of each matrix is the accuracy after training task ``i``. The time counts
-        training steps only, not evaluation.
+        Row ``i`` of each matrix is the accuracy after training task ``i``, of ``learner.eval_net()``
+        (the working network, or CLS-ER's stable model). The time counts training steps and the
+        learner's task hooks (``warm_up``, ``end_task``), not evaluation.
     """
     net = learner.net
     device = net.black.device
@@ -104,23 +105,31 @@ def train_stream(learner: Learner, train_x: torch.Tensor, train_y: torch.Tensor,
     augment = learner.augment
     rows_cil, rows_til, seconds = [], [], 0.0
     for index, task in enumerate(tasks):
-        _synchronize(device)
-        start = time.perf_counter()
-        learner.begin_task(index, task.classes, n_epochs)
-        for epoch in range(n_epochs):
-            learner.begin_epoch(epoch)
+
+        def batches(task=task):
+            """One pass over the task in a fresh random order: ``(inputs, labels, raw)`` batches."""
             order = task.train_rows[torch.randperm(len(task.train_rows), generator=learner.generator)]
             for first in range(0, len(order), batch_size):
                 rows = order[first:first + batch_size]
                 raw, labels = train_x[rows].to(device), train_y[rows].to(device)
                 inputs = (random_crop_flip(raw, augment.padding, augment.flip, fill, learner.generator)
                           if stream_augment else raw)
+                yield inputs, labels, raw
+
+        _synchronize(device)
+        start = time.perf_counter()
+        learner.begin_task(index, task.classes, n_epochs)
+        learner.warm_up(batches)
+        for epoch in range(n_epochs):
+            learner.begin_epoch(epoch)
+            for inputs, labels, raw in batches():
                 learner.observe(inputs, labels, raw)
             learner.end_epoch(epoch)
+        learner.end_task(batches)
         _synchronize(device)
         seconds += time.perf_counter() - start
         upto = len(eval_tasks) - 1 if len(tasks) == 1 else index
-        class_il, task_il = evaluate(net, test_x, test_y, eval_tasks, upto)
+        class_il, task_il = evaluate(learner.eval_net(), test_x, test_y, eval_tasks, upto)
         rows_cil.append(class_il)
         rows_til.append(task_il)
     return StreamResult(np.stack(rows_cil), np.stack(rows_til), seconds)
