@@ -171,3 +171,17 @@ def test_every_shipped_claim_says_why_its_tolerance_is_what_it_is():
     claims = [claim for paper in papers for claim in load_claims(paper)]
     assert len(claims) > 300
     assert [c.id for c in claims if len(c.why.split()) < 3] == []
+
+
+def test_every_registered_claim_belongs_to_exactly_one_artifact_that_checks_it():
+    # A claim no artifact lists is in no report: it can be neither judged nor shown as not run. One listed by
+    # two would get two verdicts.
+    from reproduce.harness.runner import discover
+
+    artifacts = discover().values()
+    attached = [(artifact.paper, claim) for artifact in artifacts for claim in artifact.claims]
+    papers = sorted({artifact.paper for artifact in artifacts})
+    registered = {(paper, claim.id) for paper in papers for claim in load_claims(paper)}
+    assert sorted(registered - set(attached)) == []
+    assert sorted(set(attached) - registered) == []
+    assert sorted({pair for pair in attached if attached.count(pair) > 1}) == []

@@ -22,23 +22,11 @@ from methods.diffusion import (
     tiny_unet,
 )
 from reproduce.harness.artifact import Context
-from reproduce.harness.claims import load_claims
 from reproduce.harness.device import cpu_threads, describe_cpu
 from reproduce.harness.errors import DataError
 from reproduce.harness.records import Record, metric
-from reproduce.harness.runner import discover
 from reproduce.mpqdm import lowbit, runs, stable_diffusion
 
-
-def test_every_registered_mpqdm_claim_belongs_to_an_artifact():
-    attached = {claim for artifact in discover().values() if artifact.paper == "mpqdm" for claim in artifact.claims}
-    registered = {claim.id for claim in load_claims("mpqdm")}
-    assert registered - attached == set()
-
-
-# ---------------------------------------------------------------------------------------------
-# Size overhead
-# ---------------------------------------------------------------------------------------------
 
 def _tiny_quantized():
     unet = tiny_unet(sample_size=8, in_channels=1, block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=4,
