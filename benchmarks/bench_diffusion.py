@@ -103,9 +103,6 @@ class TrdDistillation:
         self.timesteps = [int(t) for t in self.scheduler.timesteps]
         self.device = device
 
-    def teardown(self, trd, device):
-        self.trainer.close()
-
     def time_window(self, trd, device):
         for step, t in enumerate(self.timesteps):
             self.trainer.distill_step(self.x, t, step)
