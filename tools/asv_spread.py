@@ -24,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +46,7 @@ def measurements(path: Path) -> dict[str, float]:
         params = result.get_result_params(key)
         combinations = list(itertools.product(*params)) if params else [()]
         raw = result.get_result_value(key, params)
-        for combination, value in zip(combinations, raw if params else [raw], strict=True):
+        for combination, value in zip(combinations, raw if isinstance(raw, list) else [raw], strict=True):
             if value is not None and math.isfinite(value) and value > 0:
                 values[f"{key}({', '.join(combination)})" if combination else key] = float(value)
     return values
@@ -79,6 +80,7 @@ def run_twice(extra: list[str], keep: Path) -> tuple[Path, Path]:
                           text=True).stdout.strip()
     copies = []
     for run in (1, 2):
+        start = time.perf_counter()
         subprocess.run([sys.executable, "-m", "asv", "run", "--python=same", "--quick", "--set-commit-hash", head,
                         "--machine", machine, *extra], cwd=ROOT, check=True)
         found = sorted((ROOT / conf["results_dir"] / machine).glob(f"{head[:8]}-existing*.json"))
@@ -86,6 +88,7 @@ def run_twice(extra: list[str], keep: Path) -> tuple[Path, Path]:
             raise SystemExit(f"expected one results file of {head[:8]} in {conf['results_dir']}/{machine}, "
                              f"found {len(found)}")
         copies.append(Path(shutil.copy(found[0], keep / f"run{run}.json")))
+        print(f"run {run}: {time.perf_counter() - start:.0f} s", flush=True)
     return copies[0], copies[1]
 
 
