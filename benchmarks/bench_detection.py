@@ -52,7 +52,7 @@ class GflStep:
 class Nms:
     """NMS over ``boxes`` candidates: 50 objects, each with ``boxes / 50`` jittered duplicates."""
 
-    params = ([1000, 4000], DEVICES)
+    params = ([1000, 2000], DEVICES)
     param_names = ["boxes", "device"]
     version = "1"
 

@@ -37,7 +37,8 @@ def _lenet(density: float):
 class GaFitness:
     """Objectives and fitness of a ``population`` of mutants on ``images`` validation images."""
 
-    params = ([8, 16], [200, 1000])
+    # The artifact's smoke and quick scales: populations of 4 and 8, fitness on 200 and 800 validation digits.
+    params = ([4, 8], [200, 800])
     param_names = ["population", "images"]
     version = "1"
 
