@@ -12,6 +12,7 @@ continuous measures more repeats in interleaved rounds and also asks for statist
     python tools/asv_spread.py -b Rehearsal          # extra arguments go to asv run
     python tools/asv_spread.py --files R1.json R2.json   # the table of two saved results files
     python tools/asv_spread.py --keep spread/        # keep the two results files there
+    python tools/asv_spread.py --full                # asv's default repeats and rounds (as continuous)
 """
 
 from __future__ import annotations
@@ -72,8 +73,9 @@ def suite_table(frame: pd.DataFrame) -> pd.DataFrame:
             .reset_index())
 
 
-def run_twice(extra: list[str], keep: Path) -> tuple[Path, Path]:
-    """Two quick asv passes over HEAD; each run's results file copied into ``keep`` (run1.json, run2.json)."""
+def run_twice(extra: list[str], keep: Path, quick: bool = True) -> tuple[Path, Path]:
+    """Two asv passes over HEAD (quick: each benchmark once; else asv's default repeats and rounds); each run's
+    results file copied into ``keep`` (run1.json, run2.json)."""
     conf = json.loads((ROOT / "asv.conf.json").read_text())
     machine = register_machine(ROOT)
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, check=True, capture_output=True,
@@ -81,8 +83,8 @@ def run_twice(extra: list[str], keep: Path) -> tuple[Path, Path]:
     copies = []
     for run in (1, 2):
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "asv", "run", "--python=same", "--quick", "--set-commit-hash", head,
-                        "--machine", machine, *extra], cwd=ROOT, check=True)
+        subprocess.run([sys.executable, "-m", "asv", "run", "--python=same", *(["--quick"] if quick else []),
+                        "--set-commit-hash", head, "--machine", machine, *extra], cwd=ROOT, check=True)
         found = sorted((ROOT / conf["results_dir"] / machine).glob(f"{head[:8]}-existing*.json"))
         if len(found) != 1:
             raise SystemExit(f"expected one results file of {head[:8]} in {conf['results_dir']}/{machine}, "
@@ -96,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--files", nargs=2, type=Path, metavar=("RUN1", "RUN2"), help="two asv results files")
     parser.add_argument("--keep", type=Path, help="folder for the two results files (default: a temporary one)")
+    parser.add_argument("--full", action="store_true",
+                        help="asv's default repeats and two rounds per run instead of --quick (several times longer)")
     parser.add_argument("--top", type=int, default=10, help="benchmarks furthest apart to list (default 10)")
     args, extra = parser.parse_known_args(argv)
     with tempfile.TemporaryDirectory() as scratch:
@@ -104,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             keep = args.keep or Path(scratch)
             keep.mkdir(parents=True, exist_ok=True)
-            first, second = run_twice(extra, keep)
+            first, second = run_twice(extra, keep, quick=not args.full)
         frame = spread(measurements(first), measurements(second))
     pd.set_option("display.width", 160)
     print(suite_table(frame).to_string(index=False, float_format="{:.2f}".format))
