@@ -42,3 +42,33 @@ def make_executor(csr: sp.csr_matrix, device: str, kernel: str):
     """The registry's executor ``kernel`` on ``device`` over ``csr``, its layout built for that device."""
     spmv_format = executor_formats(device)[kernel]
     return spmv_format.executors(device)[kernel](csr, spmv_format.build(csr, device)[0], device)
+
+
+# torch's intra-op threads in every torch suite: one, so that a time measures the work of one method and
+# not how two busy-waiting OpenMP threads share a core with whatever else runs on the machine.
+TORCH_THREADS = 1
+DEVICES = ["cpu", "cuda"]
+
+
+def torch_setup(device: str = "cpu", seed: int = SEED):
+    """Fix torch's thread count and global seed for a torch suite's ``setup``; returns ``(device, generator)``.
+
+    ``device`` is ``"cpu"`` or ``"cuda"``; a CUDA device without a visible GPU raises
+    ``NotImplementedError``, which asv reports as "n/a" (the benchmark is skipped, not failed).
+    The generator is a seeded CPU ``torch.Generator`` for the suite's data and draws.
+    """
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise NotImplementedError("no CUDA GPU")
+    torch.set_num_threads(TORCH_THREADS)
+    torch.manual_seed(seed)
+    return torch.device(device), torch.Generator().manual_seed(seed)
+
+
+def synchronize(device) -> None:
+    """Wait for ``device``'s queued kernels (a no-op on the CPU), so that a time covers the work itself."""
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

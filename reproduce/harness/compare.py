@@ -145,8 +145,11 @@ def worst_cases(comparison: Comparison, top: int = 5) -> pd.DataFrame:
     return worst.sort_values(["paper", "artifact", "scale", "metric", "distance"], ascending=[True] * 4 + [False])
 
 
-def format_comparison(comparison: Comparison, top: int = 5) -> str:
-    """The terminal text of a comparison: the summary per metric, then the extreme units."""
+def format_comparison(comparison: Comparison, top: int = 5, reports: Path = Path("reports")) -> str:
+    """The terminal text of a comparison: the summary per metric, then the extreme units, then a link to the
+    asv site of ``reports`` (benchmarks over commits) where ``asv publish`` wrote one."""
+    from reproduce.harness.report import asv_site
+
     summary = comparison.summary.assign(artifact=comparison.summary["paper"] + "/" + comparison.summary["artifact"])
     lines = [f"ratio = B / A; A = {comparison.a}, B = {comparison.b}",
              f"{comparison.matched} units matched; "
@@ -159,6 +162,9 @@ def format_comparison(comparison: Comparison, top: int = 5) -> str:
         worst = worst.assign(artifact=worst["paper"] + "/" + worst["artifact"])
         lines += ["", f"furthest from 1 (up to {top} units per metric):",
                   format_table(worst[["artifact", "scale", "metric", "unit", "a", "b", "ratio"]], max_rows=400)]
+    site = asv_site(reports)
+    if site is not None:
+        lines += ["", f"benchmarks over commits (asv): {site.resolve().as_uri()}"]
     return "\n".join(lines)
 
 

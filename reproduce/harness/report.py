@@ -76,6 +76,8 @@ FIGURE_DPI = 110
 # The folder of reproduce/harness that holds the page templates and the stylesheet (packaged as package data).
 TEMPLATE_DIR = "templates"
 MISSING = "\u2014"
+# Where ``asv publish`` writes the benchmark site (asv.conf.json's ``html_dir``), inside the reports folder.
+ASV_SITE = Path("asv") / "index.html"
 BETTER_TEXT = {"higher": "\u2191 higher is better", "lower": "\u2193 lower is better",
                "neither": "\u2195 should equal the paper's"}
 VERDICTS_JSON = "verdicts.json"
@@ -151,6 +153,12 @@ class ArtifactView:
         return f"{self.artifact.paper}/{self.artifact.name}.html"
 
 
+def asv_site(reports: Path) -> Path | None:
+    """The front page of the asv site in ``reports`` (``reports/asv/index.html``) if ``asv publish`` wrote one."""
+    index = Path(reports) / ASV_SITE
+    return index if index.is_file() else None
+
+
 def build_report(results: Path, reports: Path, artifacts: dict[str, Artifact] | None = None) -> Path:
     """Write the HTML report of ``results`` into ``reports`` and return ``index.html``'s path.
 
@@ -159,7 +167,8 @@ def build_report(results: Path, reports: Path, artifacts: dict[str, Artifact] | 
     results : Path
         The records folder (``results/``), as written by the runner.
     reports : Path
-        The output folder; created if absent. Other files in it (``reports/asv``) are left alone.
+        The output folder; created if absent. Other files in it (``reports/asv``) are left alone; the front
+        page links to the asv site there where it exists (:func:`asv_site`).
     artifacts : dict[str, Artifact], optional
         ``{"paper/name": Artifact}`` to report on; default every discovered artifact.
     """
@@ -175,7 +184,8 @@ def build_report(results: Path, reports: Path, artifacts: dict[str, Artifact] | 
     orphans = orphan_artifacts(results, artifacts)
     index = templates.get_template("index.html.j2").render(
         rows=[_index_row(v) for v in views], totals=Tally.of(v for view in views for v in view.verdicts),
-        by_scale=suite_tally(views), orphans=orphans, verdicts_json=VERDICTS_JSON)
+        by_scale=suite_tally(views), orphans=orphans, verdicts_json=VERDICTS_JSON,
+        asv_href=ASV_SITE.as_posix() if asv_site(reports) else None)
     index_path = reports / "index.html"
     atomic_write_text(index_path, index)
     return index_path

@@ -66,3 +66,16 @@ def test_nothing_to_compare_is_one_clear_error(two_runs, tmp_path, capsys):
     assert main(["compare", str(a), str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "is not a folder of results" in err and "Traceback" not in err
+
+
+def test_the_asv_site_is_linked_where_it_exists(two_runs, tmp_path, monkeypatch, capsys):
+    """``repro compare`` names reports/asv/index.html (``asv publish``'s site) only once it is there."""
+    a, b = two_runs
+    monkeypatch.chdir(tmp_path)
+    site = tmp_path / "reports" / "asv" / "index.html"
+    site.parent.mkdir(parents=True)
+    assert main(["compare", str(a), str(b)]) == 0
+    assert "benchmarks over commits" not in capsys.readouterr().out  # a folder without asv's front page
+    site.write_text("<html></html>")
+    assert main(["compare", str(a), str(b)]) == 0
+    assert f"benchmarks over commits (asv): {site.resolve().as_uri()}" in capsys.readouterr().out

@@ -234,6 +234,15 @@ def test_index_counts_and_rows(results, artifacts, tmp_path):
     assert (tmp_path / "reports" / "toy" / "table1.html").exists()
 
 
+def test_the_front_page_links_the_asv_site_where_it_exists(results, artifacts, tmp_path):
+    """reports/asv/index.html (``asv publish``'s site) is linked, relative to the front page, only once it is there."""
+    reports = tmp_path / "reports"
+    (reports / "asv").mkdir(parents=True)
+    assert 'href="asv/index.html"' not in report.build_report(results, reports, artifacts).read_text()
+    (reports / "asv" / "index.html").write_text("<html></html>")
+    assert 'href="asv/index.html"' in report.build_report(results, reports, artifacts).read_text()
+
+
 def test_the_front_page_gives_the_suite_tally_by_scale_and_headline(results, artifacts, tmp_path):
     html = report.build_report(results, tmp_path / "reports", artifacts).read_text()
     assert counts_lines(html)[0] == (
