@@ -9,19 +9,15 @@ from torch import nn
 from torch.nn import functional as F  # noqa: N812 - torch's convention
 
 from methods.cl.incremental import class_splits, frozen_copy, train_incremental
-from methods.cl.rdfcil import (
-    RDFCIL,
+from methods.cl.inversion import (
     InversionGenerator,
     ModelInversion,
-    angle_relations,
     batchnorm_inputs,
     batchnorm_statistics_loss,
-    build,
     class_balance,
     cross_entropy_over,
-    loss_weights,
-    relation_distillation_loss,
 )
+from methods.cl.rdfcil import RDFCIL, angle_relations, build, loss_weights, relation_distillation_loss
 from tests.methods.cl.test_etag import FAST, templates
 
 TINY = {"inversion_steps": 3, "inversion_batch": 8, "latent": 8, "generator_width": 8, "finetune_epochs": 1}
