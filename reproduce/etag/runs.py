@@ -17,7 +17,8 @@ self-supervised tasks of Table C.2, the prototype and naive-KD variants of Table
 (:mod:`methods.cl.exemplar_free`), and the exemplar-free baselines of Table B.2: ``pass``, ``il2a``
 and ``ssre`` (:mod:`methods.cl.prototype_methods`), ``fetril`` (:mod:`methods.cl.fetril`) and
 ``rdfcil`` (:mod:`methods.cl.rdfcil`); the data-free ``abd`` of Tables B.3 and C.5
-(:mod:`methods.cl.abd`). Every learner gets eTag's optimizer (Adam 1e-3, weight decay 2e-4, step
+(:mod:`methods.cl.abd`) and Table C.5's ``podnet`` (:mod:`methods.cl.podnet`), which stores
+exemplars. Every learner gets eTag's optimizer (Adam 1e-3, weight decay 2e-4, step
 decay), and the ResNet-18s eTag's initialisation, so only the method differs.
 
 The summaries' side: per-seed rows (:func:`seed_rows`), eTag's gain over a baseline per seed,
@@ -47,6 +48,7 @@ from methods.cl import (
     class_splits,
     count_parameters,
     fetril,
+    podnet,
     rdfcil,
     table_c6_parameters,
     train_incremental,
@@ -109,8 +111,9 @@ METHODS: dict[str, Method] = {
     "ssre": Method(build_ssre),
     "fetril": Method(fetril.build),
     "rdfcil": Method(rdfcil.build),
-    # Table B.3's and C.5's data-free ABD.
+    # Table B.3's and C.5's data-free ABD; Table C.5's PodNet (20 herded exemplars per class).
     "abd": Method(abd.build),
+    "podnet": Method(podnet.build),
     # Table C.1: GE task-oriented / naive, KD embedding / naive, self-supervision (SS) on / off.
     "b0": etag_variant(self_supervision="none"),
     "b1": etag_variant(generation="naive", distillation="logit", self_supervision="none"),
