@@ -274,7 +274,8 @@ class PodNet(ExemplarLearner):
         super().end_task(batches, last)
         if self.task > 0 and self.finetune_epochs:
             self.finetune_classifier()
-        self.old_net = frozen_copy(self.net)
+        if not last:
+            self.old_net = frozen_copy(self.net)
 
 
 def build(n_classes: int, width: int, channels: int, *, generator: torch.Generator,

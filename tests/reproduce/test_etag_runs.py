@@ -102,15 +102,21 @@ def test_a_gain_over_a_baseline_below_the_learning_floor_is_withheld_with_both_n
 
 
 def test_table_c5_judges_its_claims_from_the_seeds(fake_full_data):
-    ctx = Context("full", {**table_c5.ARTIFACT.scales["full"], **TINY, "methods": ["b1"], "seeds": [0, 1]}, 0,
-                  describe_cpu("test"))
+    ctx = Context("full", {**table_c5.ARTIFACT.scales["full"], **TINY, "methods": ["b1", "podnet", "abd"],
+                           "seeds": [0, 1], "hyper": runs.SMOKE["hyper"]}, 0, describe_cpu("test"))
     records = _records(table_c5, ctx, table_c5.units(ctx))
     summary = table_c5.summarize(records, ctx)
-    assert set(summary.samples) == {"c5-train-time-b1", "c5-test-time-b1"}
-    times = [r.value("train_seconds") for r in sorted(records, key=lambda r: r.params["seed"])]
+    assert set(summary.samples) == {f"c5-{kind}-{method}" for kind in ("train-time", "test-time")
+                                    for method in ("b1", "podnet", "abd")} | {"c5-acc-podnet", "c5-acc-abd"}
+    times = [r.value("train_seconds") for r in sorted(records, key=lambda r: r.params["seed"])
+             if r.params["method"] == "b1"]
     assert summary.samples["c5-train-time-b1"].strata == {"": times}
     assert summary.measured["c5-train-time-b1"] == pytest.approx(np.mean(times))
-    assert any(note.startswith("c5-acc-podnet: not measured here: PodNet is not implemented") for note in summary.notes)
+    accuracy = [r.value("average_incremental_accuracy") for r in sorted(records, key=lambda r: r.params["seed"])
+                if r.params["method"] == "abd"]
+    assert summary.samples["c5-acc-abd"].strata == {"": accuracy}
+    exemplars = {r.params["method"]: r.value("exemplars_stored") for r in records}
+    assert exemplars["podnet"] > 0 and exemplars["abd"] == 0
     assert table_c5.ARTIFACT.timed
 
 
