@@ -183,8 +183,6 @@ class ABD(IncrementalLearner):
         """Except after the last task, freeze the network and (re)train the generator against it."""
         if last:
             return
-        if self.image_shape is None:
-            raise RuntimeError("the inversion needs the image shape of a training batch")
         previous = None if self.inversion is None else self.inversion.generator
         self.inversion = invert_network(self, self.image_shape, self.inversion_steps, self.inversion_batch,
                                         self.inversion_lr, generator=previous, **self.inversion_options)

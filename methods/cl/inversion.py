@@ -246,8 +246,8 @@ class ModelInversion:
         return images, self.old_index[logits.argmax(1)], logits
 
 
-def invert_network(learner: IncrementalLearner, image_shape: Sequence[int], steps: int, batch: int, lr: float,
-                   generator: InversionGenerator | None = None, **options) -> ModelInversion:
+def invert_network(learner: IncrementalLearner, image_shape: Sequence[int] | None, steps: int, batch: int,
+                   lr: float, generator: InversionGenerator | None = None, **options) -> ModelInversion:
     """Freeze ``learner.net`` as the next task's old model and train a generator against it.
 
     The old model covers ``learner.seen_classes``. The inversion's loss terms go to the
@@ -259,7 +259,7 @@ def invert_network(learner: IncrementalLearner, image_shape: Sequence[int], step
     learner : IncrementalLearner
         At the end of a task.
     image_shape : tuple of int
-        ``(C, H, W)`` of the training images.
+        ``(C, H, W)`` of the training images (None, before any training batch, is an error).
     steps, batch, lr : int, int, float
         Adam steps of the generator, synthetic images per step, learning rate.
     generator : InversionGenerator, optional
@@ -272,6 +272,8 @@ def invert_network(learner: IncrementalLearner, image_shape: Sequence[int], step
     ModelInversion
         Its ``old_net`` is the frozen copy.
     """
+    if image_shape is None:
+        raise RuntimeError("the inversion needs the image shape of a training batch")
     inversion = ModelInversion(frozen_copy(learner.net), learner.seen_classes, image_shape, generator=generator,
                                **options)
     log_every = max(steps // 10, 1)

@@ -257,8 +257,6 @@ class RDFCIL(IncrementalLearner):
 
     def invert(self) -> None:
         """Freeze the network as the next task's old model and train a fresh generator against it."""
-        if self.image_shape is None:
-            raise RuntimeError("the inversion needs the image shape of a training batch")
         self.inversion = invert_network(self, self.image_shape, self.inversion_steps, self.inversion_batch,
                                         self.inversion_lr, **self.inversion_options)
         self.old_net = self.inversion.old_net
