@@ -45,6 +45,7 @@ from methods.cl import (
     class_splits,
     count_parameters,
     fetril,
+    foster,
     rdfcil,
     table_c6_parameters,
     train_incremental,
@@ -107,6 +108,8 @@ METHODS: dict[str, Method] = {
     "ssre": Method(build_ssre),
     "fetril": Method(fetril.build),
     "rdfcil": Method(rdfcil.build),
+    # Table B.1's baselines with an exemplar memory.
+    "foster": Method(foster.build),
     # Table C.1: GE task-oriented / naive, KD embedding / naive, self-supervision (SS) on / off.
     "b0": etag_variant(self_supervision="none"),
     "b1": etag_variant(generation="naive", distillation="logit", self_supervision="none"),
