@@ -120,6 +120,9 @@ METHODS: dict[str, Method] = {
     "epass": etag_variant(generation="prototype"),
     "a": etag_variant(distillation="logit"),
     "b": etag_variant(distillation="logit", generation="prototype"),
+    # Table B.1's baselines: GFR (distillation of the pooled features, eTag's conditional VAE without the
+    # classifier terms, no auxiliary head, no self-supervision: switches of the same learner) and DER.
+    "gfr": etag_variant(distillation="feature", generation="naive", self_supervision="none"),
 }
 # The smoke scale of every eTag artifact: a seeded synthetic set and a width-4 network, one epoch each.
 SMOKE = {"train_per_class": 8, "test_per_class": 4, "width": 4, "epochs": 1, "generator_epochs": 1, "batch_size": 32,
