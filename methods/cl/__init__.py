@@ -1,7 +1,7 @@
 """Rehearsal continual learning: task streams, backbones, a reservoir buffer, ER, DER++, ER-ACE, metrics,
 the regularisation baselines oEWC and SI, mammoth's LwF, CLS-ER, the frequency-domain methods CLFD and
 FDINet, E2Net on its elastic ResNet, and the exemplar-free class-incremental eTag with its fine-tuning and
-LwF baselines."""
+LwF baselines, and the herding exemplar memory of the baselines that store images."""
 
 from methods.cl.backbones import ResNet, count_parameters, resnet18
 from methods.cl.buffer import ReservoirBuffer, capacity_for_bytes
@@ -13,6 +13,7 @@ from methods.cl.elastic import CIFAR10_CHOICES, CIFAR100_CHOICES, ElasticResNet,
 from methods.cl.er import ER, ERACE, Augmentation, Learner
 from methods.cl.etag import AuxiliaryResNet, ETag, FeatureCVAE, rotate_batch, table_c6_parameters, torchvision_init_
 from methods.cl.exemplar_free import FineTune, LwF
+from methods.cl.exemplars import ExemplarLearner, ExemplarMemory, herding_order
 from methods.cl.fdinet import FDINet
 from methods.cl.incremental import (
     AdamSchedule,
@@ -44,4 +45,6 @@ __all__ = [
     "train_stream",
     # the CLFD table's baselines
     "CLSER", "SI", "OnlineEWC", "QuadraticPenalty", "WarmupLwF", "consistency_targets",
+    # the herding memory of the exemplar-based baselines of eTag's tables
+    "ExemplarLearner", "ExemplarMemory", "herding_order",
 ]

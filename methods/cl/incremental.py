@@ -9,7 +9,9 @@ task the learner is scored on the test rows of every class seen so far, with no 
   of old against new classes.
 - :class:`IncrementalLearner` is the small interface :func:`train_incremental` drives:
   ``begin_task`` / ``train_step`` (one optimizer step on one batch) / ``end_epoch`` /
-  ``end_task`` (e.g. eTag's generator training) / ``logits``. Its base class holds the
+  ``end_task`` (e.g. eTag's generator training) / ``logits``, and ``training_set`` (what a
+  task's epochs draw from: the task's rows, plus stored exemplars for the methods that keep
+  them, :mod:`methods.cl.exemplars`). Its base class holds the
   optimizer all learners share (:class:`AdamSchedule`, eTag's settings), so fine-tuning,
   LwF and eTag are compared under the same optimization.
 - :func:`evaluate_seen` and :func:`average_incremental_accuracy` are the metrics;
@@ -242,6 +244,13 @@ class IncrementalLearner:
         self.task = task
         self.optimizer, self.scheduler = self.optim.build(self.net.parameters())
 
+    def training_set(self, task_x: torch.Tensor, task_y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the task's epochs draw their batches from, given the task's un-augmented rows: those rows.
+
+        Learners that store exemplars add them (:class:`methods.cl.exemplars.ExemplarLearner`).
+        """
+        return task_x, task_y
+
     def losses(self, inputs: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         """The loss terms of one batch ``(B, C, H, W)``, ``(B,)``; ``"total"`` is minimized."""
         raise NotImplementedError
@@ -386,9 +395,11 @@ def train_incremental(learner: IncrementalLearner, train_x: torch.Tensor, train_
     seen, matrix, train_seconds, test_seconds = [], [], 0.0, 0.0
     for index, classes in enumerate(splits):
         rows = torch.isin(train_y, torch.tensor(list(classes), device=train_y.device)).nonzero().flatten()
+        task_x, task_y = learner.training_set(train_x[rows], train_y[rows])
+        task_rows = torch.arange(len(task_y), device=task_y.device)
 
-        def batches(rows=rows):
-            return _epoch(learner, train_x, train_y, rows, batch_size, augment, fill, drop_last)
+        def batches(task_x=task_x, task_y=task_y, task_rows=task_rows):
+            return _epoch(learner, task_x, task_y, task_rows, batch_size, augment, fill, drop_last)
 
         _synchronize(device)
         start = time.perf_counter()
