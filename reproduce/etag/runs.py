@@ -50,6 +50,7 @@ from methods.cl import (
     train_incremental,
 )
 from methods.cl import etag as etag_method
+from methods.cl.der import build as build_der
 from methods.cl.exemplar_free import build_finetune, build_lwf
 from methods.cl.prototype_methods import build_il2a, build_pass, build_ssre
 from reproduce.continual import FLOOR_FACTOR, gain, load_stream, paired_samples
@@ -121,8 +122,9 @@ METHODS: dict[str, Method] = {
     "a": etag_variant(distillation="logit"),
     "b": etag_variant(distillation="logit", generation="prototype"),
     # Table B.1's baselines: GFR (distillation of the pooled features, eTag's conditional VAE without the
-    # classifier terms, no auxiliary head, no self-supervision: switches of the same learner) and DER.
+    # classifier terms, no auxiliary head, no self-supervision: switches of the same learner) and DER (with exemplars).
     "gfr": etag_variant(distillation="feature", generation="naive", self_supervision="none"),
+    "der": Method(build_der),
 }
 # The smoke scale of every eTag artifact: a seeded synthetic set and a width-4 network, one epoch each.
 SMOKE = {"train_per_class": 8, "test_per_class": 4, "width": 4, "epochs": 1, "generator_epochs": 1, "batch_size": 32,
