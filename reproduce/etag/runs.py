@@ -16,8 +16,10 @@ self-supervised tasks of Table C.2, the prototype and naive-KD variants of Table
 :class:`methods.cl.etag.ETag`, not other methods), ``finetune`` and ``lwf``
 (:mod:`methods.cl.exemplar_free`), and the exemplar-free baselines of Table B.2: ``pass``, ``il2a``
 and ``ssre`` (:mod:`methods.cl.prototype_methods`), ``fetril`` (:mod:`methods.cl.fetril`) and
-``rdfcil`` (:mod:`methods.cl.rdfcil`). Every learner gets eTag's optimizer (Adam 1e-3, weight decay
-2e-4, step decay), and the ResNet-18s eTag's initialisation, so only the method differs.
+``rdfcil`` (:mod:`methods.cl.rdfcil`); Table B.1's ``gfr`` (switches of :class:`methods.cl.etag.ETag`)
+and ``der`` (:mod:`methods.cl.der`, which stores exemplars). Every learner gets eTag's optimizer
+(Adam 1e-3, weight decay 2e-4, step decay), and the ResNet-18s eTag's initialisation, so only the
+method differs.
 
 The summaries' side: per-seed rows (:func:`seed_rows`), eTag's gain over a baseline per seed,
 paired by seed (:func:`gain_samples`), and the learning floor a baseline must clear for a gain
@@ -51,6 +53,7 @@ from methods.cl import (
     train_incremental,
 )
 from methods.cl import etag as etag_method
+from methods.cl.der import build as build_der
 from methods.cl.exemplar_free import build_finetune, build_lwf
 from methods.cl.prototype_methods import build_il2a, build_pass, build_ssre
 from reproduce.continual import FLOOR_FACTOR, gain, load_stream, paired_samples
@@ -123,12 +126,17 @@ METHODS: dict[str, Method] = {
     "epass": etag_variant(generation="prototype"),
     "a": etag_variant(distillation="logit"),
     "b": etag_variant(distillation="logit", generation="prototype"),
+    # Table B.1's baselines: GFR (distillation of the pooled features, eTag's conditional VAE without the
+    # classifier terms, no auxiliary head, no self-supervision: switches of the same learner) and DER (with exemplars).
+    "gfr": etag_variant(distillation="feature", generation="naive", self_supervision="none"),
+    "der": Method(build_der),
 }
 # The smoke scale of every eTag artifact: a seeded synthetic set and a width-4 network, one epoch each.
 SMOKE = {"train_per_class": 8, "test_per_class": 4, "width": 4, "epochs": 1, "generator_epochs": 1, "batch_size": 32,
          "synthetic_batch": 16, "seeds": [0], "cpu_threads": 1,
          "hyper": {"rdfcil": {"inversion_steps": 2, "inversion_batch": 8, "generator_width": 8, "latent": 16,
-                              "finetune_epochs": 1}}}
+                              "finetune_epochs": 1},
+                   "der": {"memory_size": 40}}}
 MIB = 2**20
 
 
