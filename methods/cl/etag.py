@@ -44,7 +44,7 @@ that the code's fourth head (a stride-1 copy of the last stage + FC, 9.65 M) is 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -163,16 +163,27 @@ def torchvision_init_(module: nn.Module) -> nn.Module:
     return module
 
 
-class AuxiliaryHead(nn.Module):
-    """An HSAKD auxiliary classifier: ResNet stages, global average pooling, FC to ``transforms * num_classes``."""
+def global_average_pool() -> nn.Sequential:
+    """``(N, C, H, W)`` -> ``(N, C)``: the mean over positions (the ResNet's and VGG's pooling)."""
+    return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
 
-    def __init__(self, stages: nn.Sequential, feature_dim: int, outputs: int):
+
+class AuxiliaryHead(nn.Module):
+    """An HSAKD auxiliary classifier: backbone stages, pooling, FC to ``transforms * num_classes``.
+
+    ``pool`` maps the stages' ``(N, C, H, W)`` output to ``(N, feature_dim)``; default global
+    average pooling (ResNet, VGG; a backbone with another pooling, such as TinyViT's normalised
+    token mean, passes its own copy).
+    """
+
+    def __init__(self, stages: nn.Sequential, feature_dim: int, outputs: int, pool: nn.Module | None = None):
         super().__init__()
         self.stages = stages
+        self.pool = global_average_pool() if pool is None else pool
         self.fc = nn.Linear(feature_dim, outputs)
 
     def forward(self, feature_map: torch.Tensor) -> torch.Tensor:
-        return self.fc(F.adaptive_avg_pool2d(self.stages(feature_map), 1).flatten(1))
+        return self.fc(self.pool(self.stages(feature_map)))
 
 
 class AuxiliaryResNet(nn.Module):
@@ -202,8 +213,11 @@ class AuxiliaryResNet(nn.Module):
     of the last width at stride 1 (``models/resnet_aug.py``: ``block_extractor4``).
     ``forward(x)`` maps ``(N, C, H, W)`` to ``(logits (N, num_classes), features (N, 8 * width),
     [aux (N, transforms * num_classes)] * len(blocks))``; the heads see the stage outputs without
-    detaching, so their losses train the backbone too.
+    detaching, so their losses train the backbone too. Other backbones with the same interface:
+    :class:`methods.cl.aux_backbones.AuxiliaryNet` (appendix Table C.3).
     """
+
+    nonnegative_features = True  # pooled after a ReLU: the generator's decoder ends with one
 
     def __init__(self, num_classes: int, width: int = 64, in_channels: int = 3, blocks: Sequence[int] = (2, 2, 2, 2),
                  transforms: int = 4, heads: bool = True):
@@ -267,10 +281,12 @@ class FeatureCVAE(nn.Module):
     Encoder: ``(d + K) -> hidden -> hidden`` with ReLU, then linear ``mu`` and ``logvar``
     heads ``hidden -> latent``. Decoder: ``(latent + K) -> hidden -> hidden -> d`` with a
     ReLU after every layer, the last included (the pooled features it imitates are
-    non-negative).
+    non-negative); ``nonnegative=False`` leaves the last layer linear, for a backbone whose
+    features take both signs (TinyViT's layer-normalised ones, appendix Table C.3).
     """
 
-    def __init__(self, feature_dim: int = 512, n_classes: int = 100, hidden: int = 512, latent: int = 200):
+    def __init__(self, feature_dim: int = 512, n_classes: int = 100, hidden: int = 512, latent: int = 200,
+                 nonnegative: bool = True):
         super().__init__()
         self.n_classes = n_classes
         self.latent = latent
@@ -279,7 +295,7 @@ class FeatureCVAE(nn.Module):
         self.mu = nn.Linear(hidden, latent)
         self.logvar = nn.Linear(hidden, latent)
         self.decoder = nn.Sequential(nn.Linear(latent + n_classes, hidden), nn.ReLU(), nn.Linear(hidden, hidden),
-                                     nn.ReLU(), nn.Linear(hidden, feature_dim), nn.ReLU())
+                                     nn.ReLU(), nn.Linear(hidden, feature_dim), *([nn.ReLU()] if nonnegative else []))
 
     def _one_hot(self, labels: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         return F.one_hot(labels, self.n_classes).to(like)
@@ -549,7 +565,8 @@ class ETag(IncrementalLearner):
     Parameters
     ----------
     net : AuxiliaryResNet
-        On the target device; its heads' ``transforms`` must match ``self_supervision``.
+        On the target device; its heads' ``transforms`` must match ``self_supervision``. Any network with
+        its interface works: :class:`methods.cl.aux_backbones.AuxiliaryNet` (VGG-11, TinyViT).
     generator : torch.Generator
         CPU generator for shuffling, augmentation, generated classes and latent draws.
     generator_epochs : int
@@ -633,7 +650,8 @@ class ETag(IncrementalLearner):
         self.tau = tau
         self.synthetic_batch = synthetic_batch
         self.cvae = (None if generation == "prototype"
-                     else FeatureCVAE(net.feature_dim, net.num_classes, hidden, latent).to(self.device))
+                     else FeatureCVAE(net.feature_dim, net.num_classes, hidden, latent,
+                                 nonnegative=net.nonnegative_features).to(self.device))
         self.prototypes: torch.Tensor | None = None
         self.radius = 0.0
         self.old_net: AuxiliaryResNet | None = None
@@ -759,8 +777,8 @@ class ETag(IncrementalLearner):
 
 def build(n_classes: int, width: int, channels: int, *, generator: torch.Generator, optim: AdamSchedule | None,
           generator_epochs: int, self_supervision: str = "rotation", distillation: str = "embedding",
-          **hyper) -> ETag:
-    """eTag (or an ablation variant, or GFR) on a fresh :class:`AuxiliaryResNet` with the code's initialisation.
+          network: Callable[..., nn.Module] = AuxiliaryResNet, **hyper) -> ETag:
+    """eTag (or an ablation variant, or GFR) on a fresh network with auxiliary heads (eTag's :class:`AuxiliaryResNet`).
 
     Parameters
     ----------
@@ -768,12 +786,16 @@ def build(n_classes: int, width: int, channels: int, *, generator: torch.Generat
         Classes of the whole stream, the ResNet-18's base width, input channels.
     generator, optim, generator_epochs, self_supervision, distillation
         As :class:`ETag`; the auxiliary heads predict as many transforms as ``self_supervision`` makes,
-        and ``distillation="feature"`` (GFR) builds the network without them.
+        and ``distillation="feature"`` (GFR) builds the network without them (ResNet-18 only).
+    network : callable
+        ``network(n_classes, width, channels, transforms=...)`` -> the network with auxiliary heads:
+        :class:`AuxiliaryResNet` (ResNet-18, eTag's) or one of
+        :data:`methods.cl.aux_backbones.NETWORKS` (appendix Table C.3).
     **hyper
         The other keyword arguments of :class:`ETag` (``generator_lr``, ``synthetic_batch``,
         ``generation``, ...).
     """
-    net = AuxiliaryResNet(n_classes, width, channels, transforms=SELF_SUPERVISION[self_supervision][1],
-                          heads=distillation != "feature")
+    without_heads = {"heads": False} if distillation == "feature" else {}
+    net = network(n_classes, width, channels, transforms=SELF_SUPERVISION[self_supervision][1], **without_heads)
     return ETag(net, generator=generator, optim=optim, generator_epochs=generator_epochs,
                 self_supervision=self_supervision, distillation=distillation, **hyper)
