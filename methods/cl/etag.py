@@ -16,6 +16,10 @@ authors' code (libo-huang/eTag, ``eTag_train.py``, ``models/resnet_aug.py``, ``m
   when the classifier learns the next task.
 - :class:`ETag` puts these together behind the :class:`~methods.cl.incremental.IncrementalLearner`
   interface. No exemplar and no prototype is ever stored.
+- GFR (Liu et al., CVPR-W 2020), a baseline of the appendix's Table B.1, is a configuration of the
+  same learner: a ResNet-18 without auxiliary heads, no self-supervision, distillation of the pooled
+  features only (:func:`feature_distillation_loss`) and the conditional VAE without the classifier
+  terms (the appendix: GFR uses eTag's generator; its eGFR adds eTag's embedding distillation).
 
 Choices the description leaves open (from the public code unless marked ours):
 - rotations are stacked rotation-major: the un-rotated copies are the first ``B`` rows (ours;
@@ -40,7 +44,7 @@ that the code's fourth head (a stride-1 copy of the last stage + FC, 9.65 M) is 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -159,16 +163,27 @@ def torchvision_init_(module: nn.Module) -> nn.Module:
     return module
 
 
-class AuxiliaryHead(nn.Module):
-    """An HSAKD auxiliary classifier: ResNet stages, global average pooling, FC to ``transforms * num_classes``."""
+def global_average_pool() -> nn.Sequential:
+    """``(N, C, H, W)`` -> ``(N, C)``: the mean over positions (the ResNet's and VGG's pooling)."""
+    return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
 
-    def __init__(self, stages: nn.Sequential, feature_dim: int, outputs: int):
+
+class AuxiliaryHead(nn.Module):
+    """An HSAKD auxiliary classifier: backbone stages, pooling, FC to ``transforms * num_classes``.
+
+    ``pool`` maps the stages' ``(N, C, H, W)`` output to ``(N, feature_dim)``; default global
+    average pooling (ResNet, VGG; a backbone with another pooling, such as TinyViT's normalised
+    token mean, passes its own copy).
+    """
+
+    def __init__(self, stages: nn.Sequential, feature_dim: int, outputs: int, pool: nn.Module | None = None):
         super().__init__()
         self.stages = stages
+        self.pool = global_average_pool() if pool is None else pool
         self.fc = nn.Linear(feature_dim, outputs)
 
     def forward(self, feature_map: torch.Tensor) -> torch.Tensor:
-        return self.fc(F.adaptive_avg_pool2d(self.stages(feature_map), 1).flatten(1))
+        return self.fc(self.pool(self.stages(feature_map)))
 
 
 class AuxiliaryResNet(nn.Module):
@@ -186,6 +201,9 @@ class AuxiliaryResNet(nn.Module):
     transforms : int
         Copies per image of the self-supervised task (:data:`SELF_SUPERVISION`): 4 rotations in
         eTag, 1 without self-supervision (the heads then predict the class alone).
+    heads : bool
+        Build the auxiliary classifiers (eTag). False: none, the plain ResNet-18 of GFR
+        (``aux_heads`` is empty and ``forward`` returns an empty list for them).
 
     Notes
     -----
@@ -195,11 +213,14 @@ class AuxiliaryResNet(nn.Module):
     of the last width at stride 1 (``models/resnet_aug.py``: ``block_extractor4``).
     ``forward(x)`` maps ``(N, C, H, W)`` to ``(logits (N, num_classes), features (N, 8 * width),
     [aux (N, transforms * num_classes)] * len(blocks))``; the heads see the stage outputs without
-    detaching, so their losses train the backbone too.
+    detaching, so their losses train the backbone too. Other backbones with the same interface:
+    :class:`methods.cl.aux_backbones.AuxiliaryNet` (appendix Table C.3).
     """
 
+    nonnegative_features = True  # pooled after a ReLU: the generator's decoder ends with one
+
     def __init__(self, num_classes: int, width: int = 64, in_channels: int = 3, blocks: Sequence[int] = (2, 2, 2, 2),
-                 transforms: int = 4):
+                 transforms: int = 4, heads: bool = True):
         super().__init__()
         if transforms < 1:
             raise ValueError(f"transforms must be >= 1, got {transforms}")
@@ -208,14 +229,14 @@ class AuxiliaryResNet(nn.Module):
         self.transforms = transforms
         self.feature_dim = self.backbone.feature_dim
         widths = [width * 2 ** i for i in range(len(blocks))]
-        heads = []
-        for index in range(len(blocks)):
+        built = []
+        for index in range(len(blocks) if heads else 0):
             if index + 1 < len(blocks):
                 stages = [_stage(widths[j - 1], widths[j], blocks[j], 2) for j in range(index + 1, len(blocks))]
             else:
                 stages = [_stage(widths[-1], widths[-1], blocks[-1], 1)]
-            heads.append(AuxiliaryHead(nn.Sequential(*stages), widths[-1], transforms * num_classes))
-        self.aux_heads = nn.ModuleList(heads)
+            built.append(AuxiliaryHead(nn.Sequential(*stages), widths[-1], transforms * num_classes))
+        self.aux_heads = nn.ModuleList(built)
         torchvision_init_(self)
 
     def feature_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -260,10 +281,12 @@ class FeatureCVAE(nn.Module):
     Encoder: ``(d + K) -> hidden -> hidden`` with ReLU, then linear ``mu`` and ``logvar``
     heads ``hidden -> latent``. Decoder: ``(latent + K) -> hidden -> hidden -> d`` with a
     ReLU after every layer, the last included (the pooled features it imitates are
-    non-negative).
+    non-negative); ``nonnegative=False`` leaves the last layer linear, for a backbone whose
+    features take both signs (TinyViT's layer-normalised ones, appendix Table C.3).
     """
 
-    def __init__(self, feature_dim: int = 512, n_classes: int = 100, hidden: int = 512, latent: int = 200):
+    def __init__(self, feature_dim: int = 512, n_classes: int = 100, hidden: int = 512, latent: int = 200,
+                 nonnegative: bool = True):
         super().__init__()
         self.n_classes = n_classes
         self.latent = latent
@@ -272,7 +295,7 @@ class FeatureCVAE(nn.Module):
         self.mu = nn.Linear(hidden, latent)
         self.logvar = nn.Linear(hidden, latent)
         self.decoder = nn.Sequential(nn.Linear(latent + n_classes, hidden), nn.ReLU(), nn.Linear(hidden, hidden),
-                                     nn.ReLU(), nn.Linear(hidden, feature_dim), nn.ReLU())
+                                     nn.ReLU(), nn.Linear(hidden, feature_dim), *([nn.ReLU()] if nonnegative else []))
 
     def _one_hot(self, labels: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         return F.one_hot(labels, self.n_classes).to(like)
@@ -331,6 +354,8 @@ def task0_loss(logits: torch.Tensor, labels: torch.Tensor, aux: Sequence[torch.T
                rotated_labels: torch.Tensor) -> dict[str, torch.Tensor]:
     """Task-0 loss (docs/papers/etag.md): CE of the main classifier + the sum of the auxiliary CEs.
 
+    Without auxiliary heads (``aux`` empty: GFR's network) it is the main classifier's CE alone.
+
     Parameters
     ----------
     logits : torch.Tensor
@@ -345,11 +370,13 @@ def task0_loss(logits: torch.Tensor, labels: torch.Tensor, aux: Sequence[torch.T
     Returns
     -------
     dict
-        ``current`` (main CE), ``aux`` (sum over heads), ``total``: tensors whose terms add to ``total``.
+        ``current`` (main CE), ``aux`` (sum over heads; absent without heads), ``total``: tensors whose
+        terms add to ``total``.
     """
-    current = F.cross_entropy(logits, labels)
-    auxiliary = sum(F.cross_entropy(head, rotated_labels) for head in aux)
-    return {"current": current, "aux": auxiliary, "total": current + auxiliary}
+    terms = {"current": F.cross_entropy(logits, labels)}
+    if aux:
+        terms["aux"] = sum(F.cross_entropy(head, rotated_labels) for head in aux)
+    return {**terms, "total": sum(terms.values())}
 
 
 def replay_terms(logits: torch.Tensor, labels: torch.Tensor, synthetic_logits: torch.Tensor,
@@ -397,6 +424,38 @@ def incremental_loss(logits: torch.Tensor, labels: torch.Tensor, synthetic_logit
     """
     terms = replay_terms(logits, labels, synthetic_logits, synthetic_labels, factor)
     terms["kd"] = tradeoff * factor * aux_distillation(aux, aux_old, tau)
+    terms["feature"] = tradeoff * factor * feature_distance(features, old_features)
+    return {**terms, "total": sum(terms.values())}
+
+
+def feature_distillation_loss(logits: torch.Tensor, labels: torch.Tensor, synthetic_logits: torch.Tensor,
+                              synthetic_labels: torch.Tensor, features: torch.Tensor, old_features: torch.Tensor, *,
+                              factor: float, tradeoff: float = 1.0) -> dict[str, torch.Tensor]:
+    """Task ``t > 0`` loss of GFR (Liu et al., CVPR-W 2020): feature distillation and generative feature replay.
+
+    ``CE(real current) / (F+1) + CE(generated old) * F/(F+1) + tradeoff * F * ||f - f_old||_2``: the
+    classifier learns the current classes from real features and the old ones from replayed features,
+    while the extractor's pooled features of the current images are kept close to the frozen old
+    extractor's (GFR's feature distillation; the published implementation's default weights the
+    unsquared L2 distance by ``tradeoff = 1`` times ``F``, and weights the two CEs as here). No
+    auxiliary head and no self-supervision: eTag's loss (:func:`incremental_loss`) without its
+    auxiliary KD, on the un-expanded batch.
+
+    Parameters
+    ----------
+    logits, labels, synthetic_logits, synthetic_labels : torch.Tensor
+        As :func:`incremental_loss`.
+    features, old_features : torch.Tensor
+        ``(B, d)`` pooled features of the real current images, new and frozen old extractor.
+    factor, tradeoff : float
+        As :func:`incremental_loss`.
+
+    Returns
+    -------
+    dict
+        ``current``, ``old``, ``feature`` (each as it enters the total) and ``total``.
+    """
+    terms = replay_terms(logits, labels, synthetic_logits, synthetic_labels, factor)
     terms["feature"] = tradeoff * factor * feature_distance(features, old_features)
     return {**terms, "total": sum(terms.values())}
 
@@ -486,7 +545,7 @@ def generator_loss(features: torch.Tensor, reconstruction: torch.Tensor, mu: tor
 
 
 GENERATIONS = ("task", "naive", "prototype")
-DISTILLATIONS = ("embedding", "logit")
+DISTILLATIONS = ("embedding", "logit", "feature")
 
 
 class ETag(IncrementalLearner):
@@ -500,13 +559,14 @@ class ETag(IncrementalLearner):
     ``generator_epochs`` epochs with the network frozen (:func:`generator_loss`), distilled
     from a frozen copy of itself as it was before this task.
 
-    Three switches give the variants of the appendix's ablations (Tables C.1, C.2 and C.4) as
-    configurations of this one learner; the defaults are eTag.
+    Three switches give the variants of the appendix's ablations (Tables C.1, C.2 and C.4), and GFR
+    (Table B.1), as configurations of this one learner; the defaults are eTag.
 
     Parameters
     ----------
     net : AuxiliaryResNet
-        On the target device; its heads' ``transforms`` must match ``self_supervision``.
+        On the target device; its heads' ``transforms`` must match ``self_supervision``. Any network with
+        its interface works: :class:`methods.cl.aux_backbones.AuxiliaryNet` (VGG-11, TinyViT).
     generator : torch.Generator
         CPU generator for shuffling, augmentation, generated classes and latent draws.
     generator_epochs : int
@@ -533,7 +593,10 @@ class ETag(IncrementalLearner):
     distillation : str
         ``"embedding"`` (eTag's hierarchical embedding distillation, :func:`incremental_loss`) or
         ``"logit"`` (Table C.1's "KD naive", :func:`logit_distillation_loss`: the auxiliary heads are
-        then trained at task 0 only and not run after it).
+        then trained at task 0 only and not run after it), or ``"feature"`` (GFR, Table B.1's baseline,
+        :func:`feature_distillation_loss`: the pooled features alone are distilled, and the network has no
+        auxiliary head, so ``self_supervision`` must be ``"none"``; with ``generation="naive"`` this is GFR
+        with eTag's conditional VAE as the appendix runs it).
     generation : str
         Where old-class features come from at ``t > 0``: ``"task"`` (eTag's task-oriented generator),
         ``"naive"`` (Table C.1's "GE naive": the same conditional VAE without the classifier terms of
@@ -569,6 +632,13 @@ class ETag(IncrementalLearner):
             if value not in options:
                 raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(options)}")
         self.expand, copies = SELF_SUPERVISION[self_supervision]
+        plain = distillation == "feature"
+        if plain != (len(net.aux_heads) == 0):
+            raise ValueError(f"distillation {distillation!r} needs a network {'without' if plain else 'with'} "
+                             f"auxiliary heads; build it with heads={not plain}")
+        if plain and self_supervision != "none":
+            raise ValueError(f"distillation 'feature' (GFR) has no auxiliary head for the self-supervised task "
+                             f"{self_supervision!r}; use self_supervision='none'")
         if net.transforms != copies:
             raise ValueError(f"self_supervision {self_supervision!r} makes {copies} copies of each image, but the "
                              f"network's auxiliary heads predict {net.transforms}; build it with transforms={copies}")
@@ -580,7 +650,8 @@ class ETag(IncrementalLearner):
         self.tau = tau
         self.synthetic_batch = synthetic_batch
         self.cvae = (None if generation == "prototype"
-                     else FeatureCVAE(net.feature_dim, net.num_classes, hidden, latent).to(self.device))
+                     else FeatureCVAE(net.feature_dim, net.num_classes, hidden, latent,
+                                 nonnegative=net.nonnegative_features).to(self.device))
         self.prototypes: torch.Tensor | None = None
         self.radius = 0.0
         self.old_net: AuxiliaryResNet | None = None
@@ -621,6 +692,12 @@ class ETag(IncrementalLearner):
                 old_logits = self.old_net.classify(self.old_net.features(inputs))
             return logit_distillation_loss(logits, labels, synthetic_logits, synthetic_labels, logits[:, old],
                                            old_logits[:, old], factor=self.factor, tradeoff=self.tradeoff, tau=self.tau)
+        if self.distillation == "feature":
+            features = self.net.features(inputs)
+            with torch.no_grad():
+                old_features = self.old_net.features(inputs)
+            return feature_distillation_loss(self.net.classify(features), labels, synthetic_logits, synthetic_labels,
+                                             features, old_features, factor=self.factor, tradeoff=self.tradeoff)
         expanded, _ = self.expand(inputs, labels)
         _, features, aux = self.net(expanded)
         with torch.no_grad():
@@ -699,19 +776,26 @@ class ETag(IncrementalLearner):
 
 
 def build(n_classes: int, width: int, channels: int, *, generator: torch.Generator, optim: AdamSchedule | None,
-          generator_epochs: int, self_supervision: str = "rotation", **hyper) -> ETag:
-    """eTag (or an ablation variant) on a fresh :class:`AuxiliaryResNet` with the code's initialisation.
+          generator_epochs: int, self_supervision: str = "rotation", distillation: str = "embedding",
+          network: Callable[..., nn.Module] = AuxiliaryResNet, **hyper) -> ETag:
+    """eTag (or an ablation variant, or GFR) on a fresh network with auxiliary heads (eTag's :class:`AuxiliaryResNet`).
 
     Parameters
     ----------
     n_classes, width, channels : int
         Classes of the whole stream, the ResNet-18's base width, input channels.
-    generator, optim, generator_epochs, self_supervision
-        As :class:`ETag`; the auxiliary heads predict as many transforms as ``self_supervision`` makes.
+    generator, optim, generator_epochs, self_supervision, distillation
+        As :class:`ETag`; the auxiliary heads predict as many transforms as ``self_supervision`` makes,
+        and ``distillation="feature"`` (GFR) builds the network without them (ResNet-18 only).
+    network : callable
+        ``network(n_classes, width, channels, transforms=...)`` -> the network with auxiliary heads:
+        :class:`AuxiliaryResNet` (ResNet-18, eTag's) or one of
+        :data:`methods.cl.aux_backbones.NETWORKS` (appendix Table C.3).
     **hyper
         The other keyword arguments of :class:`ETag` (``generator_lr``, ``synthetic_batch``,
-        ``distillation``, ``generation``, ...).
+        ``generation``, ...).
     """
-    net = AuxiliaryResNet(n_classes, width, channels, transforms=SELF_SUPERVISION[self_supervision][1])
+    without_heads = {"heads": False} if distillation == "feature" else {}
+    net = network(n_classes, width, channels, transforms=SELF_SUPERVISION[self_supervision][1], **without_heads)
     return ETag(net, generator=generator, optim=optim, generator_epochs=generator_epochs,
-                self_supervision=self_supervision, **hyper)
+                self_supervision=self_supervision, distillation=distillation, **hyper)

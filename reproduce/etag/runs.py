@@ -12,14 +12,17 @@ Methods: :data:`METHODS`, one entry per name of a config's ``methods`` list: a b
 shape every exemplar-free learner module provides, ``build(n_classes, width, channels, *, generator,
 optim, **hyper) -> IncrementalLearner`` (the learner's ``.net`` is the network it infers with), and
 the hyper-parameters it takes. ``etag`` and its ablation variants (``b0``-``b4`` of Table C.1, the
-self-supervised tasks of Table C.2, the prototype and naive-KD variants of Table C.4: switches of
-:class:`methods.cl.etag.ETag`, not other methods), ``finetune`` and ``lwf``
+self-supervised tasks of Table C.2, the prototype and naive-KD variants of Table C.4, eTag on VGG-11 and
+TinyViT of Table C.3: switches of :class:`methods.cl.etag.ETag` and its network, not other methods),
+``finetune`` and ``lwf``
 (:mod:`methods.cl.exemplar_free`), and the exemplar-free baselines of Table B.2: ``pass``, ``il2a``
 and ``ssre`` (:mod:`methods.cl.prototype_methods`), ``fetril`` (:mod:`methods.cl.fetril`) and
-``rdfcil`` (:mod:`methods.cl.rdfcil`); the data-free ``abd`` of Tables B.3 and C.5
-(:mod:`methods.cl.abd`) and Table C.5's ``podnet`` (:mod:`methods.cl.podnet`), which stores
-exemplars. Every learner gets eTag's optimizer (Adam 1e-3, weight decay 2e-4, step
-decay), and the ResNet-18s eTag's initialisation, so only the method differs.
+``rdfcil`` (:mod:`methods.cl.rdfcil`); Table B.1's ``gfr`` (switches of :class:`methods.cl.etag.ETag`)
+and ``der`` and ``foster`` (:mod:`methods.cl.der`, :mod:`methods.cl.foster`, which store
+exemplars); the data-free ``abd`` of Tables B.3 and C.5 (:mod:`methods.cl.abd`) and Table C.5's
+``podnet`` (:mod:`methods.cl.podnet`, which stores exemplars). Every learner gets eTag's optimizer
+(Adam 1e-3, weight decay 2e-4, step decay), and the ResNet-18s eTag's initialisation, so only the
+method differs.
 
 The summaries' side: per-seed rows (:func:`seed_rows`), eTag's gain over a baseline per seed,
 paired by seed (:func:`gain_samples`), and the learning floor a baseline must clear for a gain
@@ -48,12 +51,15 @@ from methods.cl import (
     class_splits,
     count_parameters,
     fetril,
+    foster,
     podnet,
     rdfcil,
     table_c6_parameters,
     train_incremental,
 )
 from methods.cl import etag as etag_method
+from methods.cl.aux_backbones import NETWORKS, AuxiliaryNet
+from methods.cl.der import build as build_der
 from methods.cl.exemplar_free import build_finetune, build_lwf
 from methods.cl.prototype_methods import build_il2a, build_pass, build_ssre
 from reproduce.continual import FLOOR_FACTOR, gain, load_stream, paired_samples
@@ -95,7 +101,7 @@ ETAG_KEYS = ("generator_epochs", "generator_lr", "synthetic_batch")
 
 def etag_variant(**switches) -> Method:
     """eTag with the given :class:`~methods.cl.etag.ETag` switches (``self_supervision``, ``distillation``,
-    ``generation``); none: eTag itself."""
+    ``generation``) or backbone (``network``, :data:`methods.cl.aux_backbones.NETWORKS`); none: eTag itself."""
     return Method(etag_method.build, switches, ETAG_KEYS)
 
 
@@ -111,6 +117,8 @@ METHODS: dict[str, Method] = {
     "ssre": Method(build_ssre),
     "fetril": Method(fetril.build),
     "rdfcil": Method(rdfcil.build),
+    # Table B.1's baselines with an exemplar memory.
+    "foster": Method(foster.build),
     # Table B.3's and C.5's data-free ABD; Table C.5's PodNet (20 herded exemplars per class).
     "abd": Method(abd.build),
     "podnet": Method(podnet.build),
@@ -127,12 +135,21 @@ METHODS: dict[str, Method] = {
     "epass": etag_variant(generation="prototype"),
     "a": etag_variant(distillation="logit"),
     "b": etag_variant(distillation="logit", generation="prototype"),
+    # Table B.1's baselines: GFR (distillation of the pooled features, eTag's conditional VAE without the
+    # classifier terms, no auxiliary head, no self-supervision: switches of the same learner) and DER (with exemplars).
+    "gfr": etag_variant(distillation="feature", generation="naive", self_supervision="none"),
+    "der": Method(build_der),
+    # Table C.3: eTag on other backbones (methods.cl.aux_backbones).
+    "etag-vgg11": etag_variant(network=NETWORKS["vgg11"]),
+    "etag-tinyvit5m": etag_variant(network=NETWORKS["tinyvit-5m"]),
+    "etag-tinyvit11m": etag_variant(network=NETWORKS["tinyvit-11m"]),
 }
 # The smoke scale of every eTag artifact: a seeded synthetic set and a width-4 network, one epoch each.
 SMOKE = {"train_per_class": 8, "test_per_class": 4, "width": 4, "epochs": 1, "generator_epochs": 1, "batch_size": 32,
          "synthetic_batch": 16, "seeds": [0], "cpu_threads": 1,
          "hyper": {"rdfcil": {"inversion_steps": 2, "inversion_batch": 8, "generator_width": 8, "latent": 16,
                               "finetune_epochs": 1},
+                   "der": {"memory_size": 40},
                    "abd": {"inversion_steps": 2, "inversion_batch": 8, "generator_width": 8, "latent": 16}}}
 MIB = 2**20
 
@@ -145,7 +162,7 @@ def memory_budget_mb(net: torch.nn.Module, cvae: FeatureCVAE | None) -> float:
     must be kept to draw old-class features. Joint/Fine's 42.80 MB is exactly 11.22 M
     float32 parameters; eTag's 45.38 MB matches ResNet-18 + decoder to 0.02 MB.
     """
-    kept = net.backbone if isinstance(net, AuxiliaryResNet) else net
+    kept = net.backbone if isinstance(net, AuxiliaryResNet | AuxiliaryNet) else net
     parameters = count_parameters(kept) + (0 if cvae is None else count_parameters(cvae.decoder))
     return 4 * parameters / MIB
 
