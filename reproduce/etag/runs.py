@@ -16,8 +16,10 @@ self-supervised tasks of Table C.2, the prototype and naive-KD variants of Table
 :class:`methods.cl.etag.ETag`, not other methods), ``finetune`` and ``lwf``
 (:mod:`methods.cl.exemplar_free`), and the exemplar-free baselines of Table B.2: ``pass``, ``il2a``
 and ``ssre`` (:mod:`methods.cl.prototype_methods`), ``fetril`` (:mod:`methods.cl.fetril`) and
-``rdfcil`` (:mod:`methods.cl.rdfcil`). Every learner gets eTag's optimizer (Adam 1e-3, weight decay
-2e-4, step decay), and the ResNet-18s eTag's initialisation, so only the method differs.
+``rdfcil`` (:mod:`methods.cl.rdfcil`); the generative baselines of Table B.3: ``bir``
+(:mod:`methods.cl.bir`) and ``gc`` (:mod:`methods.cl.generative_classifier`). Every learner gets
+eTag's optimizer (Adam 1e-3, weight decay 2e-4, step decay), and the ResNet-18s eTag's
+initialisation, so only the method differs.
 
 The summaries' side: per-seed rows (:func:`seed_rows`), eTag's gain over a baseline per seed,
 paired by seed (:func:`gain_samples`), and the learning floor a baseline must clear for a gain
@@ -41,10 +43,12 @@ from methods.cl import (
     FeatureCVAE,
     IncrementalLearner,
     average_incremental_accuracy,
+    bir,
     black_level,
     class_splits,
     count_parameters,
     fetril,
+    generative_classifier,
     rdfcil,
     table_c6_parameters,
     train_incremental,
@@ -107,6 +111,9 @@ METHODS: dict[str, Method] = {
     "ssre": Method(build_ssre),
     "fetril": Method(fetril.build),
     "rdfcil": Method(rdfcil.build),
+    # Table B.3's generative baselines.
+    "bir": Method(bir.build),
+    "gc": Method(generative_classifier.build),
     # Table C.1: GE task-oriented / naive, KD embedding / naive, self-supervision (SS) on / off.
     "b0": etag_variant(self_supervision="none"),
     "b1": etag_variant(generation="naive", distillation="logit", self_supervision="none"),
@@ -125,7 +132,8 @@ METHODS: dict[str, Method] = {
 SMOKE = {"train_per_class": 8, "test_per_class": 4, "width": 4, "epochs": 1, "generator_epochs": 1, "batch_size": 32,
          "synthetic_batch": 16, "seeds": [0], "cpu_threads": 1,
          "hyper": {"rdfcil": {"inversion_steps": 2, "inversion_batch": 8, "generator_width": 8, "latent": 16,
-                              "finetune_epochs": 1}}}
+                              "finetune_epochs": 1},
+                   "bir": {"hidden": 32, "latent": 8}, "gc": {"hidden": 16, "latent": 4, "samples": 16}}}
 MIB = 2**20
 
 
