@@ -19,8 +19,11 @@ is the classifier itself, with four modifications the paper takes from the brain
   generated one, and, for a replayed sample passed through the current model, by the mixture of
   the masks weighted by the previous model's soft prediction ``softmax(scores / T)``.
 - **Distillation**: replayed samples are labelled with the previous model's soft outputs
-  (its logits ``scores`` over the old classes, temperature ``T = 2``); the current model's
-  old-class logits learn them with ``T^2 * CE(softmax(scores / T), softmax(y_hat / T))``.
+  (its logits ``scores`` over the old classes, temperature ``T = 2``). The current model's
+  logits ``y_hat`` over **every seen class** learn them, the targets given probability 0 on the
+  current task's classes (the published implementation pads them with zeros, class-incremental
+  scenario): ``T^2 * CE([softmax(scores / T), 0], softmax(y_hat / T))``. The padding is what
+  keeps the new classes' logits below the old ones' on replayed samples.
 
 Loss of one step at task ``t`` (tasks counted from 1), the published implementation's weighting::
 
@@ -50,7 +53,6 @@ from torch.nn import functional as F  # noqa: N812 - torch's convention
 
 from methods.cl.backbones import resnet18
 from methods.cl.etag import torchvision_init_
-from methods.cl.exemplar_free import soft_cross_entropy
 from methods.cl.frozen_features import FrozenFeatureLearner, FrozenFeatureNet
 from methods.cl.gaussian_vae import gaussian_log_density, mlp, reparameterize, unit_gaussian_nll
 from methods.cl.incremental import AdamSchedule, frozen_copy
@@ -150,9 +152,20 @@ def vae_terms(model: FeedbackVAE, x: torch.Tensor, class_weights: torch.Tensor,
 
 
 def distillation(logits: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
-    """``T^2 * CE(softmax(teacher / T), softmax(logits / T))`` averaged over ``(B, K)`` rows (Hinton et al. 2015,
-    with the published implementation's ``T^2`` factor)."""
-    return temperature ** 2 * soft_cross_entropy(logits, teacher, temperature)
+    """``T^2 * CE([softmax(teacher / T), 0], softmax(logits / T))``, averaged over rows (Hinton et al. 2015, with
+    the published implementation's ``T^2`` factor).
+
+    Parameters
+    ----------
+    logits : torch.Tensor
+        ``(B, K)`` the student's logits over the seen classes, the ``K_old`` old classes first.
+    teacher : torch.Tensor
+        ``(B, K_old)`` the previous model's logits over the old classes; its softmax is padded with
+        probability 0 for the ``K - K_old`` new classes.
+    """
+    padding = teacher.new_zeros(len(teacher), logits.shape[1] - teacher.shape[1])
+    targets = torch.cat([F.softmax(teacher / temperature, 1), padding], 1)
+    return temperature ** 2 * -(targets * F.log_softmax(logits / temperature, 1)).sum(1).mean()
 
 
 class BrainInspiredReplay(FrozenFeatureLearner):
@@ -213,7 +226,7 @@ class BrainInspiredReplay(FrozenFeatureLearner):
         weights = torch.zeros(len(replayed), n_classes, device=self.device)
         weights[:, self.old_index] = F.softmax(scores / self.temperature, 1)
         recon_r, variational_r, h_r = vae_terms(model, replayed, weights, self.generator)
-        distill = distillation(model.classifier(h_r)[:, self.old_index], scores, self.temperature)
+        distill = distillation(model.classifier(h_r)[:, self.seen_index], scores, self.temperature)
         new_share = 1.0 / (self.task + 1)
         total = new_share * current + (1 - new_share) * (recon_r + variational_r + distill)
         return {**terms, "recon_replay": recon_r.detach(), "variational_replay": variational_r.detach(),

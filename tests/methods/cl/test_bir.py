@@ -96,16 +96,18 @@ def test_distillation_target_is_the_previous_models_soft_output_on_the_replayed_
     assert set(classes.tolist()) <= {0, 1}
     torch.testing.assert_close(scores, learner.previous(replayed)[:, [0, 1]])
     model = learner.net.model
-    logits = model.classifier(model.encode(replayed)[2])
-    term = distillation(logits[:, [0, 1]], scores, 2.0)
-    hand = 4.0 * -(F.softmax(scores / 2, 1) * F.log_softmax(logits[:, [0, 1]] / 2, 1)).sum(1).mean()
-    torch.testing.assert_close(term, hand)
-    model.zero_grad()
-    term.backward()
-    grad = model.classifier.weight.grad
-    assert grad[[2, 3]].abs().sum() == 0 and grad[[0, 1]].abs().sum() > 0  # old-class rows only
-    # The previous model's own logits are a fixed point: the soft CE is minimal there (its KL part is 0).
-    student = scores.clone().requires_grad_()
+    seen = learner.seen_index.tolist()
+    assert seen == [0, 1, 2, 3]  # the old classes first, then the task's
+    logits = model.classifier(model.encode(replayed)[2])[:, seen]
+    term = distillation(logits, scores, 2.0)
+    # The teacher's softmax over the old classes, padded with probability 0 for the new ones.
+    targets = torch.cat([F.softmax(scores / 2, 1), torch.zeros(len(scores), 2)], 1)
+    torch.testing.assert_close(term, 4.0 * -(targets * F.log_softmax(logits / 2, 1)).sum(1).mean())
+    (grad,) = torch.autograd.grad(term, [logits])
+    torch.testing.assert_close(grad, 2.0 * (F.softmax(logits / 2, 1) - targets) / len(logits))
+    assert (grad[:, 2:] > 0).all()  # a descent step lowers the new classes' logits on every replayed sample
+    # The teacher's own logits, with the new classes far below, are a fixed point.
+    student = torch.cat([scores, torch.full((len(scores), 2), -1e4)], 1).requires_grad_()
     (grad_at_teacher,) = torch.autograd.grad(distillation(student, scores, 2.0), [student])
     assert grad_at_teacher.abs().max() < 1e-6
 
