@@ -45,7 +45,8 @@ ARTIFACT = Artifact(
     scales={
         "smoke": {**COMMON, "settings": [{"dataset": "synthetic", "first": 5, "tasks": 1}], **SMOKE},
         "full": {**COMMON, "settings": [{"dataset": "seq-cifar100", "first": 10, "tasks": 9}], "download": True,
-                 "width": 64, "epochs": 100, "generator_epochs": 100, "seeds": [0, 1, 2]},
+                 "width": 64, "epochs": 100, "generator_epochs": 100, "seeds": [0, 1, 2],
+                 "hyper": {"gc": {"samples": 10_000}}},
     },
     needs={
         "smoke": "nothing: a seeded synthetic set; no claim is judged.",
