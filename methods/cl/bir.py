@@ -213,6 +213,8 @@ class BrainInspiredReplay(FrozenFeatureLearner):
         return features, classes, scores
 
     def feature_losses(self, features: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``L = (1/t) L_current + (1 - 1/t) L_replay`` (module docstring) on ``(B, D)`` features and as many
+        replayed ones; ``L_current`` alone at the first task."""
         model = self.net.model
         n_classes = len(model.prior_means)
         recon, variational, h = vae_terms(model, features, F.one_hot(labels, n_classes).float(), self.generator)
