@@ -19,10 +19,11 @@ TinyViT of Table C.3: switches of :class:`methods.cl.etag.ETag` and its network,
 and ``ssre`` (:mod:`methods.cl.prototype_methods`), ``fetril`` (:mod:`methods.cl.fetril`) and
 ``rdfcil`` (:mod:`methods.cl.rdfcil`); Table B.1's ``gfr`` (switches of :class:`methods.cl.etag.ETag`)
 and ``der`` and ``foster`` (:mod:`methods.cl.der`, :mod:`methods.cl.foster`, which store
-exemplars); the data-free ``abd`` of Tables B.3 and C.5 (:mod:`methods.cl.abd`) and Table C.5's
-``podnet`` (:mod:`methods.cl.podnet`, which stores exemplars). Every learner gets eTag's optimizer
-(Adam 1e-3, weight decay 2e-4, step decay), and the ResNet-18s eTag's initialisation, so only the
-method differs.
+exemplars); the generative baselines of Table B.3, ``bir`` (:mod:`methods.cl.bir`) and ``gc``
+(:mod:`methods.cl.generative_classifier`); the data-free ``abd`` of Tables B.3 and C.5
+(:mod:`methods.cl.abd`) and Table C.5's ``podnet`` (:mod:`methods.cl.podnet`, which stores
+exemplars). Every learner gets eTag's optimizer (Adam 1e-3, weight decay 2e-4, step decay), and the
+ResNet-18s eTag's initialisation, so only the method differs.
 
 The summaries' side: per-seed rows (:func:`seed_rows`), eTag's gain over a baseline per seed,
 paired by seed (:func:`gain_samples`), and the learning floor a baseline must clear for a gain
@@ -47,11 +48,13 @@ from methods.cl import (
     IncrementalLearner,
     abd,
     average_incremental_accuracy,
+    bir,
     black_level,
     class_splits,
     count_parameters,
     fetril,
     foster,
+    generative_classifier,
     podnet,
     rdfcil,
     table_c6_parameters,
@@ -122,6 +125,9 @@ METHODS: dict[str, Method] = {
     # Table B.3's and C.5's data-free ABD; Table C.5's PodNet (20 herded exemplars per class).
     "abd": Method(abd.build),
     "podnet": Method(podnet.build),
+    # Table B.3's generative baselines.
+    "bir": Method(bir.build),
+    "gc": Method(generative_classifier.build),
     # Table C.1: GE task-oriented / naive, KD embedding / naive, self-supervision (SS) on / off.
     "b0": etag_variant(self_supervision="none"),
     "b1": etag_variant(generation="naive", distillation="logit", self_supervision="none"),
@@ -150,7 +156,8 @@ SMOKE = {"train_per_class": 8, "test_per_class": 4, "width": 4, "epochs": 1, "ge
          "hyper": {"rdfcil": {"inversion_steps": 2, "inversion_batch": 8, "generator_width": 8, "latent": 16,
                               "finetune_epochs": 1},
                    "der": {"memory_size": 40},
-                   "abd": {"inversion_steps": 2, "inversion_batch": 8, "generator_width": 8, "latent": 16}}}
+                   "abd": {"inversion_steps": 2, "inversion_batch": 8, "generator_width": 8, "latent": 16},
+                   "bir": {"hidden": 32, "latent": 8}, "gc": {"hidden": 16, "latent": 4, "samples": 16}}}
 MIB = 2**20
 
 
