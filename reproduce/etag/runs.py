@@ -158,6 +158,12 @@ SMOKE = {"train_per_class": 8, "test_per_class": 4, "width": 4, "epochs": 1, "ge
                    "der": {"memory_size": 40},
                    "abd": {"inversion_steps": 2, "inversion_batch": 8, "generator_width": 8, "latent": 16},
                    "bir": {"hidden": 32, "latent": 8}, "gc": {"hidden": 16, "latent": 4, "samples": 16}}}
+# The quick scale of the tables set in equal tasks (C.1-C.4, and B.1's stand-in): the bundled MNIST digits at
+# 16 px in 2 + 4 x 2 classes, 100 training and 50 test digits per class, a width-8 network, three seeds.
+# Batch 8 gives 50 optimizer steps per epoch of a two-digit task: at 32, eTag learned no new task.
+QUICK_EQUAL_TASKS = {"side": 16, "train_per_class": 100, "test_per_class": 50, "width": 8, "epochs": 4,
+                     "generator_epochs": 15, "generator_lr": 1e-3, "batch_size": 8, "synthetic_batch": 8,
+                     "lr_decay_step": 3, "seeds": [0, 1, 2], "cpu_threads": 1}
 MIB = 2**20
 
 
@@ -397,6 +403,16 @@ def final_rows(rows: pd.DataFrame) -> str:
     for (name, method), group in rows.groupby(["setting", "method"], sort=True):
         mean = np.mean(np.stack(group["final_row"].to_numpy()), axis=0)
         parts.append(f"{name} {method}: {', '.join(f'{v:.1f}' for v in mean)}")
+    return "; ".join(parts)
+
+
+def new_task_rows(rows: pd.DataFrame) -> str:
+    """Each method's accuracy (%) on each new task right after learning it (mean over the tasks after the first),
+    per seed, per setting: how much a method still learns once distillation and replay hold it back. For notes."""
+    parts = []
+    for (name, method), group in rows.groupby(["setting", "method"], sort=True):
+        values = group.sort_values("seed")["new_task_accuracy"]
+        parts.append(f"{name} {method}: {', '.join(f'{v:.1f}' for v in values)}")
     return "; ".join(parts)
 
 
