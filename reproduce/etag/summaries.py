@@ -49,7 +49,7 @@ def protocol_note(ctx: Context) -> str:
     return (f"Settings {settings}{side}; {config.get('train_per_class') or 'all'} training and "
             f"{config.get('test_per_class') or 'all'} test images per class; {config['epochs']} network and "
             f"{config['generator_epochs']} generator epochs per task (generator lr "
-            f"{config.get('generator_lr', 1e-4):g}); batch {config['batch_size']}; ResNet-18 base width "
+            f"{config.get('generator_lr', 1e-4):g}); batch {config['batch_size']}; network base width "
             f"{config['width']}; methods {', '.join(config['methods'])}; seeds {config['seeds']}; "
             f"device {ctx.device.kind}.")
 

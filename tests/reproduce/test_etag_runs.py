@@ -38,6 +38,20 @@ def test_table_b2_full_units_run_on_the_real_formats(fake_full_data, dataset, fi
     assert outcome.metrics["train_seconds"]["value"] > 0 and outcome.metrics["test_seconds"]["value"] > 0
 
 
+def test_the_memory_budget_of_a_method_with_exemplars_adds_its_images_as_bytes():
+    from reproduce.etag import table_b1
+
+    ctx = Context("smoke", table_b1.ARTIFACT.scales["smoke"], 0, describe_cpu("test"))
+    outcomes = {u.params["method"]: runs.run_incremental_unit(u, ctx) for u in table_b1.units(ctx)
+                if u.params["method"] in ("der", "gfr")}
+    der = outcomes["der"].metrics
+    stored = der["exemplars_stored"]["value"]
+    assert stored > 0 and outcomes["gfr"].metrics["exemplars_stored"]["value"] == 0
+    # The synthetic set's images are 3 x 32 x 32; one byte per value, as Table C.6 counts exemplars.
+    network_mb = 4 * der["trained_parameters"]["value"] / runs.MIB  # DER has no generator: all of it is kept
+    assert der["memory_budget_mb"]["value"] == pytest.approx(network_mb + stored * 3 * 32 * 32 / runs.MIB)
+
+
 def test_class_order_depends_on_the_seed_only(fake_full_data):
     """Every method of one seed learns the same class order; another seed permutes differently."""
     ctx = Context("full", {**table_c5.ARTIFACT.scales["full"], **TINY, "methods": ["finetune", "lwf"],
