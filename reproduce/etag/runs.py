@@ -408,13 +408,12 @@ def final_rows(rows: pd.DataFrame) -> str:
     return "; ".join(parts)
 
 
-def new_task_rows(rows: pd.DataFrame) -> str:
-    """Each method's accuracy (%) on each new task right after learning it (mean over the tasks after the first),
-    per seed, per setting: how much a method still learns once distillation and replay hold it back. For notes."""
+def per_seed(rows: pd.DataFrame, column: str) -> str:
+    """``column`` of each method's runs in seed order, per setting (``"setting method: v0, v1; ..."``): for notes."""
     parts = []
     for (name, method), group in rows.groupby(["setting", "method"], sort=True):
-        values = group.sort_values("seed")["new_task_accuracy"]
-        parts.append(f"{name} {method}: {', '.join(f'{v:.1f}' for v in values)}")
+        values = group.sort_values("seed")[column]
+        parts.append(f"{name} {method}: {', '.join(f'{v:.2f}' for v in values)}")
     return "; ".join(parts)
 
 

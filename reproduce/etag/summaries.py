@@ -9,8 +9,8 @@ gains of one row over another. :func:`accuracy_summary` turns the records into
   baseline is below the learning floor (:func:`~reproduce.etag.runs.reference_floor`),
 - the numbers a table copies from other papers, shown beside the same runs and never judged
   (:func:`~reproduce.etag.runs.published_references`),
-- notes: the protocol, the gains, each row's final per-task accuracy and its accuracy on each new
-  task right after learning it, rows that ended steps
+- notes: the protocol, the gains, each row's A per seed, its final per-task accuracy and its
+  accuracy on each new task right after learning it, rows that ended steps
   predicting only the newest task, and the claims of rows this suite does not run, with why;
 - a figure of the seen-class accuracy after each task.
 
@@ -31,7 +31,7 @@ from reproduce.etag.runs import (
     collapse_notes,
     final_rows,
     gain_samples,
-    new_task_rows,
+    per_seed,
     published_references,
     reference_floor,
     seed_rows,
@@ -104,8 +104,9 @@ def accuracy_summary(records: list[Record], ctx: Context, cells: Mapping[tuple[s
             withheld[claim] = floor
         notes.append(f"{report}, for {claim}: {'below, not judged' if floor else 'cleared'}.")
     notes.append(f"Accuracy (%) on each task after the last one, mean over seeds: {final_rows(rows)}.")
+    notes.append(f"A (%) per seed: {per_seed(rows, 'average_incremental_accuracy')}.")
     notes.append("Accuracy (%) on each new task right after learning it (mean over the tasks after the first), per "
-                 f"seed: {new_task_rows(rows)}.")
+                 f"seed: {per_seed(rows, 'new_task_accuracy')}.")
     notes += collapse_notes(rows)
     judged = {} if ctx.scale == "smoke" else samples
     return Summary(table=aggregate(records), measured={claim: drawn.point() for claim, drawn in judged.items()},

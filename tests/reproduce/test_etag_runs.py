@@ -115,8 +115,9 @@ def test_a_gain_over_a_baseline_below_the_learning_floor_is_withheld_with_both_n
     assert any("lwf's A against the learning floor: mnist-offline 5+5: 26.00% (floor 21.14%)" in n
                for n in summary.notes)
     # Every method's accuracy on each new task right after learning it, per seed.
-    assert any("mnist-offline 5+5 etag: 50.0, 50.0, 50.0" in n and "right after learning it" in n
+    assert any("mnist-offline 5+5 etag: 50.00, 50.00, 50.00" in n and "right after learning it" in n
                for n in summary.notes)
+    assert any("A (%) per seed" in n and "mnist-offline 5+5 finetune: 18.00, 19.00, 20.00" in n for n in summary.notes)
 
 
 def test_table_c5_judges_its_claims_from_the_seeds(fake_full_data):
