@@ -1,11 +1,13 @@
-"""The regression gate of ``tox -e bench`` fails on a 2x slowdown and passes an unchanged pair.
+"""The regression gate of ``tox -e bench`` fails on a 4x slowdown and passes an unchanged pair.
 
 A throwaway git repository holds a tiny package with one pure-Python function and an asv suite
 timing it, in three commits: A, B (A with an unrelated change to its README) and C (B with the
-function doing its loop twice, 2x slower). The gate (``tools/asv_gate.py``, the command tox runs)
-must exit 0 from A to B and 1 from B to C, naming the slowed benchmark. asv builds each commit in a
-virtualenv of this interpreter's version, as ``asv.conf.json`` does, so the first run installs asv's
-runner into it with pip (about a minute in all).
+function doing its loop four times, 4x slower). The gate (``tools/asv_gate.py``, the command tox runs)
+must exit 0 from A to B and 1 from B to C, naming the slowed benchmark. The slowdown is 4x, not 2x,
+because a shared CI machine once measured a 2x change as 1.17x: the test is of the gate's plumbing
+(exit status, asv's table, the results files), not of how small a change asv can resolve there.
+asv builds each commit in a virtualenv of this interpreter's version, as ``asv.conf.json`` does, so
+the first run installs asv's runner into it with pip (about a minute in all).
 """
 
 import json
@@ -87,8 +89,8 @@ def gate_repo(tmp_path_factory):
     commits = {"A": _commit(repo, "fast")}
     (repo / "README.md").write_text("gatepkg: a function for the gate test\n")
     commits["B"] = _commit(repo, "unchanged code")
-    (repo / "gatepkg.py").write_text(WORK.format(loops=2))
-    commits["C"] = _commit(repo, "twice as slow")
+    (repo / "gatepkg.py").write_text(WORK.format(loops=4))
+    commits["C"] = _commit(repo, "four times as slow")
     environ = {key: value for key, value in os.environ.items() if not key.startswith("ASV_")}
     environ.setdefault("PIP_CACHE_DIR", str(Path.home() / ".cache" / "pip"))
     environ["HOME"] = str(repo)
@@ -121,15 +123,19 @@ def test_unchanged_pair_passes(gate_repo):
         "bench_work.time_work"}, output[-4000:]
 
 
-def test_twice_as_slow_fails(gate_repo):
+def test_four_times_as_slow_fails(gate_repo):
     repo, environ, commits = gate_repo
     result = run_gate(repo, environ=environ, base=commits["B"], head=commits["C"])
     output = result.stdout + result.stderr
     assert result.returncode == 1, output[-4000:]
     assert "PERFORMANCE DECREASED" in output
     # asv's table: | Change | Before | After | Ratio | Benchmark |, "+" marking a regression.
-    slowed = [line for line in output.splitlines()
-              if "bench_work.time_work" in line and [cell.strip() for cell in line.split("|")][1:2] == ["+"]]
-    assert slowed, output[-4000:]
+    slowed = [cells for cells in ([cell.strip() for cell in line.split("|")] for line in output.splitlines())
+              if cells[1:2] == ["+"] and "bench_work.time_work" in cells]
+    assert len(slowed) == 1, output[-4000:]
+    # tools/asv_spread.py reads from the results files the same two values asv compared: the ratio asv
+    # printed (two decimals) is theirs. How large it is depends on the machine's noise, so only its
+    # side of the gate's factor is asserted.
     (row,) = spread(_measured(repo, environ, commits["B"]), _measured(repo, environ, commits["C"])).itertuples()
-    assert row.suite == "bench_work" and 1.6 < row.ratio < 2.5 and row.fold == row.ratio, row
+    assert row.suite == "bench_work" and row.fold == row.ratio > 1.1, row
+    assert float(slowed[0][4]) == pytest.approx(row.ratio, abs=0.006), (slowed[0], row)
