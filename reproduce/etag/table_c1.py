@@ -26,7 +26,8 @@ seed (paired by seed), while the baseline clears the learning floor.
   ePASS, A and B. The other rows' claims are absolute accuracies on CIFAR-100, judged at full scale
   only, so B0-B4 and the self-supervised tasks of Table C.2 are left to full scale (colour
   permutation also needs RGB), and the backbones of Table C.3 too (VGG-11 needs images of at
-  least 32 px); ``--set methods=...`` runs any of them at quick.
+  least 32 px); ``--set methods=...`` runs any of them at quick, and the empty ``hyper`` table takes a
+  method's hyper-parameters (``--set 'hyper={"etag": {"tradeoff": 0.5}}'``).
 - ``smoke``: a seeded synthetic set and width-4 networks, eTag, B1 and eTag on each backbone; seconds.
 """
 
@@ -71,7 +72,7 @@ ARTIFACT = Artifact(
         "smoke": {**COMMON, "methods": ["etag", "b1", *ON_BACKBONES],
                   "settings": [{"dataset": "synthetic", "first": 5, "tasks": 1}], **SMOKE},
         "quick": {**COMMON, "methods": [*GAIN_ROWS], "settings": [{"dataset": "mnist-offline", "first": 2, "tasks": 4}],
-                  **QUICK_EQUAL_TASKS},
+                  **QUICK_EQUAL_TASKS, "hyper": {}},
         "full": {**COMMON, "methods": [*VARIANTS, "ss-jigsaw", "ss-colorperm", *ON_BACKBONES],
                  "settings": [{"dataset": "seq-cifar100", "first": 25, "tasks": 3}], "download": True, "width": 64,
                  "epochs": 100, "generator_epochs": 100, "seeds": [0, 1, 2]},
