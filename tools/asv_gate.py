@@ -12,7 +12,7 @@ statistically significant. Only committed code is measured. Arguments go on to a
 
 :func:`continuous_command` is the one definition of the asv invocation: tox runs it through
 :func:`main`, and ``tests/benchmarks/test_asv_gate.py`` runs the same command on a throwaway
-repository to show that it fails on a 4x slowdown and passes an unchanged pair.
+repository to show that it fails on a 4x regression and passes an unchanged pair.
 """
 
 from __future__ import annotations
