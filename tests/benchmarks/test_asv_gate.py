@@ -4,7 +4,7 @@ A throwaway git repository holds a tiny package with one pure-Python function an
 tracking its cost, in three commits: A, B (A with an unrelated change to its README) and C (B with the
 function doing its loop four times, 4x the cost). The gate (``tools/asv_gate.py``, the command tox
 runs) must exit 0 from A to B and 1 from B to C, naming the regressed benchmark. The suite tracks the
-function's operation count (an asv ``track_`` benchmark) rather than timing it: the test is of the
+function's step count (an asv ``track_`` benchmark) rather than timing it: the test is of the
 gate's plumbing (exit status, asv's table, the results files), and CI's shared 2-core machines timed
 an unchanged pair 1.64x apart and a 2x slowdown at 1.17x, so a timed suite made the test flaky.
 asv builds each commit in a virtualenv of this interpreter's version, as ``asv.conf.json`` does, so
@@ -135,10 +135,10 @@ def test_four_times_the_cost_fails(gate_repo):
     assert result.returncode == 1, output[-4000:]
     assert "PERFORMANCE DECREASED" in output
     # asv's table: | Change | Before | After | Ratio | Benchmark |, "+" marking a regression.
-    slowed = [cells for cells in ([cell.strip() for cell in line.split("|")] for line in output.splitlines())
+    regressed = [cells for cells in ([cell.strip() for cell in line.split("|")] for line in output.splitlines())
               if cells[1:2] == ["+"] and "bench_work.track_work" in cells]
-    assert len(slowed) == 1, output[-4000:]
+    assert len(regressed) == 1, output[-4000:]
     # tools/asv_spread.py reads from the results files the two values asv compared: 20,000 and 80,000 steps.
     (row,) = spread(_measured(repo, environ, commits["B"]), _measured(repo, environ, commits["C"])).itertuples()
     assert (row.suite, row.first, row.second, row.ratio, row.fold) == ("bench_work", 20_000, 80_000, 4.0, 4.0), row
-    assert float(slowed[0][4]) == 4.0, slowed[0]
+    assert float(regressed[0][4]) == 4.0, regressed[0]
